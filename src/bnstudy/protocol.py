@@ -188,7 +188,9 @@ class AnalysisSettings(BaseModel):
             value = [value]
         if isinstance(value, list):
             if not all(isinstance(v, str) for v in value):
-                raise ValueError(f"expected metric names, or a mapping name -> settings; got {value!r}")
+                raise ValueError(
+                    f"expected metric names, or a mapping name -> settings; got {value!r}"
+                )
             _check_unique(value)
             return {name: {} for name in value}
         if isinstance(value, dict):

@@ -1,0 +1,173 @@
+"""Command line: a thin shell over :mod:`bnstudy.study`.
+
+Exit codes: 0 success; 1 a run finished but some trials failed; 2 bad input (a one-line
+message, no traceback); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bnstudy import __version__, study
+from bnstudy.protocol import ProtocolError
+from bnstudy.store import StoreError
+
+EXIT_FAILED_TRIALS = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ProtocolError, StoreError) as exc:
+        print(f"bnstudy: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bnstudy: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bnstudy",
+        description="Paired, many-seed studies of classifier head variants.",
+    )
+    parser.add_argument("--version", action="version", version=f"bnstudy {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("validate", help="check a protocol file")
+    p.add_argument("protocol", type=Path)
+    p.set_defaults(func=_validate)
+
+    p = verbs.add_parser("plan", help="show the trials a protocol expands to")
+    p.add_argument("protocol", type=Path)
+    p.add_argument("--first", type=int, default=5, help="how many trials to list (default 5)")
+    p.add_argument("--pilot", type=Path, help="results of a pilot study, to plan seeds from")
+    p.add_argument("--halfwidth", type=float, help="target CI half-width (metric units, pp)")
+    p.add_argument("--effect", type=float, help="effect to detect with --power (metric units)")
+    p.add_argument("--power", type=float, default=0.8)
+    p.set_defaults(func=_plan)
+
+    p = verbs.add_parser("run", help="train missing trials, then analyse and report")
+    p.add_argument("protocol", type=Path)
+    p.add_argument("--jobs", "-j", type=int, help="parallel workers (default: all cores)")
+    p.add_argument("--device", default="cpu", help="torch device for training (default cpu)")
+    p.add_argument("--results", type=Path, help="results file (default data/results/NAME.parquet)")
+    p.add_argument("--report", type=Path, help="report file (default reports/NAME.html)")
+    p.add_argument("--no-report", action="store_true", help="only train and store")
+    p.add_argument("--quiet", "-q", action="store_true", help="no line per trial")
+    p.set_defaults(func=_run)
+
+    p = verbs.add_parser("status", help="trials done, failed and missing for a protocol")
+    p.add_argument("protocol", type=Path)
+    p.add_argument("--results", type=Path)
+    p.set_defaults(func=_status)
+
+    p = verbs.add_parser("analyze", help="print the effect estimates of a results file")
+    p.add_argument("results", type=Path)
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=_analyze)
+
+    p = verbs.add_parser("report", help="write the HTML report of a results file")
+    p.add_argument("results", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="HTML file (default reports/NAME.html)")
+    p.set_defaults(func=_report)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    protocol = study.load(args.protocol)
+    n = len(protocol.expand())
+    print(f"{args.protocol}: ok ({protocol.name!r}, {n} trials)")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    protocol = study.load(args.protocol)
+    print(study.plan(protocol).describe(first=args.first))
+    if args.pilot is not None:
+        from bnstudy.stats import plan_seeds
+
+        if args.halfwidth is None and args.effect is None:
+            raise ProtocolError("--pilot needs --halfwidth or --effect")
+        pilot = study.read_results(args.pilot)
+        needed = plan_seeds(
+            pilot.table, protocol, halfwidth=args.halfwidth, power=args.power, effect=args.effect
+        )
+        print(f"\nseeds per cell from the pilot {args.pilot}:")
+        print(needed.to_string(index=False))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    protocol = study.load(args.protocol)
+    if args.jobs is not None and args.jobs < 1:
+        raise ProtocolError(f"--jobs must be at least 1, got {args.jobs}")
+    on_result = None if args.quiet else _print_progress
+    outcome = study.run(
+        protocol,
+        jobs=args.jobs,
+        results=args.results,
+        report=args.report,
+        device=args.device,
+        analyse=not args.no_report,
+        on_result=on_result,
+    )
+    summary = outcome.summary
+    print(summary.describe())
+    print(f"results: {outcome.results_path}")
+    if summary.interrupted:
+        print("interrupted: finished trials are saved; run the same command to resume")
+        return EXIT_INTERRUPTED
+    if outcome.report_path is not None:
+        print(f"report:  {outcome.report_path}")
+    if outcome.analysis is not None:
+        headline = outcome.analysis.headline()
+        print(headline.get("text", "no effect could be estimated; see the report's diagnostics"))
+    if summary.failed:
+        print(f"{summary.failed} trials failed; see the 'error' column", file=sys.stderr)
+        return EXIT_FAILED_TRIALS
+    return 0
+
+
+def _print_progress(done: int, todo: int, trial, result) -> None:
+    score = result.metrics.get("balanced_acc", float("nan"))
+    print(
+        f"[{done}/{todo}] {trial.architecture} {trial.head} ratio={trial.imbalance_ratio:g} "
+        f"seed={trial.seed}: {result.status} balanced_acc={score:.3f} "
+        f"({result.metrics.get('wall_s', float('nan')):.1f} s)",
+        flush=True,
+    )
+
+
+def _status(args: argparse.Namespace) -> int:
+    protocol = study.load(args.protocol)
+    print(study.status(protocol, args.results).to_string())
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    estimates = study.analyze(args.results).estimates
+    if args.format == "csv":
+        print(estimates.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(json.dumps(json.loads(estimates.to_json(orient="records")), indent=2))
+    else:
+        print(estimates.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    out = study.report(args.results, args.output)
+    print(f"report: {out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

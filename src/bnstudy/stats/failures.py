@@ -1,0 +1,98 @@
+"""Failure as an outcome: failure rates by arm and a paired comparison with the control."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+from bnstudy.protocol import TREATMENT, Protocol
+from bnstudy.stats.paired import OK
+
+FAILURE_COLUMNS = [
+    "head",
+    "comparison",
+    "status",
+    "n",
+    "n_failed",
+    "rate",
+    "ci_low",
+    "ci_high",
+    "p",
+    "method",
+]
+
+
+def wilson_interval(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion k/n (nan when n = 0)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z = special.ndtri(0.5 + confidence / 2)
+    phat = k / n
+    centre = (phat + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def failure_rates(table: pd.DataFrame, protocol: Protocol, confidence: float) -> pd.DataFrame:
+    """Failure rate (status != ok) per head, overall and per status kind, with Wilson CIs;
+    plus, per variant, the paired difference in failure rate against the control over blocks
+    where both arms have a row (Wald CI for paired proportions, exact McNemar p).
+
+    Returns columns :data:`FAILURE_COLUMNS`; rows with comparison "rate" (per head) or
+    "variant - control".
+    """
+    rows = []
+    kinds = sorted(set(table["status"].astype(str)) - {OK})
+    for head, sub in table.groupby(TREATMENT, sort=False):
+        n = len(sub)
+        status = sub["status"].astype(str)
+        for kind in ["any", *kinds]:
+            k = int((status != OK).sum() if kind == "any" else (status == kind).sum())
+            low, high = wilson_interval(k, n, confidence)
+            rows.append(
+                dict(
+                    head=head,
+                    comparison="rate",
+                    status=kind,
+                    n=n,
+                    n_failed=k,
+                    rate=k / n if n else np.nan,
+                    ci_low=low,
+                    ci_high=high,
+                    p=np.nan,
+                    method="Wilson",
+                )
+            )
+    failed = table.assign(_f=(table["status"].astype(str) != OK).astype(int))
+    wide = failed.pivot_table(index="block_id", columns=TREATMENT, values="_f", aggfunc="max")
+    for variant in protocol.variants:
+        if variant not in wide or protocol.control not in wide:
+            continue
+        both = wide[[variant, protocol.control]].dropna()
+        n = len(both)
+        if n == 0:
+            continue
+        fv, fc = both[variant].to_numpy(), both[protocol.control].to_numpy()
+        b, c = int(((fv == 1) & (fc == 0)).sum()), int(((fv == 0) & (fc == 1)).sum())
+        diff = (b - c) / n
+        # Variance of a difference of paired proportions (Agresti): ((b + c) - (b - c)^2/n)/n^2
+        se = np.sqrt(max((b + c) - (b - c) ** 2 / n, 0.0)) / n
+        z = special.ndtri(0.5 + confidence / 2)
+        p = stats.binomtest(b, b + c).pvalue if b + c > 0 else 1.0
+        rows.append(
+            dict(
+                head=variant,
+                comparison=f"{variant} - {protocol.control}",
+                status="any",
+                n=n,
+                n_failed=b + c,
+                rate=diff,
+                ci_low=diff - z * se,
+                ci_high=diff + z * se,
+                p=float(p),
+                method="paired difference over blocks; n_failed = discordant "
+                "blocks; Wald CI, exact McNemar p",
+            )
+        )
+    return pd.DataFrame(rows, columns=FAILURE_COLUMNS)

@@ -1,0 +1,184 @@
+"""Seed planning from a pilot: seeds per cell for a target CI half-width or power.
+
+With G conditions, n seeds (pairs) per condition, within-condition SD sigma of the paired
+differences and between-condition SD tau of the effect, the overall effect's standard error
+is sqrt((tau^2 + sigma^2 / n) / G) and its CI half-width t_{G-1} times that. More seeds
+shrink only the sigma part: the half-width cannot go below t_{G-1} tau / sqrt(G) (the
+"floor"); beating it takes more conditions, not more seeds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bnstudy.protocol import METRICS, Protocol
+from bnstudy.stats.mixed import paired_effect_fit
+from bnstudy.stats.paired import condition_columns, paired_differences
+
+PLAN_COLUMNS = [
+    "metric",
+    "variant",
+    "control",
+    "target",
+    "target_value",
+    "unit",
+    "n_conditions",
+    "sigma_within",
+    "tau",
+    "pilot_pairs_per_condition",
+    "seeds_per_condition",
+    "achieved_halfwidth",
+    "halfwidth_floor",
+    "feasible",
+    "note",
+]
+MAX_SEEDS = 100_000
+
+
+def variance_components(d: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """(sigma^2 within conditions, tau^2 between) of paired differences ``d`` by ``groups``.
+
+    sigma^2 is the pooled within-condition variance; tau^2 the REML estimate of the paired
+    model, or the moment estimate var(condition means) - mean(sigma^2 / n_g) when REML is not
+    available; tau^2 = 0 with a single condition.
+    """
+    _, g = np.unique(groups, return_inverse=True)
+    counts = np.bincount(g)
+    means = np.bincount(g, d) / counts
+    ss = np.bincount(g, (d - means[g]) ** 2)
+    dof = len(d) - len(counts)
+    sigma2 = float(ss.sum() / dof) if dof > 0 else float("nan")
+    if len(counts) < 2:
+        return sigma2, 0.0
+    tau2 = paired_effect_fit(d, np.ones((len(d), 1)), g, ["all"]).tau2
+    if not np.isfinite(tau2):
+        tau2 = max(0.0, float(np.var(means, ddof=1) - np.mean(sigma2 / counts)))
+    return sigma2, float(tau2)
+
+
+def halfwidth(n: float, sigma2: float, tau2: float, G: int, confidence: float) -> float:
+    """CI half-width of the overall effect with n pairs in each of G conditions."""
+    df = G - 1 if G > 1 else max(n - 1, 1)
+    return float(stats.t.ppf(0.5 + confidence / 2, df) * math.sqrt((tau2 + sigma2 / n) / G))
+
+
+def seeds_for_halfwidth(
+    target: float, sigma2: float, tau2: float, G: int, confidence: float
+) -> int | None:
+    """Smallest n >= 2 with halfwidth(n) <= target; None when the floor is above target."""
+    if halfwidth(MAX_SEEDS, sigma2, tau2, G, confidence) > target:
+        return None
+    lo, hi = 2, MAX_SEEDS  # halfwidth decreases in n: bisect
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if halfwidth(mid, sigma2, tau2, G, confidence) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def plan_seeds(
+    table: pd.DataFrame,
+    protocol: Protocol,
+    halfwidth: float | None = None,
+    power: float = 0.8,
+    effect: float | None = None,
+) -> pd.DataFrame:
+    """Seeds per cell (pairs per condition) needed, per primary metric x variant.
+
+    Target: a CI half-width ``halfwidth`` (analysis units, pp for accuracies) or, when
+    ``effect`` is given, ``power`` to detect it at the protocol's alpha (two-sided; the
+    half-width that does so is |effect| t_{1-alpha/2} / (t_{1-alpha/2} + t_{power})). With
+    neither, the metric's equivalence margin is the half-width target. Variance components
+    come from the pilot ``table``; the number of conditions from the protocol's design.
+    Returns one row per metric x variant with :data:`PLAN_COLUMNS`.
+    """
+    conf = protocol.analysis.confidence
+    cond_cols = condition_columns(protocol)
+    G = int(np.prod([len(getattr(protocol.factors, c)) for c in cond_cols]))
+    rows = []
+    for metric, spec in protocol.analysis.metrics.items():
+        for variant in protocol.variants:
+            row = dict(
+                metric=metric,
+                variant=variant,
+                control=protocol.control,
+                unit=METRICS[metric].unit,
+                n_conditions=G,
+            )
+            if metric not in table.columns:
+                rows.append(dict(row, feasible=False, note=f"no column {metric!r} in pilot"))
+                continue
+            pairs = paired_differences(table, protocol, metric, variant)
+            if pairs.n_pairs < 3 or pairs.n_pairs <= pairs.n_conditions:
+                rows.append(
+                    dict(
+                        row,
+                        feasible=False,
+                        note=f"pilot has {pairs.n_pairs} pairs in "
+                        f"{pairs.n_conditions} conditions: need >= 2 per condition",
+                    )
+                )
+                continue
+            d = pairs.frame["d"].to_numpy()
+            sigma2, tau2 = variance_components(d, pairs.frame["condition"].to_numpy())
+            if effect is not None:
+                df = max(G - 1, 1)
+                q = stats.t.ppf(0.5 + conf / 2, df)
+                target = abs(effect) * q / (q + stats.t.ppf(power, df))
+                what, value = f"power {power:g} at effect", effect
+            else:
+                target = halfwidth if halfwidth is not None else spec.equivalence_margin
+                what, value = "halfwidth", target
+            floor = halfwidth_floor(tau2, G, conf)
+            note = (
+                ""
+                if pairs.n_conditions == G
+                else (f"pilot covers {pairs.n_conditions} of {G} conditions")
+            )
+            if target is None:
+                rows.append(dict(row, feasible=False, note="no half-width, effect or margin"))
+                continue
+            n = seeds_for_halfwidth(target, sigma2, tau2, G, conf)
+            rows.append(
+                dict(
+                    row,
+                    target=what,
+                    target_value=value,
+                    sigma_within=math.sqrt(sigma2),
+                    tau=math.sqrt(tau2),
+                    pilot_pairs_per_condition=pairs.n_pairs / pairs.n_conditions,
+                    seeds_per_condition=n,
+                    halfwidth_floor=floor,
+                    feasible=n is not None,
+                    achieved_halfwidth=(_hw(n, sigma2, tau2, G, conf) if n is not None else np.nan),
+                    note=note
+                    if n is not None
+                    else "; ".join(
+                        filter(
+                            None,
+                            [
+                                note,
+                                f"target {target:.3g} is below the floor {floor:.3g} set by tau: "
+                                "add conditions, not seeds",
+                            ],
+                        )
+                    ),
+                )
+            )
+    return pd.DataFrame(rows, columns=PLAN_COLUMNS)
+
+
+def halfwidth_floor(tau2: float, G: int, confidence: float) -> float:
+    """The half-width reached with infinitely many seeds: t_{G-1} tau / sqrt(G)."""
+    if G < 2:
+        return 0.0
+    return float(stats.t.ppf(0.5 + confidence / 2, G - 1) * math.sqrt(tau2 / G))
+
+
+_hw = halfwidth  # plan_seeds' parameter shadows the function name

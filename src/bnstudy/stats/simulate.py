@@ -1,0 +1,114 @@
+"""Synthetic results tables with known effects, shared by tests, benchmarks and coverage runs.
+
+The generative model, in analysis units (pp for accuracies), for trial (condition c, block b,
+arm h) is::
+
+    y = base + a_c + b_b + [h != control] * (effect_h + slope_h * log(ratio_c) + u_ch) + e
+
+with condition intercepts a_c ~ N(0, condition_sd), block intercepts b_b ~ N(0, block_sd),
+the effect's condition-level deviation u_ch ~ N(0, tau) (heterogeneity) and residual
+e ~ N(0, sigma). The paired difference of one block therefore has SD sigma * sqrt(2) around
+its condition's effect. Stored values are divided by the metric's scale, as the runner does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from bnstudy.protocol import METRICS, TREATMENT, Factors, Protocol
+
+FACTOR_COLUMNS: list[str] = list(Factors.model_fields)
+
+
+def simulate_results(
+    protocol: Protocol,
+    effect: float | Mapping[str, float] = -1.0,
+    *,
+    tau: float = 0.0,
+    sigma: float = 1.0,
+    block_sd: float = 2.0,
+    condition_sd: float = 3.0,
+    slope: float | Mapping[str, float] = 0.0,
+    missing: float = 0.0,
+    failed: float = 0.0,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A results table (one row per trial of ``protocol.expand()``) with known effects.
+
+    ``effect`` / ``slope`` are per variant (a float applies to every variant) in analysis
+    units of every primary metric. ``missing`` is the fraction of trial rows dropped (never
+    run); ``failed`` the fraction kept with a non-ok status and NaN metrics.
+    Returns the runner's columns: trial_id, block_id, status, error, seed, the factors and
+    one column per primary metric (stored scale).
+    """
+    rng = np.random.default_rng(seed)
+    trials = protocol.expand()
+    rows = pd.DataFrame([t.settings() for t in trials])
+    rows.insert(0, "trial_id", [t.trial_id for t in trials])
+    rows.insert(1, "block_id", [t.block_id for t in trials])
+    condition_cols = [c for c in FACTOR_COLUMNS if c != TREATMENT]
+    condition = rows.groupby(condition_cols, sort=False).ngroup().to_numpy()
+    block = pd.factorize(rows["block_id"])[0]
+    heads = list(getattr(protocol.factors, TREATMENT))
+    arm = pd.Categorical(rows[TREATMENT], categories=heads).codes
+    n_cond, n_block, n_arm = condition.max() + 1, block.max() + 1, len(heads)
+
+    def per_head(value: float | Mapping[str, float]) -> np.ndarray:
+        if isinstance(value, Mapping):
+            return np.array([0.0 if h == protocol.control else value.get(h, 0.0) for h in heads])
+        return np.array([0.0 if h == protocol.control else value for h in heads])
+
+    is_variant = np.array([h != protocol.control for h in heads])
+    log_ratio = np.log(rows["imbalance_ratio"].to_numpy(dtype=float))
+    for metric in protocol.analysis.metrics:
+        info = METRICS[metric]
+        base = 80.0 if info.unit == "pp" else 1.0
+        u = rng.normal(0.0, tau, (n_cond, n_arm)) * is_variant
+        y = (
+            base
+            + rng.normal(0.0, condition_sd, n_cond)[condition]
+            + rng.normal(0.0, block_sd, n_block)[block]
+            + per_head(effect)[arm]
+            + per_head(slope)[arm] * log_ratio
+            + u[condition, arm]
+            + rng.normal(0.0, sigma, len(rows))
+        )
+        rows[metric] = y / info.scale
+
+    status = np.full(len(rows), "ok", dtype=object)
+    fail = rng.random(len(rows)) < failed
+    status[fail] = rng.choice(["diverged", "collapsed", "failed"], fail.sum())
+    rows.insert(2, "status", status)
+    rows.insert(3, "error", np.where(fail, "simulated failure", None))
+    for metric in protocol.analysis.metrics:
+        rows.loc[fail, metric] = np.nan
+    keep = rng.random(len(rows)) >= missing
+    return rows.loc[keep].reset_index(drop=True)
+
+
+def grid_protocol(
+    n_seeds: int = 10,
+    *,
+    heads: tuple[str, ...] = ("plain", "bn"),
+    datasets: tuple[str, ...] = ("d0", "d1", "d2", "d3"),
+    ratios: tuple[float, ...] = (1.0, 10.0, 50.0, 100.0),
+    lrs: tuple[float, ...] = (0.01, 0.05, 0.1),
+    metrics: tuple[str, ...] = ("balanced_acc",),
+    extra_analysis: str = "",
+) -> Protocol:
+    """A protocol over datasets x ratios x lrs (48 conditions by default) for simulations."""
+    from bnstudy.protocol import parse_protocol
+
+    def seq(values: tuple) -> str:
+        return "[" + ", ".join(str(v) for v in values) + "]"
+
+    text = (
+        f"name: sim\nseeds: {n_seeds}\ncontrol: {heads[0]}\n"
+        f"factors:\n  architecture: mlp\n  head: {seq(heads)}\n  dataset: {seq(datasets)}\n"
+        f"  imbalance_ratio: {seq(ratios)}\n  lr: {seq(lrs)}\n"
+        f"analysis:\n  metrics: {seq(metrics)}\n{extra_analysis}"
+    )
+    return parse_protocol(text)

@@ -1,0 +1,205 @@
+"""The results file: the one module that knows the Parquet layout.
+
+``data/results/NAME.parquet`` holds one row per trial. While a run is in progress each
+finished trial is first written as its own small Parquet file under ``NAME.pending/``
+(written to a temporary name, fsynced, then renamed, so a part is either whole or absent);
+:meth:`ResultStore.consolidate` folds the parts into the main table with one atomic
+replace. A run killed at any moment therefore loses at most the trials in flight, and a
+trial recorded twice (a crash between the replace and the clean-up, or a retried failure)
+is deduplicated by ``trial_id``, the newest row winning.
+
+The protocol text, its hash and the software versions live in the file's key-value
+metadata under ``bnstudy.*`` keys, so a lone results file explains itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+META_PREFIX = "bnstudy."
+
+#: Outcomes that are final: a re-run skips these trials. ``failed`` ones are retried.
+FINAL_STATUSES = ("ok", "diverged", "collapsed")
+
+#: Columns whose type cannot be inferred from a single row (they are often null).
+_FIXED_TYPES = {"error": pa.string()}
+
+#: Consolidate after this many pending parts, so a long run does not pile up small files.
+CONSOLIDATE_EVERY = 256
+
+
+class StoreError(RuntimeError):
+    """A results file that cannot be read or written; the message names the path."""
+
+
+@dataclass(frozen=True)
+class Results:
+    """A results table with its file metadata (``bnstudy.*`` keys, prefix stripped)."""
+
+    table: pd.DataFrame
+    metadata: dict[str, str]
+    path: Path
+
+
+class ResultStore:
+    """Durable, append-only storage of trial rows for one results file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.pending_dir = self.path.with_suffix(".pending")
+
+    # -- writing ----------------------------------------------------------------------
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Persist one trial row; it is on disk when this returns."""
+        self.pending_dir.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist([dict(row)], schema=_schema_for(row))
+        # Names sort in write order: a later row for the same trial (a retry) wins.
+        final = self.pending_dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}.parquet"
+        _atomic_write(table, final)
+
+    def consolidate(self, metadata: Mapping[str, str] | None = None) -> None:
+        """Fold pending parts into the main table, with ``metadata`` (``bnstudy.*`` keys)."""
+        parts = self._parts()
+        if not parts:
+            return
+        main = self._read_main()
+        old_meta = _user_metadata(main.schema) if main is not None else {}
+        table = _dedupe([t for t in [main] if t is not None] + [_read_parquet(p) for p in parts])
+        meta = {**old_meta, **(metadata or {})}
+        table = table.replace_schema_metadata({META_PREFIX + k: v for k, v in meta.items()})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(table, self.path)
+        for part in parts:  # only after the main table holds them
+            part.unlink(missing_ok=True)
+        if not any(self.pending_dir.iterdir()):
+            self.pending_dir.rmdir()
+
+    def exists(self) -> bool:
+        """Whether any result (consolidated or pending) has been written."""
+        return self.path.exists() or bool(self._parts())
+
+    def pending_count(self) -> int:
+        return len(self._parts())
+
+    # -- reading ----------------------------------------------------------------------
+
+    def read(self) -> Results:
+        """The table as it stands, pending parts included (usable during a run)."""
+        if not self.exists():
+            raise StoreError(f"{self.path}: results file not found")
+        main = self._read_main()
+        meta = _user_metadata(main.schema) if main is not None else {}
+        tables = [t for t in [main] if t is not None] + [_read_parquet(p) for p in self._parts()]
+        return Results(_dedupe(tables).to_pandas(), meta, self.path)
+
+    def finished_ids(self) -> set[str]:
+        """Ids of trials with a final outcome (these are skipped when a run resumes)."""
+        if not self.exists():
+            return set()
+        table = self.read().table
+        return set(table.loc[table["status"].isin(FINAL_STATUSES), "trial_id"])
+
+    def _parts(self) -> list[Path]:
+        if not self.pending_dir.is_dir():
+            return []
+        return sorted(self.pending_dir.glob("*.parquet"))
+
+    def _read_main(self) -> pa.Table | None:
+        return _read_parquet(self.path) if self.path.exists() else None
+
+
+def read_results(path: str | Path) -> Results:
+    """Read a results file (and any parts a running or killed run left pending)."""
+    return ResultStore(path).read()
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _schema_for(row: Mapping[str, Any]) -> pa.Schema:
+    return pa.schema([(k, _FIXED_TYPES.get(k) or _arrow_type(k, v)) for k, v in row.items()])
+
+
+def _arrow_type(name: str, value: Any) -> pa.DataType:
+    if isinstance(value, bool):
+        return pa.bool_()
+    if isinstance(value, int):
+        return pa.int64()
+    if isinstance(value, float):
+        return pa.float64()
+    if isinstance(value, str):
+        return pa.string()
+    if isinstance(value, dt.datetime):
+        return pa.timestamp("us", tz="UTC")
+    if isinstance(value, list | tuple):
+        integral = all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        return pa.list_(pa.int64() if integral and value else pa.float64())
+    if value is None:
+        return pa.float64()  # an undefined number; strings that may be null are in _FIXED_TYPES
+    raise StoreError(f"column {name!r}: cannot store a value of type {type(value).__name__}")
+
+
+def _atomic_write(table: pa.Table, final: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(final.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StoreError(f"{path}: not a readable results file ({first})") from None
+
+
+def _dedupe(tables: Iterable[pa.Table]) -> pa.Table:
+    """Concatenate and keep the last row per trial_id (tables are given oldest first)."""
+    tables = [t.replace_schema_metadata(None) for t in tables]
+    if not tables:
+        return pa.table({})
+    table = pa.concat_tables(tables, promote_options="permissive")
+    if table.num_rows == 0:
+        return table
+    ids = table.column("trial_id").to_pylist()
+    last = {trial_id: i for i, trial_id in enumerate(ids)}
+    keep = sorted(last.values())
+    return table.take(pa.array(keep)) if len(keep) < table.num_rows else table
+
+
+def _user_metadata(schema: pa.Schema) -> dict[str, str]:
+    raw = schema.metadata or {}
+    prefix = META_PREFIX.encode()
+    return {k[len(prefix) :].decode(): v.decode() for k, v in raw.items() if k.startswith(prefix)}

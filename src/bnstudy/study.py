@@ -1,0 +1,186 @@
+"""The verbs of bnstudy as plain functions: what the CLI calls, and what a notebook can call.
+
+    protocol = study.load("protocols/quick.yaml")
+    outcome = study.run(protocol)            # trains, stores, analyses, reports
+    analysis = study.analyze("data/results/quick.parquet")
+
+Default locations: ``protocols/NAME.yaml`` -> ``data/results/NAME.parquet`` ->
+``reports/NAME.html``, relative to the working directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from bnstudy.protocol import Factors, Protocol, Trial, load_protocol, parse_protocol
+from bnstudy.store import Results, ResultStore, StoreError, read_results
+
+if TYPE_CHECKING:  # keep torch out of analysis-only imports
+    from bnstudy.runner import RunSummary
+    from bnstudy.stats import Analysis
+    from bnstudy.train import TrialResult
+
+RESULTS_DIR = Path("data/results")
+REPORTS_DIR = Path("reports")
+
+
+def known_names() -> dict[str, list[str]]:
+    """Registered architectures, heads and datasets (protocol names are checked against these)."""
+    from bnstudy.data import dataset_names
+    from bnstudy.models import architecture_names, head_names
+
+    return {"architecture": architecture_names(), "head": head_names(), "dataset": dataset_names()}
+
+
+def load(path: str | Path) -> Protocol:
+    """Read and fully validate a protocol file (raises ProtocolError)."""
+    return load_protocol(path, known=known_names())
+
+
+def results_path(protocol: Protocol) -> Path:
+    return RESULTS_DIR / f"{protocol.slug}.parquet"
+
+
+def report_path(protocol: Protocol) -> Path:
+    return REPORTS_DIR / f"{protocol.slug}.html"
+
+
+# -- plan -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    protocol: Protocol
+    trials: list[Trial]
+
+    @property
+    def levels(self) -> dict[str, list]:
+        """Each factor's levels (and the seeds), in protocol order."""
+        out = {name: list(getattr(self.protocol.factors, name)) for name in Factors.model_fields}
+        return {"seed": list(self.protocol.seeds), **out}
+
+    @property
+    def n_blocks(self) -> int:
+        return len({t.block_id for t in self.trials})
+
+    def describe(self, first: int = 5) -> str:
+        lines = [f"protocol {self.protocol.name!r}: {len(self.trials)} trials"]
+        lines.append(f"  {'factor':<16} {'levels':>6}  values")
+        for name, values in self.levels.items():
+            shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
+            lines.append(f"  {name:<16} {len(values):>6}  {shown}")
+        lines.append(
+            f"  control {self.protocol.control!r}; variants {', '.join(self.protocol.variants)}; "
+            f"{self.n_blocks} pairing blocks of {len(self.levels['head'])} arms"
+        )
+        lines.append(f"first {min(first, len(self.trials))} trials:")
+        for t in self.trials[:first]:
+            lines.append(f"  {t.trial_id}  block {t.block_id}  {_short(t)}")
+        return "\n".join(lines)
+
+
+def plan(protocol: Protocol) -> Plan:
+    return Plan(protocol, protocol.expand())
+
+
+def _short(trial: Trial) -> str:
+    s = trial.settings()
+    return " ".join(f"{k}={v}" for k, v in s.items())
+
+
+# -- run --------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What ``run`` produced: the run summary, and where the table and report went."""
+
+    summary: RunSummary
+    results_path: Path
+    analysis: Analysis | None
+    report_path: Path | None
+
+
+def run(
+    protocol: Protocol,
+    jobs: int | None = None,
+    results: str | Path | None = None,
+    report: str | Path | None = None,
+    device: str = "cpu",
+    analyse: bool = True,
+    on_result: Callable[[int, int, Trial, TrialResult], None] | None = None,
+) -> Outcome:
+    """Train every missing trial, then (unless ``analyse`` is False) analyse and report."""
+    from bnstudy.runner import run_protocol
+
+    results = Path(results) if results else results_path(protocol)
+    summary = run_protocol(protocol, results, jobs=jobs, device=device, on_result=on_result)
+    if summary.interrupted or not analyse:
+        return Outcome(summary, results, None, None)
+    table = read_results(results)
+    analysis = analyze_results(table)
+    out = Path(report) if report else report_path(protocol)
+    write_report(table, analysis, out)
+    return Outcome(summary, results, analysis, out)
+
+
+# -- analyse and report -----------------------------------------------------------------
+
+
+def protocol_of(results: Results) -> Protocol:
+    """The protocol recorded in a results file's metadata."""
+    text = results.metadata.get("protocol")
+    if text is None:
+        raise StoreError(
+            f"{results.path}: no protocol in the file's metadata (not a bnstudy file?)"
+        )
+    return parse_protocol(text, source=f"{results.path} (recorded protocol)")
+
+
+def analyze_results(results: Results) -> Analysis:
+    from bnstudy.stats import analyze as stats_analyze
+
+    return stats_analyze(results.table, protocol_of(results))
+
+
+def analyze(path: str | Path) -> Analysis:
+    """Read a results file and analyse it with the protocol it records."""
+    return analyze_results(read_results(path))
+
+
+def write_report(results: Results, analysis: Analysis, out: str | Path) -> Path:
+    from bnstudy.report import render
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    html = render(analysis, results.table, protocol_of(results), results.metadata)
+    out.write_text(html, encoding="utf-8")
+    return out
+
+
+def report(path: str | Path, out: str | Path | None = None) -> Path:
+    """Analyse a results file and write its HTML report (default ``reports/NAME.html``)."""
+    results = read_results(path)
+    analysis = analyze_results(results)
+    return write_report(results, analysis, out or report_path(protocol_of(results)))
+
+
+def status(protocol: Protocol, results: str | Path | None = None) -> pd.DataFrame:
+    """Trials per head by outcome, with those not yet run as ``missing`` (works mid-run)."""
+    path = Path(results) if results else results_path(protocol)
+    planned = pd.DataFrame([{"trial_id": t.trial_id, "head": t.head} for t in protocol.expand()])
+    store = ResultStore(path)
+    if store.exists():
+        table = store.read().table[["trial_id", "status"]]
+    else:
+        table = pd.DataFrame({"trial_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)})
+    merged = planned.merge(table, on="trial_id", how="left")
+    merged["status"] = merged["status"].fillna("missing")
+    counts = merged.groupby(["head", "status"]).size().unstack(fill_value=0)
+    counts.loc["total"] = counts.sum()
+    return counts

@@ -1,0 +1,145 @@
+"""analyze() end to end on synthetic tables with known effects."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bnstudy.stats import Analysis, analyze, plan_seeds
+from bnstudy.stats.analysis import ESTIMATE_COLUMNS
+from bnstudy.stats.simulate import grid_protocol, simulate_results
+
+SMALL = dict(datasets=("d0", "d1"), ratios=(1.0, 10.0, 100.0), lrs=(0.05,))
+
+
+def test_stats_does_not_import_torch():
+    code = "import sys, bnstudy.stats; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_known_effect_is_covered_with_all_tables():
+    protocol = grid_protocol(12, **SMALL)
+    table = simulate_results(protocol, effect=-1.0, tau=0.3, failed=0.05, missing=0.05, seed=4)
+    a = analyze(table, protocol)
+    assert isinstance(a, Analysis)
+    assert list(a.estimates.columns) == ESTIMATE_COLUMNS
+    overall = a.estimates.query("scope == 'overall'").iloc[0]
+    assert overall.ci_low < -1.0 < overall.ci_high
+    assert overall.verdict == "worse" and overall.level == "all"
+    assert set(a.estimates.scope) == {
+        "overall",
+        "dataset",
+        "imbalance_ratio",
+        "log_imbalance_ratio_slope",
+    }
+    assert set(a.estimates.query("scope == 'imbalance_ratio'").level) == {"1.0", "10.0", "100.0"}
+    # blocks with a failed or absent arm drop out, and are counted
+    assert overall.n_pairs < 6 * 12
+    assert a.diagnostics.message.str.contains("blocks lack a usable").any()
+    assert set(a.effect_sizes.statistic) == {"mean_difference", "d_z", "probability_of_improvement"}
+    assert set(a.heterogeneity.estimator) >= {"DL", "PM"}
+    assert len(a.per_condition) == 6 and {"estimate", "ci_low", "ci_high", "n_pairs"} <= set(
+        a.per_condition.columns
+    )
+    assert a.robustness.shape[0] == 1 and a.failures.query("status == 'any'").shape[0] == 3
+    assert a.model_summaries.shape[0] == 4  # overall, dataset, ratio, slope
+    assert a.units == {"balanced_acc": "pp"}
+
+
+def test_zero_effect_ci_contains_zero_and_never_says_no_effect():
+    protocol = grid_protocol(8, **SMALL)
+    a = analyze(simulate_results(protocol, effect=0.0, sigma=2.0, seed=11), protocol)
+    overall = a.estimates.query("scope == 'overall'").iloc[0]
+    assert overall.ci_low < 0 < overall.ci_high
+    assert overall.verdict in {"inconclusive", "equivalent"}
+
+
+def test_tost_declares_equivalence_with_enough_data():
+    protocol = grid_protocol(60, **SMALL)
+    a = analyze(simulate_results(protocol, effect=0.05, tau=0.0, sigma=0.7, seed=2), protocol)
+    assert a.headline()["verdict"] == "equivalent"
+    eq = a.equivalence.query("scope == 'overall'").iloc[0]
+    assert eq.tost_ci_low > -0.5 and eq.tost_ci_high < 0.5 and eq.p_tost_adj < 0.05
+
+
+def test_headline_text_and_lower_is_better_metric():
+    protocol = grid_protocol(10, metrics=("balanced_acc", "nll"), **SMALL)
+    table = simulate_results(protocol, effect=-1.0, seed=5)
+    a = analyze(table, protocol)
+    h = a.headline()
+    assert h["text"].startswith("bn − plain on balanced_acc: −") and h["text"].endswith("worse")
+    assert "pp (95% CI −" in h["text"]
+    # nll is "lower is better": a negative difference is an improvement
+    assert a.headline("nll")["verdict"] == "better"
+    # family "overall": two overall rows adjusted together, moderator rows unadjusted
+    est = a.estimates
+    assert est.query("scope == 'overall'").p_adj.notna().all()
+    assert est.query("scope != 'overall'").p_adj.isna().all()
+    two = est.query("scope == 'overall'")
+    np.testing.assert_allclose(
+        two.p_adj,
+        np.minimum(1, np.sort(two.p)[::-1] * [1, 2])[np.argsort(np.argsort(-two.p.to_numpy()))],
+        rtol=1e-12,
+    )
+    assert json.loads(json.dumps(a.to_records()))["estimates"][0]["scope"] == "overall"
+
+
+def test_family_all_adjusts_every_estimate():
+    protocol = grid_protocol(6, extra_analysis="  family: all\n  correction: fdr_bh\n", **SMALL)
+    a = analyze(simulate_results(protocol, seed=6), protocol)
+    assert a.estimates.p_adj.notna().all() and (a.estimates.p_adj >= a.estimates.p).all()
+
+
+def test_no_usable_pairs_and_one_seed_do_not_crash():
+    protocol = grid_protocol(3, **SMALL)
+    table = simulate_results(protocol, seed=1)
+    table["status"] = np.where(table["head"] == "bn", "diverged", "ok")
+    a = analyze(table, protocol)
+    assert a.estimates.empty and list(a.estimates.columns) == ESTIMATE_COLUMNS
+    assert (a.diagnostics.level == "warning").any() and a.headline() == {}
+    bn_rate = a.failures.query("head == 'bn' and status == 'any'").rate.iloc[0]
+    assert bn_rate == 1.0
+    one = grid_protocol(1, **SMALL)
+    a = analyze(simulate_results(one, seed=1), one)
+    assert a.estimates.query("scope == 'overall'").shape[0] == 1  # condition means, df G-1
+    assert a.estimates.method.str.contains("two-stage").all()
+    empty = analyze(simulate_results(one).iloc[:0], one)
+    assert empty.estimates.empty
+
+
+def test_single_condition_falls_back_to_paired_t():
+    protocol = grid_protocol(15, datasets=("d0",), ratios=(1.0,), lrs=(0.05,))
+    a = analyze(simulate_results(protocol, seed=3), protocol)
+    assert a.estimates.shape[0] == 1 and a.estimates.method.iloc[0].startswith("paired t")
+
+
+def test_plan_seeds_reports_the_tau_floor():
+    protocol = grid_protocol(10, **SMALL)
+    table = simulate_results(protocol, effect=-1.0, tau=1.0, seed=8)
+    plan = plan_seeds(table, protocol, halfwidth=2.0).iloc[0]
+    assert plan.feasible and plan.achieved_halfwidth <= 2.0
+    assert plan.halfwidth_floor == pytest.approx(2.571 * plan.tau / np.sqrt(6), rel=1e-3)
+    tight = plan_seeds(table, protocol, halfwidth=plan.halfwidth_floor * 0.9).iloc[0]
+    assert not tight.feasible and "floor" in tight.note
+    power = plan_seeds(table, protocol, effect=-3.0).iloc[0]
+    assert power.target.startswith("power") and power.seeds_per_condition >= 2
+    assert isinstance(plan_seeds(table.iloc[:0], protocol), pd.DataFrame)
+
+
+def test_failure_rates_by_hand():
+    protocol = grid_protocol(4, datasets=("d0",), ratios=(1.0,), lrs=(0.05,))
+    table = simulate_results(protocol, seed=0)
+    blocks = sorted(table.block_id.unique())
+    bad = ((table["head"] == "bn") & table.block_id.isin(blocks[:2])) | (
+        (table["head"] == "plain") & (table.block_id == blocks[2])
+    )
+    table.loc[bad, "status"] = "diverged"
+    f = analyze(table, protocol).failures.set_index(["head", "comparison", "status"])
+    assert f.loc[("bn", "rate", "any"), "rate"] == 0.5
+    assert f.loc[("plain", "rate", "diverged"), "n_failed"] == 1
+    paired = f.loc[("bn", "bn - plain", "any")]
+    assert paired.rate == pytest.approx((2 - 1) / 4) and paired.p == pytest.approx(1.0)
+    assert paired.n_failed == 3  # discordant blocks

@@ -1,0 +1,71 @@
+"""Hand-computed values for the decision rules and effect-size estimators."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bnstudy.stats.bootstrap import block_bootstrap
+from bnstudy.stats.effect_sizes import d_z, probability_of_improvement
+from bnstudy.stats.failures import wilson_interval
+from bnstudy.stats.inference import adjust, t_interval, tost_p, verdict
+
+
+def test_holm_by_hand():
+    p = np.array([0.01, 0.04, 0.03, 0.005])
+    # sorted 0.005*4, 0.01*3, 0.03*2, 0.04*1 -> 0.02, 0.03, 0.06, max(0.04, 0.06)
+    np.testing.assert_allclose(adjust(p, "holm"), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(adjust(p, "none"), p)
+    # BH: sorted 0.005*4/1, 0.01*4/2, 0.03*4/3, 0.04*4/4 -> 0.02, 0.02, 0.04, 0.04
+    np.testing.assert_allclose(adjust(p, "fdr_bh"), [0.02, 0.04, 0.04, 0.02])
+    out = adjust(np.array([0.01, np.nan, 0.02]), "holm")
+    assert np.isnan(out[1]) and out[0] == pytest.approx(0.02)
+
+
+def test_tost_matches_the_ci_rule():
+    assert tost_p(0.1, 0.1, 1000, 0.5) < 0.05
+    assert tost_p(0.4, 0.1, 1000, 0.5) > 0.05
+    assert np.isnan(tost_p(0.1, 0.1, 10, None))
+    rng = np.random.default_rng(0)
+    for est, se in zip(rng.normal(0, 0.5, 200), rng.uniform(0.05, 0.5, 200), strict=True):
+        low, high = t_interval(est, se, 20, 0.90)
+        assert (tost_p(est, se, 20, 0.5) < 0.05) == (low > -0.5 and high < 0.5)
+
+
+def test_verdicts_follow_direction():
+    assert verdict(-1.0, 0.001, np.nan, 0.05, "higher") == "worse"
+    assert verdict(-1.0, 0.001, np.nan, 0.05, "lower") == "better"
+    assert verdict(0.5, 0.001, 0.9, 0.05, "higher") == "better"
+    assert verdict(0.1, 0.4, 0.01, 0.05, "higher") == "equivalent"
+    assert verdict(0.1, 0.4, 0.2, 0.05, "higher") == "inconclusive"  # never "no effect"
+
+
+def test_effect_sizes_by_hand():
+    d = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert d_z(d) == pytest.approx(3 / np.sqrt(2.5))
+    assert probability_of_improvement(np.array([1.0, -1.0, 0.0, 2.0]), "higher") == 0.625
+    assert probability_of_improvement(np.array([1.0, -1.0, 0.0, 2.0]), "lower") == 0.375
+
+
+def test_wilson_interval_known_value():
+    low, high = wilson_interval(5, 10, 0.95)
+    assert (low, high) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(0, 20, 0.95)[0] == 0.0
+
+
+def test_bca_bootstrap_agrees_with_scipy():
+    d = np.random.default_rng(1).gamma(2.0, 1.0, 200) - 1.5
+    ours = block_bootstrap(d, "higher", 4000, 0, 0.95)
+    ref = stats.bootstrap(
+        (d,), np.mean, method="BCa", n_resamples=4000, random_state=np.random.default_rng(2)
+    ).confidence_interval
+    assert ours["mean_difference"][1] == pytest.approx(ref.low, abs=0.03)
+    assert ours["mean_difference"][2] == pytest.approx(ref.high, abs=0.03)
+    ref_dz = stats.bootstrap(
+        (d,),
+        lambda x, axis: np.mean(x, axis) / np.std(x, axis, ddof=1),
+        method="BCa",
+        n_resamples=4000,
+        random_state=np.random.default_rng(2),
+    ).confidence_interval
+    assert ours["d_z"][1] == pytest.approx(ref_dz.low, abs=0.03)
+    assert ours["d_z"][2] == pytest.approx(ref_dz.high, abs=0.03)

@@ -1,0 +1,148 @@
+"""End to end through the command line: protocol in, Parquet table and HTML report out."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bnstudy.cli import main
+
+TINY = """\
+name: '<script>alert(1)</script>'
+description: 'an <b>unsafe</b> description & more'
+seeds: 3
+factors:
+  architecture: mlp
+  head: [plain, bn]
+  dataset: synthetic
+  imbalance_ratio: [1, 10]
+  train_per_class: 40
+  epochs: 2
+  batch_size: 32
+control: plain
+analysis:
+  metrics: [balanced_acc, nll]
+  bootstrap: {replicates: 200}
+"""
+
+ESTIMATE_COLUMNS = [
+    "metric", "variant", "control", "scope", "level", "estimate", "ci_low", "ci_high",
+    "p", "p_adj", "verdict", "n_pairs", "method",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, str]:
+    """Run the tiny protocol once through the CLI (in its own working directory)."""
+    root = tmp_path_factory.mktemp("study")
+    (root / "protocols").mkdir()
+    (root / "protocols" / "tiny.yaml").write_text(TINY)
+    out = subprocess.run(
+        [sys.executable, "-m", "bnstudy", "run", "protocols/tiny.yaml", "--jobs", "2"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return root, out.stdout
+
+
+def test_run_prints_where_outputs_went_and_the_headline(finished_run):
+    root, stdout = finished_run
+    assert "results: data/results/script-alert-1-script.parquet" in stdout
+    assert "report:  reports/script-alert-1-script.html" in stdout
+    assert re.search(r"bn − plain on balanced_acc: −?\d+\.\d+ pp \(95% CI", stdout), stdout
+    assert "12 trials: 0 already done, 12 run" in stdout
+
+
+def test_results_table_columns_and_metadata(finished_run):
+    root, _ = finished_run
+    table = pd.read_parquet(root / "data/results/script-alert-1-script.parquet")
+    assert len(table) == 12
+    for column in [
+        "trial_id", "block_id", "status", "error", "seed", "architecture", "head", "dataset",
+        "imbalance_ratio", "test_acc", "balanced_acc", "macro_f1", "nll", "train_loss",
+        "wall_s", "started_at", "ended_at",
+    ]:  # fmt: skip
+        assert column in table.columns, column
+    assert table["imbalance_ratio"].dtype == "float64"
+    assert table["seed"].dtype == "int64"
+    assert table.groupby("block_id").size().eq(2).all()
+
+
+def test_report_is_self_contained_and_escapes_user_text(finished_run):
+    root, _ = finished_run
+    html = (root / "reports/script-alert-1-script.html").read_text()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<b>unsafe</b>" not in html and "&lt;b&gt;unsafe&lt;/b&gt;" in html
+    assert "<script" not in html.lower()
+    assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", html, re.I), "external URL"
+    assert "<svg" in html  # inline figures
+    assert "What the evidence shows" in html
+    assert "95% CI" in html
+    for words in ["Estimates", "Trials and failures", "Protocol", "torch"]:
+        assert words in html
+
+
+def test_analyze_formats(finished_run, capsys, monkeypatch):
+    root, _ = finished_run
+    monkeypatch.chdir(root)
+    path = "data/results/script-alert-1-script.parquet"
+    assert main(["analyze", path, "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert records and all(list(r) == ESTIMATE_COLUMNS for r in records)
+    overall = [r for r in records if r["scope"] == "overall"]
+    assert {(r["metric"], r["variant"]) for r in overall} == {("balanced_acc", "bn"), ("nll", "bn")}
+
+    assert main(["analyze", path, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == ",".join(ESTIMATE_COLUMNS)
+    assert main(["analyze", path]) == 0
+    assert "overall" in capsys.readouterr().out
+
+
+def test_report_verb_and_status_and_resume(finished_run, capsys, monkeypatch, tmp_path):
+    root, _ = finished_run
+    monkeypatch.chdir(root)
+    out = tmp_path / "r.html"
+    assert main(["report", "data/results/script-alert-1-script.parquet", "-o", str(out)]) == 0
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    assert main(["status", "protocols/tiny.yaml"]) == 0
+    status = capsys.readouterr().out
+    assert "missing" not in status and "total" in status
+    assert main(["run", "protocols/tiny.yaml", "-q", "--no-report"]) == 0
+    assert "12 already done, 0 run" in capsys.readouterr().out
+
+
+def test_validate_and_plan(tmp_path: Path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    assert main(["validate", str(path)]) == 0
+    assert "ok" in capsys.readouterr().out
+    assert main(["plan", str(path), "--first", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "12 trials" in out and "imbalance_ratio" in out and "6 pairing blocks" in out
+
+
+def test_bad_protocol_exits_2_with_one_line_and_no_traceback(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(TINY.replace("[plain, bn]", "[plain, bnn]"))
+    exe = shutil.which("bnstudy") or sys.executable
+    cmd = [exe] if exe != sys.executable else [sys.executable, "-m", "bnstudy"]
+    out = subprocess.run([*cmd, "validate", str(path)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert f"{path}: factors.head[1]: unknown name 'bnn'" in out.stderr
+
+
+def test_corrupt_results_file_exits_2(tmp_path: Path, capsys):
+    path = tmp_path / "r.parquet"
+    path.write_text("garbage")
+    assert main(["analyze", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable results file" in err and err.count("\n") == 1

@@ -1,0 +1,125 @@
+"""The runner: streaming to the store, resume, failures recorded, interruption."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bnstudy import runner, study
+from bnstudy.protocol import METRICS, parse_protocol
+from bnstudy.store import ResultStore
+
+TINY = """\
+name: tiny
+seeds: 2
+factors:
+  architecture: mlp
+  head: [plain, bn]
+  dataset: synthetic
+  imbalance_ratio: [1, 10]
+  train_per_class: 40
+  epochs: 2
+  batch_size: 32
+control: plain
+"""
+
+
+def tiny(text: str = TINY):
+    return parse_protocol(textwrap.dedent(text), "tiny.yaml", known=study.known_names())
+
+
+def test_run_writes_one_row_per_trial_then_resumes_without_rerunning(tmp_path: Path):
+    path = tmp_path / "tiny.parquet"
+    protocol = tiny()
+    first = runner.run_protocol(protocol, path, jobs=2)
+    assert first.ran == 8 and first.skipped == 0 and first.failed == 0
+    table = pd.read_parquet(path)
+    assert sorted(table["trial_id"]) == sorted(t.trial_id for t in protocol.expand())
+    assert set(METRICS) <= set(table.columns)
+
+    again = runner.run_protocol(protocol, path, jobs=2)
+    assert again.ran == 0 and again.skipped == 8
+    assert len(pd.read_parquet(path)) == 8
+
+
+def test_interrupted_run_resumes_to_exactly_the_full_set(tmp_path: Path, monkeypatch):
+    path = tmp_path / "tiny.parquet"
+    protocol = tiny()
+    stored = []
+    real_append = ResultStore.append
+
+    def append_then_die(self, row):
+        real_append(self, row)
+        stored.append(row["trial_id"])
+        if len(stored) == 3:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived right after the third trial
+
+    monkeypatch.setattr(ResultStore, "append", append_then_die)
+    partial = runner.run_protocol(protocol, path, jobs=1)
+    assert partial.interrupted
+    assert len(pd.read_parquet(path)) == 3  # the finished trials were kept
+
+    monkeypatch.setattr(ResultStore, "append", real_append)
+    rest = runner.run_protocol(protocol, path, jobs=1)
+    assert rest.skipped == 3 and rest.ran == 5
+    table = pd.read_parquet(path)
+    assert len(table) == 8 and table["trial_id"].is_unique
+    assert set(table["trial_id"]) == {t.trial_id for t in protocol.expand()}
+
+
+def test_a_trial_that_raises_is_recorded_as_failed_and_the_run_goes_on(tmp_path, monkeypatch):
+    real = runner.run_trial
+
+    def flaky(trial, device):
+        if trial.head == "bn" and trial.seed == 1:
+            raise RuntimeError("simulated out-of-memory")
+        return real(trial, device)
+
+    monkeypatch.setattr(runner, "run_trial", flaky)
+    path = tmp_path / "tiny.parquet"
+    summary = runner.run_protocol(tiny(), path, jobs=1)
+    assert summary.failed == 2 and summary.statuses["ok"] + summary.statuses["collapsed"] == 6
+    table = pd.read_parquet(path)
+    failed = table[table["status"] == "failed"]
+    assert len(failed) == 2
+    assert failed["error"].str.startswith("RuntimeError: simulated out-of-memory").all()
+    assert failed["test_acc"].isna().all()
+
+    # failures are retried on the next run; the retry replaces the failed row
+    monkeypatch.setattr(runner, "run_trial", real)
+    retry = runner.run_protocol(tiny(), path, jobs=1)
+    assert retry.ran == 2 and retry.failed == 0
+    table = pd.read_parquet(path)
+    assert len(table) == 8 and (table["status"] != "failed").all()
+
+
+def test_rows_carry_ids_settings_and_provenance(tmp_path: Path):
+    path = tmp_path / "tiny.parquet"
+    protocol = tiny(TINY.replace("seeds: 2", "seeds: 1").replace("[1, 10]", "10"))
+    runner.run_protocol(protocol, path, jobs=1)
+    results = study.read_results(path)
+    row = results.table.iloc[0]
+    assert row["imbalance_ratio"] == 10.0 and row["architecture"] == "mlp"
+    assert list(row["class_counts"])[0] == 40 and list(row["class_counts"])[-1] == 4
+    assert len(row["curve_train_loss"]) == 2
+    assert row["device"] == "cpu"
+    assert results.metadata["protocol"] == protocol.source_text
+    assert "torch" in results.metadata["versions"]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_same_protocol_same_numbers(tmp_path: Path, jobs: int):
+    protocol = tiny(TINY.replace("seeds: 2", "seeds: 1"))
+    a = runner.run_protocol(protocol, tmp_path / "a.parquet", jobs=jobs)
+    b = runner.run_protocol(protocol, tmp_path / "b.parquet", jobs=jobs)
+    assert a.ran == b.ran == 4
+    cols = ["trial_id", *METRICS]
+    ta = pd.read_parquet(tmp_path / "a.parquet")[cols].drop(columns="wall_s")
+    tb = pd.read_parquet(tmp_path / "b.parquet")[cols].drop(columns="wall_s")
+    pd.testing.assert_frame_equal(
+        ta.sort_values("trial_id").reset_index(drop=True),
+        tb.sort_values("trial_id").reset_index(drop=True),
+    )
