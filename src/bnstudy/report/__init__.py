@@ -56,15 +56,17 @@ def render(
         "overall_sentences": sentences[1:],
         "no_estimate_reason": _no_estimate_reason(analysis),
         "conf_pct": f"{100 * analysis.confidence:g}",
+        "alpha": f"{1 - analysis.confidence:.3g}",
         "correction": protocol.analysis.correction,
         "moderator_figures": _moderator_figures(est, protocol),
-        "estimates_table": _html_table(est),
-        "effect_sizes_table": _html_table(getattr(analysis, "effect_sizes", None)),
-        "robustness_table": _html_table(getattr(analysis, "robustness", None)),
-        "heterogeneity_table": _html_table(analysis.heterogeneity),
+        "estimates_table": _html_table(_estimates_view(est)),
+        "methods": sorted(set(est["method"])),
+        "effect_sizes_table": _html_table(_with_ci(analysis.effect_sizes, _EFFECT_SIZE_VIEW)),
+        "robustness_table": _html_table(_robustness_view(analysis.robustness)),
+        "heterogeneity_table": _html_table(_heterogeneity_view(analysis.heterogeneity)),
         "forest_figures": _forest_figures(analysis, protocol),
         "status_table": _html_table(_status_counts(table), index=True),
-        "failures_table": _html_table(analysis.failures),
+        "failures_table": _html_table(_with_ci(analysis.failures, _FAILURE_VIEW)),
         "diagnostics": _diagnostics(analysis.diagnostics),
         "provenance_table": _html_table(_provenance(metadata, protocol)),
     }
@@ -73,9 +75,8 @@ def render(
 
 def _sentence(analysis: Analysis, metric: str, variant: str) -> dict[str, str]:
     row = analysis.headline(metric, variant)
-    detail = f" Adjusted p = {row['p_adj']:.3g}." if row["p_adj"] == row["p_adj"] else ""
     return {
-        "sentence": f"{row['text']}; {row['n_pairs']} pairs.{detail}",
+        "sentence": f"{row['text']}; {row['n_pairs']} pairs.",
         "verdict": row["verdict"],
         "verdict_words": _VERDICT_WORDS.get(row["verdict"], row["verdict"]),
     }
@@ -172,3 +173,47 @@ def _html_table(df: pd.DataFrame | None, index: bool = False) -> str:
     return df.to_html(
         index=index, border=0, escape=True, na_rep="–", float_format=lambda x: f"{x:.4g}"
     )
+
+
+# -- table views: the columns a reader needs, CIs as one "low to high" column -------------
+
+_EFFECT_SIZE_VIEW = ["metric", "variant", "statistic", "estimate", "CI", "n_pairs"]
+_FAILURE_VIEW = ["head", "comparison", "status", "n", "n_failed", "rate", "CI", "p"]
+
+
+def _ci_column(df: pd.DataFrame, low: str = "ci_low", high: str = "ci_high") -> list[str]:
+    return [
+        "–" if pd.isna(lo) or pd.isna(hi) else f"{lo:.3g} to {hi:.3g}"
+        for lo, hi in zip(df[low], df[high], strict=True)
+    ]
+
+
+def _with_ci(df: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
+    if df is None or df.empty:
+        return pd.DataFrame()
+    return df.assign(CI=_ci_column(df))[columns]
+
+
+def _estimates_view(est: pd.DataFrame) -> pd.DataFrame:
+    view = ["metric", "variant", "scope", "level", "estimate", "CI", "p", "p_adj", "verdict"]
+    return _with_ci(est, [*view, "n_pairs"])
+
+
+def _robustness_view(rob: pd.DataFrame | None) -> pd.DataFrame:
+    if rob is None or rob.empty:
+        return pd.DataFrame()
+    out = rob.assign(
+        **{
+            "model CI": _ci_column(rob, "model_ci_low", "model_ci_high"),
+            "bootstrap CI": _ci_column(rob, "bootstrap_ci_low", "bootstrap_ci_high"),
+        }
+    )
+    return out[["metric", "variant", "model_estimate", "model CI", "model_p", "bootstrap CI",
+                "wilcoxon_p", "n_pairs", "agree"]]  # fmt: skip
+
+
+def _heterogeneity_view(het: pd.DataFrame | None) -> pd.DataFrame:
+    if het is None or het.empty:
+        return pd.DataFrame()
+    out = het.assign(**{"I² (%)": 100 * het["i2"]})
+    return out[["metric", "variant", "estimator", "k", "tau", "I² (%)", "q_p"]]

@@ -55,7 +55,9 @@ def effect_by_level(rows: pd.DataFrame, factor: str, unit: str, log_x: bool) -> 
         err = np.vstack(
             [est - part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float) - est]
         )
-        ax.errorbar(xpos, est, yerr=err, marker="o", capsize=3, label=variant)
+        # Lines join ordered (numeric) levels only; categories get markers alone.
+        style = "-o" if numeric else "o"
+        ax.errorbar(xpos, est, yerr=err, fmt=style, capsize=3, label=variant)
         if not numeric:
             ax.set_xticks(x, part["level"].astype(str))
     if log_x and _numeric_levels(rows["level"]) is not None:
