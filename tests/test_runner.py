@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from joblib.externals.loky.backend.reduction import cloudpickle  # the pickler loky uses
 
 from bnstudy import runner, study
 from bnstudy.protocol import METRICS, parse_protocol
 from bnstudy.store import ResultStore
+from bnstudy.train import run_trial
 
 TINY = """\
 name: tiny
@@ -70,17 +74,28 @@ def test_interrupted_run_resumes_to_exactly_the_full_set(tmp_path: Path, monkeyp
     assert set(table["trial_id"]) == {t.trial_id for t in protocol.expand()}
 
 
-def test_a_trial_that_raises_is_recorded_as_failed_and_the_run_goes_on(tmp_path, monkeypatch):
-    real = runner.run_trial
+def flaky(trial, device):
+    """Raises for the bn arm of seed 1; trains the rest."""
+    if trial.head == "bn" and trial.seed == 1:
+        raise RuntimeError("simulated out-of-memory")
+    return run_trial(trial, device)
 
-    def flaky(trial, device):
-        if trial.head == "bn" and trial.seed == 1:
-            raise RuntimeError("simulated out-of-memory")
-        return real(trial, device)
 
-    monkeypatch.setattr(runner, "run_trial", flaky)
+def dies(trial, device):
+    """Kills its worker process on the bn arm of seed 1 (as the OOM killer would)."""
+    if trial.head == "bn" and trial.seed == 1:
+        os._exit(1)
+    return run_trial(trial, device)
+
+
+# Workers cannot import this test module: send the functions above by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_trial_that_raises_is_recorded_as_failed_and_the_run_goes_on(tmp_path, jobs):
     path = tmp_path / "tiny.parquet"
-    summary = runner.run_protocol(tiny(), path, jobs=1)
+    summary = runner.run_protocol(tiny(), path, jobs=jobs, trial_fn=flaky)
     assert summary.failed == 2 and summary.statuses["ok"] + summary.statuses["collapsed"] == 6
     table = pd.read_parquet(path)
     failed = table[table["status"] == "failed"]
@@ -89,11 +104,22 @@ def test_a_trial_that_raises_is_recorded_as_failed_and_the_run_goes_on(tmp_path,
     assert failed["test_acc"].isna().all()
 
     # failures are retried on the next run; the retry replaces the failed row
-    monkeypatch.setattr(runner, "run_trial", real)
-    retry = runner.run_protocol(tiny(), path, jobs=1)
+    retry = runner.run_protocol(tiny(), path, jobs=jobs)
     assert retry.ran == 2 and retry.failed == 0
     table = pd.read_parquet(path)
     assert len(table) == 8 and (table["status"] != "failed").all()
+
+
+def test_a_dead_worker_stops_the_run_but_keeps_what_finished(tmp_path: Path):
+    path = tmp_path / "tiny.parquet"
+    summary = runner.run_protocol(tiny(), path, jobs=2, trial_fn=dies)
+    assert summary.aborted
+    kept = pd.read_parquet(path) if path.exists() else pd.DataFrame({"trial_id": []})
+    assert kept["trial_id"].is_unique and len(kept) < 8
+    rest = runner.run_protocol(tiny(), path, jobs=2)
+    assert rest.skipped == len(kept) and rest.aborted is None
+    table = pd.read_parquet(path)
+    assert sorted(table["trial_id"]) == sorted(t.trial_id for t in tiny().expand())
 
 
 def test_rows_carry_ids_settings_and_provenance(tmp_path: Path):

@@ -125,6 +125,13 @@ def _run(args: argparse.Namespace) -> int:
     if summary.interrupted:
         print("interrupted: finished trials are saved; run the same command to resume")
         return EXIT_INTERRUPTED
+    if summary.aborted:
+        print(
+            f"bnstudy: error: run stopped, a worker died ({summary.aborted}); finished trials "
+            "are saved; run the same command to resume",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED_TRIALS
     if outcome.report_path is not None:
         print(f"report:  {outcome.report_path}")
     if outcome.analysis is not None:

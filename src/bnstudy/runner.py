@@ -24,11 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from bnstudy import __version__
 from bnstudy.protocol import METRICS, Protocol, Trial
 from bnstudy.store import CONSOLIDATE_EVERY, ResultStore
 from bnstudy.train import TrialResult, run_trial
+
+TrialFn = Callable[[Trial, str], TrialResult]
 
 
 @dataclass
@@ -41,6 +44,7 @@ class RunSummary:
     statuses: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
     interrupted: bool = False
+    aborted: str | None = None  # why the run stopped early, if a worker died
 
     @property
     def ran(self) -> int:
@@ -68,11 +72,13 @@ def run_protocol(
     jobs: int | None = None,
     device: str = "cpu",
     on_result: Callable[[int, int, Trial, TrialResult], None] | None = None,
+    trial_fn: TrialFn = run_trial,
 ) -> RunSummary:
     """Run every trial of ``protocol`` not yet in ``results_path``; return a summary.
 
     ``on_result(done, todo, trial, result)`` is called in the parent after each trial is
-    stored (progress reporting). A KeyboardInterrupt stops the run; what finished is kept.
+    stored (progress reporting). ``trial_fn`` trains one trial (a picklable function; tests
+    substitute failing ones). A KeyboardInterrupt stops the run; what finished is kept.
     """
     store = ResultStore(results_path)
     store.consolidate()  # fold in parts a killed run left behind
@@ -83,7 +89,7 @@ def run_protocol(
     metadata = provenance(protocol, device)
     start = time.perf_counter()
     try:
-        for trial, result in _execute(todo, jobs or default_jobs(), device):
+        for trial, result in _execute(todo, jobs or default_jobs(), device, trial_fn):
             store.append(trial_row(trial, result))
             summary.statuses[result.status] += 1
             if on_result is not None:
@@ -92,32 +98,41 @@ def run_protocol(
                 store.consolidate(metadata)
     except KeyboardInterrupt:
         summary.interrupted = True
+    except TerminatedWorkerError as exc:
+        # A worker died (killed, out of memory, segfault): its trial cannot be named, so
+        # stop; what finished is kept and the next run resumes.
+        summary.aborted = str(exc).splitlines()[0]
     finally:
         summary.wall_s = time.perf_counter() - start
         store.consolidate(metadata)
     return summary
 
 
-def _execute(trials: list[Trial], jobs: int, device: str) -> Iterator[tuple[Trial, TrialResult]]:
+def _execute(
+    trials: list[Trial], jobs: int, device: str, trial_fn: TrialFn
+) -> Iterator[tuple[Trial, TrialResult]]:
     if not trials:
         return iter(())
     if jobs == 1:  # in-process: easier to debug, no worker start-up
-        return (_run_one(t, device) for t in trials)
+        return (_run_one(trial_fn, t, device) for t in trials)
     parallel = joblib.Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
-    return parallel(joblib.delayed(_run_one)(t, device) for t in trials)
+    return parallel(joblib.delayed(_run_one)(trial_fn, t, device) for t in trials)
 
 
-def _run_one(trial: Trial, device: str) -> tuple[Trial, TrialResult]:
+def _run_one(trial_fn: TrialFn, trial: Trial, device: str) -> tuple[Trial, TrialResult]:
     """Worker entry point: one torch thread, and every exception becomes a failed row."""
     import torch
 
+    threads = torch.get_num_threads()  # restored: with jobs=1 this runs in the caller
     torch.set_num_threads(1)
     started = dt.datetime.now(dt.UTC)
     try:
-        return trial, run_trial(trial, device)
+        return trial, trial_fn(trial, device)
     except Exception as exc:  # noqa: BLE001 - failure is data, recorded with its cause
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}"
         return trial, TrialResult.failed(error, started_at=started, device=device)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def trial_row(trial: Trial, result: TrialResult) -> dict[str, Any]:

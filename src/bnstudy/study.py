@@ -120,7 +120,7 @@ def run(
 
     results = Path(results) if results else results_path(protocol)
     summary = run_protocol(protocol, results, jobs=jobs, device=device, on_result=on_result)
-    if summary.interrupted or not analyse:
+    if summary.interrupted or summary.aborted or not analyse:
         return Outcome(summary, results, None, None)
     table = read_results(results)
     analysis = analyze_results(table)
