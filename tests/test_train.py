@@ -44,7 +44,7 @@ def test_tiny_trial_learns_and_reports_every_metric(overrides):
     assert math.isnan(result.metrics["minority_recall"])  # balanced: no minority classes
     assert len(result.curves["train_loss"]) == 3
     assert result.metrics["train_loss"] == result.curves["train_loss"][-1]
-    assert result.per_class["class_counts"] == [100.0] * 10
+    assert result.per_class["class_counts"] == [100] * 10
     assert len(result.per_class["recall"]) == 10
     assert result.started_at.tzinfo is dt.UTC and result.ended_at >= result.started_at
 

@@ -56,7 +56,7 @@ class TrialResult:
     error: str | None
     metrics: dict[str, float]
     curves: dict[str, list[float]]
-    per_class: dict[str, list[float]]
+    per_class: dict[str, list[float] | list[int]]  # class_counts are ints
     started_at: dt.datetime
     ended_at: dt.datetime
     device: str
@@ -147,7 +147,7 @@ def run_trial(trial: Trial, device: str = "cpu") -> TrialResult:
     metrics = _nan_metrics()
     metrics["train_loss"] = epoch_losses[-1]
     metrics["epochs_run"] = float(len(epoch_losses))
-    per_class = {"class_counts": [float(c) for c in data.class_counts], "recall": []}
+    per_class = {"class_counts": list(data.class_counts), "recall": []}
     per_class["fc_weight_norm"] = model.head.fc.weight.detach().norm(dim=1).tolist()
     status = "diverged"
     if math.isfinite(epoch_losses[-1]):
