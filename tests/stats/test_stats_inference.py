@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 from scipy import stats
+from statsmodels.stats.proportion import confint_proportions_2indep
 
 from bnstudy.stats.bootstrap import block_bootstrap
 from bnstudy.stats.effect_sizes import d_z, probability_of_improvement
-from bnstudy.stats.failures import wilson_interval
-from bnstudy.stats.inference import adjust, t_interval, tost_p, verdict
+from bnstudy.stats.failures import paired_difference_interval, wilson_interval
+from bnstudy.stats.inference import adjust, p_value, t_interval, tost_p, verdict
 
 
 def test_holm_by_hand():
@@ -69,3 +70,22 @@ def test_bca_bootstrap_agrees_with_scipy():
     ).confidence_interval
     assert ours["d_z"][1] == pytest.approx(ref_dz.low, abs=0.03)
     assert ours["d_z"][2] == pytest.approx(ref_dz.high, abs=0.03)
+
+
+def test_zero_standard_error_takes_the_limit():
+    # every paired difference identical: the t statistic is infinite, not undefined
+    assert p_value(-1.0, 0.0, 5) == 0.0 and p_value(0.0, 0.0, 5) == 1.0
+    assert tost_p(0.0, 0.0, 5, 0.5) == 0.0 and tost_p(0.7, 0.0, 5, 0.5) == 1.0
+    assert np.isnan(p_value(1.0, np.nan, 5)) and np.isnan(tost_p(0.0, 0.0, 5, None))
+
+
+def test_paired_failure_interval_is_newcombe():
+    # with phi = 0 (a d = b c) Newcombe's paired interval equals his independent one
+    ref = confint_proportions_2indep(6, 12, 4, 12, method="newcomb")
+    assert paired_difference_interval(2, 4, 2, 4, 0.95) == pytest.approx(ref, abs=1e-12)
+    # no discordant blocks (e.g. no failures at all): not the Wald interval's [0, 0]
+    low, high = paired_difference_interval(0, 0, 0, 20, 0.95)
+    upper = wilson_interval(0, 20, 0.95)[1]
+    assert (low, high) == pytest.approx((-upper, upper)) and high > 0.1
+    low, high = paired_difference_interval(0, 10, 0, 0, 0.95)  # variant always fails
+    assert -1 <= low < 1.0 == high

@@ -46,6 +46,8 @@ def effect_by_level(rows: pd.DataFrame, factor: str, unit: str, log_x: bool) -> 
     offsets = np.linspace(-0.06, 0.06, len(variants)) if len(variants) > 1 else [0.0]
     for variant, offset in zip(variants, offsets, strict=True):
         part = rows[rows["variant"] == variant]
+        if _numeric_levels(part["level"]) is not None:  # levels are strings: "10.0" < "2.0"
+            part = part.iloc[np.argsort(_numeric_levels(part["level"]), kind="stable")]
         x = _numeric_levels(part["level"])
         numeric = x is not None
         if not numeric:

@@ -179,7 +179,7 @@ class Analysis:
         )
         r["text"] = (
             f"{variant} − {self.control} on {metric}: {_num(r['estimate'])}{spaced}"
-            f" ({self.confidence:.0%} CI {_num(r['ci_low'])} to {_num(r['ci_high'])}"
+            f" ({_percent(self.confidence)} CI {_num(r['ci_low'])} to {_num(r['ci_high'])}"
             f"{adjusted}), {r['verdict']}"
         )
         return r
@@ -204,6 +204,11 @@ class Analysis:
             family=self.family,
         )
         return out
+
+
+def _percent(confidence: float) -> str:
+    """0.95 -> "95%", 0.975 -> "97.5%" (a plain ".0%" would print 98%)."""
+    return f"{round(confidence * 100, 6):g}%"
 
 
 def _num(x: float) -> str:
@@ -453,7 +458,8 @@ def _heterogeneity(out, pairs: Pairs, overall: EffectFit, metric, variant, contr
             variant,
             "heterogeneity",
             "info",
-            f"{len(ok)} condition(s) with >= 2 pairs: no tau^2 / I^2",
+            f"{len(ok)} condition(s) with >= 2 pairs and a non-zero spread of the "
+            "differences: no tau^2 / I^2",
         )
         return
     y, v = ok["estimate"].to_numpy(), ok["se"].to_numpy() ** 2

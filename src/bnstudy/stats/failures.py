@@ -34,10 +34,34 @@ def wilson_interval(k: int, n: int, confidence: float) -> tuple[float, float]:
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
+def paired_difference_interval(
+    a: int, b: int, c: int, d: int, confidence: float
+) -> tuple[float, float]:
+    """Newcombe (1998, method 10) hybrid score interval for p1 - p2 from paired binary data.
+
+    Cells: ``a`` both arms failed, ``b`` only arm 1, ``c`` only arm 2, ``d`` neither. Built
+    from the two Wilson intervals and the phi correlation of the pairs; it stays inside
+    [-1, 1] and has positive width when no block is discordant (the Wald interval collapses
+    to [0, 0] there, the common case of no failures at all).
+    """
+    n = a + b + c + d
+    if n == 0:
+        return float("nan"), float("nan")
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson_interval(a + b, n, confidence)
+    l2, u2 = wilson_interval(a + c, n, confidence)
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    phi = (a * d - b * c) / np.sqrt(margins) if margins > 0 else 0.0
+    lower = np.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
+    upper = np.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
+    return float(max(-1.0, p1 - p2 - lower)), float(min(1.0, p1 - p2 + upper))
+
+
 def failure_rates(table: pd.DataFrame, protocol: Protocol, confidence: float) -> pd.DataFrame:
     """Failure rate (status != ok) per head, overall and per status kind, with Wilson CIs;
     plus, per variant, the paired difference in failure rate against the control over blocks
-    where both arms have a row (Wald CI for paired proportions, exact McNemar p).
+    where both arms have a row (Newcombe's hybrid score CI for paired proportions, exact
+    McNemar p).
 
     Returns columns :data:`FAILURE_COLUMNS`; rows with comparison "rate" (per head) or
     "variant - control".
@@ -75,10 +99,9 @@ def failure_rates(table: pd.DataFrame, protocol: Protocol, confidence: float) ->
             continue
         fv, fc = both[variant].to_numpy(), both[protocol.control].to_numpy()
         b, c = int(((fv == 1) & (fc == 0)).sum()), int(((fv == 0) & (fc == 1)).sum())
+        a = int(((fv == 1) & (fc == 1)).sum())
         diff = (b - c) / n
-        # Variance of a difference of paired proportions (Agresti): ((b + c) - (b - c)^2/n)/n^2
-        se = np.sqrt(max((b + c) - (b - c) ** 2 / n, 0.0)) / n
-        z = special.ndtri(0.5 + confidence / 2)
+        low, high = paired_difference_interval(a, b, c, n - a - b - c, confidence)
         p = stats.binomtest(b, b + c).pvalue if b + c > 0 else 1.0
         rows.append(
             dict(
@@ -88,11 +111,11 @@ def failure_rates(table: pd.DataFrame, protocol: Protocol, confidence: float) ->
                 n=n,
                 n_failed=b + c,
                 rate=diff,
-                ci_low=diff - z * se,
-                ci_high=diff + z * se,
+                ci_low=low,
+                ci_high=high,
                 p=float(p),
                 method="paired difference over blocks; n_failed = discordant "
-                "blocks; Wald CI, exact McNemar p",
+                "blocks; Newcombe hybrid score CI, exact McNemar p",
             )
         )
     return pd.DataFrame(rows, columns=FAILURE_COLUMNS)

@@ -26,7 +26,13 @@ def t_interval(estimate: float, se: float, df: float, confidence: float) -> tupl
 
 
 def p_value(estimate: float, se: float, df: float) -> float:
-    """Two-sided t-test p-value of H0: effect = 0."""
+    """Two-sided t-test p-value of H0: effect = 0.
+
+    A zero standard error (every paired difference identical) gives the limit: 0 for a
+    non-zero estimate, 1 for an estimate of exactly 0.
+    """
+    if se == 0 and np.isfinite(estimate):
+        return 0.0 if estimate != 0 else 1.0
     if not (se > 0 and np.isfinite(se)):
         return float("nan")
     return float(2 * stats.t.sf(abs(estimate / se), df))
@@ -38,7 +44,11 @@ def tost_p(estimate: float, se: float, df: float, margin: float | None) -> float
     p = max(P(T >= (est + margin)/se), P(T <= (est - margin)/se)); p < alpha iff the
     (1 - 2 alpha) t interval lies inside (-margin, margin).
     """
-    if margin is None or not (se > 0 and np.isfinite(se)):
+    if margin is None:
+        return float("nan")
+    if se == 0 and np.isfinite(estimate):  # the limit as se -> 0, as in :func:`p_value`
+        return 0.0 if abs(estimate) < margin else 1.0
+    if not (se > 0 and np.isfinite(se)):
         return float("nan")
     p_low = stats.t.sf((estimate + margin) / se, df)
     p_high = stats.t.cdf((estimate - margin) / se, df)

@@ -82,6 +82,38 @@ def seeds_for_halfwidth(
     return lo
 
 
+def power_halfwidth(effect: float, power: float, df: float, confidence: float) -> float:
+    """The CI half-width at which a two-sided t test on ``df`` degrees of freedom has
+    ``power`` against ``effect``: |effect| t_{1-alpha/2} / (t_{1-alpha/2} + t_{power})."""
+    q = stats.t.ppf(0.5 + confidence / 2, df)
+    return float(abs(effect) * q / (q + stats.t.ppf(power, df)))
+
+
+def seeds_for_power(
+    effect: float, power: float, sigma2: float, tau2: float, G: int, confidence: float
+) -> int | None:
+    """Smallest n >= 2 whose half-width reaches :func:`power_halfwidth`; the t degrees of
+    freedom are those of :func:`halfwidth` (G - 1, or n - 1 with a single condition, where
+    they grow with n). None when no number of seeds reaches it."""
+
+    def enough(n: int) -> bool:
+        df = G - 1 if G > 1 else max(n - 1, 1)
+        return halfwidth(n, sigma2, tau2, G, confidence) <= power_halfwidth(
+            effect, power, df, confidence
+        )
+
+    if not enough(MAX_SEEDS):
+        return None
+    lo, hi = 2, MAX_SEEDS  # both sides improve with n: bisect
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if enough(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def plan_seeds(
     table: pd.DataFrame,
     protocol: Protocol,
@@ -128,9 +160,8 @@ def plan_seeds(
             d = pairs.frame["d"].to_numpy()
             sigma2, tau2 = variance_components(d, pairs.frame["condition"].to_numpy())
             if effect is not None:
-                df = max(G - 1, 1)
-                q = stats.t.ppf(0.5 + conf / 2, df)
-                target = abs(effect) * q / (q + stats.t.ppf(power, df))
+                # With one condition the df (n - 1) depend on n: solved jointly below.
+                target = power_halfwidth(effect, power, max(G - 1, 1), conf)
                 what, value = f"power {power:g} at effect", effect
             else:
                 target = halfwidth if halfwidth is not None else spec.equivalence_margin
@@ -144,7 +175,11 @@ def plan_seeds(
             if target is None:
                 rows.append(dict(row, feasible=False, note="no half-width, effect or margin"))
                 continue
-            n = seeds_for_halfwidth(target, sigma2, tau2, G, conf)
+            n = (
+                seeds_for_power(effect, power, sigma2, tau2, G, conf)
+                if effect is not None
+                else seeds_for_halfwidth(target, sigma2, tau2, G, conf)
+            )
             rows.append(
                 dict(
                     row,

@@ -1,0 +1,57 @@
+"""The HTML report rendered from a simulated results table (no training needed)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from bnstudy.protocol import parse_protocol
+from bnstudy.report import figures, render
+from bnstudy.stats import analyze
+from bnstudy.stats.simulate import simulate_results
+
+PROTOCOL = """\
+name: sim
+description: a <i>simulated</i> study
+seeds: 6
+factors:
+  architecture: [mlp, '<img src=x onerror=alert(1)>']
+  head: [plain, bn, ln]
+  dataset: synthetic
+  imbalance_ratio: [1, 2, 10, 100]
+control: plain
+analysis:
+  metrics: [balanced_acc]
+  bootstrap: {replicates: 200}
+"""
+
+
+def simulated():
+    protocol = parse_protocol(PROTOCOL, "sim.yaml")  # names unchecked: no registries
+    table = simulate_results(protocol, effect=-1.0, seed=3)
+    return protocol, table, analyze(table, protocol)
+
+
+def test_report_escapes_factor_levels_and_names_every_variant():
+    protocol, table, analysis = simulated()
+    html = render(analysis, table, protocol, {"protocol_sha256": protocol.sha256})
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<i>simulated</i>" not in html
+    assert not re.search(r"https?://", html)
+    for variant in ("bn − plain on balanced_acc", "ln − plain on balanced_acc"):
+        assert variant in html
+    assert html.count("<svg") >= 3  # effect by architecture, by ratio, forest plots
+
+
+def test_effect_by_level_orders_numeric_levels(monkeypatch):
+    """Levels arrive as text ("10.0" sorts before "2.0"); the line must follow the numbers."""
+    protocol, _, analysis = simulated()
+    drawn = []
+    monkeypatch.setattr(figures, "to_svg", lambda fig: drawn.append(fig) or "<svg></svg>")
+    est = analysis.estimates
+    rows = est[est["scope"] == "imbalance_ratio"].sort_values("level")  # text order
+    assert list(rows["level"].unique()) != sorted(rows["level"].unique(), key=float)
+    figures.effect_by_level(rows, "imbalance_ratio", "pp", log_x=True)
+    line = drawn[0].axes[0].lines[0]
+    assert np.all(np.diff(line.get_xdata()) > 0)
