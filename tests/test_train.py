@@ -1,26 +1,11 @@
-import dataclasses
 import datetime as dt
 import math
 import pickle
 
 import pytest
 
-from bnstudy.protocol import METRICS, Trial
+from bnstudy.protocol import METRICS
 from bnstudy.train import EXTRA_METRICS, TrialResult, run_trial
-
-TINY = Trial(
-    seed=0,
-    architecture="mlp",
-    head="plain",
-    dataset="synthetic",
-    imbalance_ratio=1.0,
-    train_per_class=100,
-    epochs=3,
-    batch_size=32,
-    lr=0.05,
-    optimizer="sgd",
-    weight_decay=5e-4,
-)
 
 
 def without_wall_time(metrics: dict[str, float]) -> dict[str, float]:
@@ -35,8 +20,8 @@ def same(a: float, b: float) -> bool:
     "overrides",
     [{}, {"architecture": "cnn", "head": "bn", "optimizer": "adamw", "lr": 0.003}],
 )
-def test_tiny_trial_learns_and_reports_every_metric(overrides):
-    result = run_trial(dataclasses.replace(TINY, **overrides))
+def test_tiny_trial_learns_and_reports_every_metric(make_trial, overrides):
+    result = run_trial(make_trial(**overrides))
     assert result.status == "ok" and result.error is None
     assert set(METRICS) | set(EXTRA_METRICS) == set(result.metrics)
     assert result.metrics["balanced_acc"] > 0.3  # chance is 0.1
@@ -49,8 +34,8 @@ def test_tiny_trial_learns_and_reports_every_metric(overrides):
     assert result.started_at.tzinfo is dt.UTC and result.ended_at >= result.started_at
 
 
-def test_imbalanced_trial_reports_minority_and_hidden_unit_metrics():
-    trial = dataclasses.replace(TINY, head="hidden", imbalance_ratio=10.0)
+def test_imbalanced_trial_reports_minority_and_hidden_unit_metrics(make_trial):
+    trial = make_trial(head="hidden", imbalance_ratio=10.0)
     result = run_trial(trial)
     assert result.status == "ok"
     metrics = result.metrics
@@ -59,16 +44,16 @@ def test_imbalanced_trial_reports_minority_and_hidden_unit_metrics():
     assert -1 <= metrics["fc_weight_norm_rank_corr"] <= 1
 
 
-def test_same_trial_gives_bit_identical_metrics():
-    trial = dataclasses.replace(TINY, architecture="cnn", head="bn", imbalance_ratio=10.0)
+def test_same_trial_gives_bit_identical_metrics(make_trial):
+    trial = make_trial(architecture="cnn", head="bn", imbalance_ratio=10.0)
     first, second = run_trial(trial), run_trial(trial)
     a, b = without_wall_time(first.metrics), without_wall_time(second.metrics)
     assert all(same(a[k], b[k]) for k in a), (a, b)
     assert first.curves == second.curves and first.per_class == second.per_class
 
 
-def test_absurd_learning_rate_diverges_without_raising():
-    result = run_trial(dataclasses.replace(TINY, lr=1e6))
+def test_absurd_learning_rate_diverges_without_raising(make_trial):
+    result = run_trial(make_trial(lr=1e6))
     assert result.status == "diverged"
     assert not math.isfinite(result.metrics["train_loss"])
     assert math.isnan(result.metrics["balanced_acc"])
@@ -76,8 +61,8 @@ def test_absurd_learning_rate_diverges_without_raising():
     assert set(METRICS) <= set(result.metrics)
 
 
-def test_results_pickle_and_failed_results_have_every_metric():
-    result = run_trial(dataclasses.replace(TINY, epochs=1))
+def test_results_pickle_and_failed_results_have_every_metric(make_trial):
+    result = run_trial(make_trial(epochs=1))
     assert repr(pickle.loads(pickle.dumps(result))) == repr(result)  # repr: NaN != NaN
     failed = TrialResult.failed("boom", started_at=dt.datetime.now(dt.UTC), device="cpu")
     assert failed.status == "failed" and failed.error == "boom"

@@ -5,20 +5,12 @@ from bnstudy.protocol import Trial
 from bnstudy.train import batch_order
 
 
-def make_trial(head: str) -> Trial:
-    return Trial(
-        seed=3,
-        architecture="cnn",
-        head=head,
-        dataset="synthetic",
-        imbalance_ratio=10.0,
-        train_per_class=50,
-        epochs=1,
-        batch_size=16,
-        lr=0.05,
-        optimizer="sgd",
-        weight_decay=5e-4,
-    )
+def arm(make_trial, head: str) -> Trial:
+    """One arm of a fixed imbalanced cnn block."""
+    return make_trial(
+        seed=3, architecture="cnn", head=head, imbalance_ratio=10.0, train_per_class=50,
+        epochs=1, batch_size=16,
+    )  # fmt: skip
 
 
 def build(trial: Trial, architecture: str = "cnn"):
@@ -31,32 +23,32 @@ def build(trial: Trial, architecture: str = "cnn"):
     )
 
 
-def test_arms_of_a_block_share_body_and_fc_init():
+def test_arms_of_a_block_share_body_and_fc_init(make_trial):
     for architecture in ["cnn", "mlp"]:
-        plain = build(make_trial("plain"), architecture)
+        plain = build(arm(make_trial, "plain"), architecture)
         for head in ["bn", "bnneck", "hidden_relu_bn", "logit_bn", "ln"]:
-            other = build(make_trial(head), architecture)
+            other = build(arm(make_trial, head), architecture)
             for key, value in plain.body.state_dict().items():
                 assert torch.equal(value, other.body.state_dict()[key]), (head, key)
             assert torch.equal(plain.head.fc.weight, other.head.fc.weight), head
 
 
-def test_hidden_heads_share_the_hidden_layer_init():
-    a = build(make_trial("hidden"))
-    b = build(make_trial("hidden_bn_relu"))
+def test_hidden_heads_share_the_hidden_layer_init(make_trial):
+    a = build(arm(make_trial, "hidden"))
+    b = build(arm(make_trial, "hidden_bn_relu"))
     assert torch.equal(a.head.pre.hidden.weight, b.head.pre.hidden.weight)
 
 
-def test_init_differs_across_seeds_and_layers():
-    a = build(make_trial("plain"))
-    other_seed = Trial(**{**make_trial("plain").settings(), "seed": 4})
+def test_init_differs_across_seeds_and_layers(make_trial):
+    a = build(arm(make_trial, "plain"))
+    other_seed = Trial(**{**arm(make_trial, "plain").settings(), "seed": 4})
     b = build(other_seed)
     assert not torch.equal(a.head.fc.weight, b.head.fc.weight)
     assert not torch.equal(a.head.fc.bias, b.head.fc.bias)
 
 
-def test_arms_of_a_block_see_the_same_batches():
-    plain, bn = make_trial("plain"), make_trial("bn")
+def test_arms_of_a_block_see_the_same_batches(make_trial):
+    plain, bn = arm(make_trial, "plain"), arm(make_trial, "bn")
     for epoch in range(2):
         assert torch.equal(batch_order(plain, 100, epoch), batch_order(bn, 100, epoch))
     assert not torch.equal(batch_order(plain, 100, 0), batch_order(plain, 100, 1))
