@@ -146,3 +146,33 @@ def test_corrupt_results_file_exits_2(tmp_path: Path, capsys):
     assert main(["analyze", str(path)]) == 2
     err = capsys.readouterr().err
     assert "not a readable results file" in err and err.count("\n") == 1
+
+
+def test_failed_trials_are_recorded_and_the_run_exits_1(tmp_path: Path, monkeypatch, capsys):
+    """A batch larger than the training set makes every trial raise: no pair to analyse."""
+    monkeypatch.chdir(tmp_path)
+    Path("bad.yaml").write_text(
+        TINY.replace("train_per_class: 40", "train_per_class: 2").replace("seeds: 3", "seeds: 1")
+    )
+    assert main(["run", "bad.yaml", "--jobs", "1", "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "4 trials failed" in captured.err
+    assert "no effect could be estimated" in captured.out
+    table = pd.read_parquet("data/results/script-alert-1-script.parquet")
+    assert (table["status"] == "failed").all()
+    assert table["error"].str.contains("batch_size 32 exceeds").all()
+    assert "No effect could be estimated" in Path("reports/script-alert-1-script.html").read_text()
+
+
+def test_rows_of_trials_no_longer_in_the_protocol_are_not_analysed():
+    from bnstudy import study
+    from bnstudy.protocol import parse_protocol
+    from bnstudy.stats.simulate import simulate_results
+    from bnstudy.store import Results
+
+    table = simulate_results(parse_protocol(TINY), effect=1.0, seed=0)
+    edited = TINY.replace("imbalance_ratio: [1, 10]", "imbalance_ratio: [1]")
+    current = study.current_trials(Results(table, {"protocol": edited}, Path("r.parquet")))
+    assert len(current.table) == len(table) // 2
+    assert (current.table["imbalance_ratio"] == 1.0).all()
+    assert current.metadata["ignored_rows"] == str(len(table) // 2)

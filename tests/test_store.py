@@ -118,3 +118,21 @@ def test_missing_results_file(tmp_path: Path):
 def test_unstorable_value_is_named(tmp_path: Path):
     with pytest.raises(StoreError, match="column 'weird'"):
         ResultStore(tmp_path / "r.parquet").append(row("a", weird=object()))
+
+
+def test_a_second_writer_is_refused_while_a_run_holds_the_results(tmp_path: Path):
+    with ResultStore(tmp_path / "r.parquet").writer():
+        second = ResultStore(tmp_path / "r.parquet")
+        with pytest.raises(StoreError, match="another bnstudy run is writing"), second.writer():
+            pass
+    with ResultStore(tmp_path / "r.parquet").writer():  # released afterwards
+        pass
+
+
+def test_stale_temporary_files_of_a_killed_write_are_cleaned_up(tmp_path: Path):
+    store = ResultStore(tmp_path / "r.parquet")
+    store.append(row("a"))
+    (store.pending_dir / ".123-abc.parquet.xyz.tmp").write_bytes(b"half a file")
+    assert list(store.read().table["trial_id"]) == ["a"]  # ignored when reading
+    store.consolidate()
+    assert not store.pending_dir.exists()

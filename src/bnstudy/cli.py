@@ -9,12 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bnstudy import __version__, study
-from bnstudy.protocol import ProtocolError
+from bnstudy.protocol import Protocol, ProtocolError, Trial
 from bnstudy.store import StoreError
+
+if TYPE_CHECKING:
+    from bnstudy.train import TrialResult
 
 EXIT_FAILED_TRIALS = 1
 EXIT_USAGE = 2
@@ -49,7 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("protocol", type=Path)
     p.add_argument("--first", type=int, default=5, help="how many trials to list (default 5)")
     p.add_argument("--pilot", type=Path, help="results of a pilot study, to plan seeds from")
-    p.add_argument("--halfwidth", type=float, help="target CI half-width (metric units, pp)")
+    p.add_argument(
+        "--halfwidth",
+        type=float,
+        help="target CI half-width in metric units (pp); default: each metric's margin",
+    )
     p.add_argument("--effect", type=float, help="effect to detect with --power (metric units)")
     p.add_argument("--power", type=float, default=0.8)
     p.set_defaults(func=_plan)
@@ -94,8 +103,6 @@ def _plan(args: argparse.Namespace) -> int:
     if args.pilot is not None:
         from bnstudy.stats import plan_seeds
 
-        if args.halfwidth is None and args.effect is None:
-            raise ProtocolError("--pilot needs --halfwidth or --effect")
         pilot = study.read_results(args.pilot)
         needed = plan_seeds(
             pilot.table, protocol, halfwidth=args.halfwidth, power=args.power, effect=args.effect
@@ -109,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     protocol = study.load(args.protocol)
     if args.jobs is not None and args.jobs < 1:
         raise ProtocolError(f"--jobs must be at least 1, got {args.jobs}")
-    on_result = None if args.quiet else _print_progress
+    on_result = None if args.quiet else _progress_printer(protocol)
     outcome = study.run(
         protocol,
         jobs=args.jobs,
@@ -143,14 +150,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_progress(done: int, todo: int, trial, result) -> None:
-    score = result.metrics.get("balanced_acc", float("nan"))
-    print(
-        f"[{done}/{todo}] {trial.architecture} {trial.head} ratio={trial.imbalance_ratio:g} "
-        f"seed={trial.seed}: {result.status} balanced_acc={score:.3f} "
-        f"({result.metrics.get('wall_s', float('nan')):.1f} s)",
-        flush=True,
-    )
+def _progress_printer(protocol: Protocol) -> Callable[[int, int, Trial, TrialResult], None]:
+    """A line per finished trial: what varied, the outcome, the first metric, time left."""
+    shown = protocol.factors.varying()
+    metric = next(iter(protocol.analysis.metrics))
+    start = time.perf_counter()
+
+    def show(done: int, todo: int, trial: Trial, result: TrialResult) -> None:
+        elapsed_s = time.perf_counter() - start
+        left_s = elapsed_s / done * (todo - done)
+        settings = " ".join(f"{f}={getattr(trial, f)}" for f in shown)
+        value = result.metrics.get(metric, float("nan"))
+        print(
+            f"[{done}/{todo}] {settings} seed={trial.seed}: {result.status} "
+            f"{metric}={value:.4g} ({result.metrics.get('wall_s', float('nan')):.1f} s; "
+            f"~{left_s:.0f} s left)",
+            flush=True,
+        )
+
+    return show
 
 
 def _status(args: argparse.Namespace) -> int:

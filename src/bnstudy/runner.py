@@ -81,11 +81,23 @@ def run_protocol(
     substitute failing ones). A KeyboardInterrupt stops the run; what finished is kept.
     """
     store = ResultStore(results_path)
+    with store.writer():
+        return _run_locked(protocol, store, jobs, device, on_result, trial_fn)
+
+
+def _run_locked(
+    protocol: Protocol,
+    store: ResultStore,
+    jobs: int | None,
+    device: str,
+    on_result: Callable[[int, int, Trial, TrialResult], None] | None,
+    trial_fn: TrialFn,
+) -> RunSummary:
     store.consolidate()  # fold in parts a killed run left behind
     trials = protocol.expand()
     finished = store.finished_ids()
     todo = [t for t in trials if t.trial_id not in finished]
-    summary = RunSummary(Path(results_path), total=len(trials), skipped=len(trials) - len(todo))
+    summary = RunSummary(store.path, total=len(trials), skipped=len(trials) - len(todo))
     metadata = provenance(protocol, device)
     start = time.perf_counter()
     try:

@@ -14,12 +14,13 @@ metadata under ``bnstudy.*`` keys, so a lone results file explains itself.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,11 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: runs are not guarded against each other
+    fcntl = None
 
 META_PREFIX = "bnstudy."
 
@@ -62,6 +68,26 @@ class ResultStore:
 
     # -- writing ----------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the write lock of this results file for the duration of a run.
+
+        Two runs folding parts into one table at once could each replace it with their own
+        view and lose the other's rows, so the second one is refused. The lock is released
+        when the process ends, however it ends; the ``.lock`` file itself is harmless.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as handle:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise StoreError(
+                        f"{self.path}: another bnstudy run is writing these results; "
+                        "wait for it to finish or stop it"
+                    ) from None
+            yield
+
     def append(self, row: Mapping[str, Any]) -> None:
         """Persist one trial row; it is on disk when this returns."""
         self.pending_dir.mkdir(parents=True, exist_ok=True)
@@ -84,6 +110,8 @@ class ResultStore:
         _atomic_write(table, self.path)
         for part in parts:  # only after the main table holds them
             part.unlink(missing_ok=True)
+        for stale in self.pending_dir.glob(".*.tmp"):  # half-written by a killed run
+            stale.unlink(missing_ok=True)
         if not any(self.pending_dir.iterdir()):
             self.pending_dir.rmdir()
 
@@ -100,9 +128,17 @@ class ResultStore:
         """The table as it stands, pending parts included (usable during a run)."""
         if not self.exists():
             raise StoreError(f"{self.path}: results file not found")
-        main = self._read_main()
+        for _ in range(3):
+            try:
+                main = self._read_main()
+                parts = [_read_parquet(p) for p in self._parts()]
+                break
+            except FileNotFoundError:  # a running run folded a part in meanwhile: read again
+                continue
+        else:
+            raise StoreError(f"{self.path}: results kept changing while being read; try again")
         meta = _user_metadata(main.schema) if main is not None else {}
-        tables = [t for t in [main] if t is not None] + [_read_parquet(p) for p in self._parts()]
+        tables = [t for t in [main] if t is not None] + parts
         return Results(_dedupe(tables).to_pandas(), meta, self.path)
 
     def finished_ids(self) -> set[str]:
@@ -180,6 +216,8 @@ def _fsync_dir(path: Path) -> None:
 def _read_parquet(path: Path) -> pa.Table:
     try:
         return pq.read_table(path)
+    except FileNotFoundError:
+        raise
     except (pa.ArrowInvalid, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StoreError(f"{path}: not a readable results file ({first})") from None

@@ -142,10 +142,23 @@ def protocol_of(results: Results) -> Protocol:
     return parse_protocol(text, source=f"{results.path} (recorded protocol)")
 
 
+def current_trials(results: Results) -> Results:
+    """Only the rows of trials the recorded protocol still declares.
+
+    A protocol edited between runs (a level dropped, epochs changed) leaves rows of trials
+    it no longer contains; they are kept in the file but not analysed. Their count is in
+    ``metadata["ignored_rows"]``.
+    """
+    planned = {t.trial_id for t in protocol_of(results).expand()}
+    keep = results.table["trial_id"].isin(planned)
+    metadata = {**results.metadata, "ignored_rows": str(int((~keep).sum()))}
+    return Results(results.table[keep].reset_index(drop=True), metadata, results.path)
+
+
 def analyze_results(results: Results) -> Analysis:
     from bnstudy.stats import analyze as stats_analyze
 
-    return stats_analyze(results.table, protocol_of(results))
+    return stats_analyze(current_trials(results).table, protocol_of(results))
 
 
 def analyze(path: str | Path) -> Analysis:
@@ -158,7 +171,8 @@ def write_report(results: Results, analysis: Analysis, out: str | Path) -> Path:
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    html = render(analysis, results.table, protocol_of(results), results.metadata)
+    current = current_trials(results)
+    html = render(analysis, current.table, protocol_of(results), current.metadata)
     out.write_text(html, encoding="utf-8")
     return out
 

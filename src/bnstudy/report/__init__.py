@@ -52,6 +52,7 @@ def render(
         "protocol_sha": metadata.get("protocol_sha256", protocol.sha256),
         "written_at": metadata.get("written_at", "unknown"),
         "n_trials": len(table),
+        "ignored_rows": int(metadata.get("ignored_rows", 0)),
         "headline": sentences[0] if sentences else None,
         "overall_sentences": sentences[1:],
         "no_estimate_reason": _no_estimate_reason(analysis),
