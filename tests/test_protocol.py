@@ -248,3 +248,11 @@ def test_names_are_not_checked_without_registries():
 def test_slug_is_file_system_safe():
     p = parse(GOOD.replace("name: demo", "name: '<script>alert(1)</script>'"))
     assert p.slug == "script-alert-1-script"
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("protocols/*.yaml")))
+def test_shipped_protocols_are_valid(path: Path):
+    from bnstudy.study import load
+
+    protocol = load(path)
+    assert len(protocol.expand()) >= 60

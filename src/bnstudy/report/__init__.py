@@ -55,6 +55,7 @@ def render(
         "ignored_rows": int(metadata.get("ignored_rows", 0)),
         "headline": sentences[0] if sentences else None,
         "overall_sentences": sentences[1:],
+        "imbalance_sentences": _imbalance_sentences(analysis, protocol),
         "no_estimate_reason": _no_estimate_reason(analysis),
         "conf_pct": f"{100 * analysis.confidence:g}",
         "alpha": f"{1 - analysis.confidence:.3g}",
@@ -81,6 +82,31 @@ def _sentence(analysis: Analysis, metric: str, variant: str) -> dict[str, str]:
         "verdict": row["verdict"],
         "verdict_words": _VERDICT_WORDS.get(row["verdict"], row["verdict"]),
     }
+
+
+def _imbalance_sentences(analysis: Analysis, protocol: Protocol) -> list[dict[str, str]]:
+    """Does imbalance change the effect? The log-ratio slope, and the effect at each ratio."""
+    est = analysis.estimates
+    out = []
+    for row in est[est["scope"] == "log_imbalance_ratio_slope"].itertuples():
+        unit = analysis.units.get(row.metric, "")
+        levels = est[
+            (est["metric"] == row.metric)
+            & (est["variant"] == row.variant)
+            & (est["scope"] == "imbalance_ratio")
+        ]
+        by_ratio = ", ".join(
+            f"{float(r.level):g}: {r.estimate:+.2f}"
+            for r in levels.sort_values("level", key=lambda s: s.astype(float)).itertuples()
+        )
+        sentence = (
+            f"{row.variant} − {protocol.control} on {row.metric} changes by {row.estimate:+.2f} "
+            f"{unit} per unit of ln(imbalance ratio) ({100 * analysis.confidence:g}% CI "
+            f"{row.ci_low:+.2f} to {row.ci_high:+.2f}; p = {row.p:.2g}); effect at ratio "
+            f"{by_ratio}."
+        )
+        out.append({"sentence": sentence.replace("  ", " "), "verdict": row.verdict})
+    return out
 
 
 def _no_estimate_reason(analysis: Analysis) -> str:
