@@ -55,3 +55,15 @@ def test_effect_by_level_orders_numeric_levels(monkeypatch):
     figures.effect_by_level(rows, "imbalance_ratio", "pp", log_x=True)
     line = drawn[0].axes[0].lines[0]
     assert np.all(np.diff(line.get_xdata()) > 0)
+
+
+def test_analysis_and_report_paths_do_not_import_torch():
+    """DESIGN: analysis runs on a laptop with no GPU stack loaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bnstudy.report, bnstudy.study, bnstudy.cli; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -54,8 +54,9 @@ def render(
         "n_trials": len(table),
         "ignored_rows": int(metadata.get("ignored_rows", 0)),
         "headline": sentences[0] if sentences else None,
-        "overall_sentences": sentences[1:],
+        "verdict_grid": _html_table(_verdict_grid(overall, analysis.units), index=True),
         "imbalance_sentences": _imbalance_sentences(analysis, protocol),
+        "few_conditions": _few_conditions(analysis),
         "no_estimate_reason": _no_estimate_reason(analysis),
         "conf_pct": f"{100 * analysis.confidence:g}",
         "alpha": f"{1 - analysis.confidence:.3g}",
@@ -105,8 +106,40 @@ def _imbalance_sentences(analysis: Analysis, protocol: Protocol) -> list[dict[st
             f"{row.ci_low:+.2f} to {row.ci_high:+.2f}; p = {row.p:.2g}); effect at ratio "
             f"{by_ratio}."
         )
-        out.append({"sentence": sentence.replace("  ", " "), "verdict": row.verdict})
+        out.append(
+            {"sentence": sentence.replace("  ", " "), "verdict": row.verdict, "method": row.method}
+        )
     return out
+
+
+def _verdict_grid(overall: pd.DataFrame, units: Mapping[str, str]) -> pd.DataFrame:
+    """Variants by metrics: each cell "estimate unit [CI] verdict" of the overall effect."""
+    if overall.empty:
+        return pd.DataFrame()
+    cells = overall.assign(
+        cell=[
+            f"{r.estimate:+.2f} {units.get(r.metric, '')} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] "
+            f"{r.verdict}".replace("  ", " ")
+            for r in overall.itertuples()
+        ]
+    )
+    grid = cells.pivot(index="variant", columns="metric", values="cell")
+    grid = grid.reindex(index=list(dict.fromkeys(overall["variant"])))
+    grid = grid[list(dict.fromkeys(overall["metric"]))]
+    grid.index.name = f"vs {overall['control'].iloc[0]}"
+    grid.columns.name = None
+    return grid
+
+
+def _few_conditions(analysis: Analysis, below: int = 5) -> dict[str, float] | None:
+    """The overall model's condition count and df, when too few conditions make its CI wide."""
+    fits = analysis.model_summaries
+    if fits is None or fits.empty:
+        return None
+    overall = fits[fits["model"] == "overall"]
+    if overall.empty or overall["n_groups"].max() >= below:
+        return None
+    return {"n": int(overall["n_groups"].max()), "df": float(overall["df"].max())}
 
 
 def _no_estimate_reason(analysis: Analysis) -> str:
