@@ -176,3 +176,38 @@ def test_rows_of_trials_no_longer_in_the_protocol_are_not_analysed():
     assert len(current.table) == len(table) // 2
     assert (current.table["imbalance_ratio"] == 1.0).all()
     assert current.metadata["ignored_rows"] == str(len(table) // 2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["analyze", "other.parquet"], "other.parquet: not a bnstudy results file"),
+        (["report", "other.parquet"], "other.parquet: not a bnstudy results file"),
+        (["status", "tiny.yaml", "--results", "other.parquet"], "not a bnstudy results file"),
+        (["analyze", "results"], "results: is a directory"),
+        (["run", "tiny.yaml", "--results", "results"], "results: is a directory"),
+        (["run", "tiny.yaml", "--device", "nope"], "device 'nope' is not usable here"),
+        (["validate", "empty.yaml"], "empty.yaml: the protocol is empty"),
+        (["report", "tiny.parquet", "-o", "results"], "Is a directory: 'results'"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(argv, expected, tmp_path, monkeypatch, capsys):
+    from bnstudy.protocol import parse_protocol
+    from bnstudy.stats.simulate import simulate_results
+    from bnstudy.store import ResultStore
+
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(TINY)
+    Path("empty.yaml").write_text("# nothing yet\n")
+    pd.DataFrame({"a": [1, 2]}).to_parquet("other.parquet")
+    Path("results").mkdir()
+    store = ResultStore("tiny.parquet")
+    for row in simulate_results(parse_protocol(TINY), effect=1.0).to_dict("records"):
+        store.append(row)
+    store.consolidate({"protocol": TINY})
+    shutil.copy("tiny.parquet", "results/a.parquet")
+    shutil.copy("tiny.parquet", "results/b.parquet")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1, err
+    assert not list(Path("results").glob("*.pending")) and not Path("results.pending").exists()

@@ -230,6 +230,12 @@ def test_top_level_must_be_a_mapping():
         parse("- a\n- b\n")
 
 
+@pytest.mark.parametrize("text", ["", "# only comments\n# nothing else\n"])
+def test_an_empty_protocol_says_so(text):
+    with pytest.raises(ProtocolError, match=r"^p\.yaml: the protocol is empty"):
+        parse(text)
+
+
 def test_missing_file(tmp_path: Path):
     with pytest.raises(ProtocolError, match="protocol file not found"):
         load_protocol(tmp_path / "nope.yaml")

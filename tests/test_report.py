@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 
 from bnstudy.protocol import parse_protocol
 from bnstudy.report import figures, render
@@ -67,3 +68,12 @@ def test_analysis_and_report_paths_do_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_names_with_dollar_signs_are_drawn_as_text():
+    """Matplotlib reads "$...$" as mathtext: a level like 'a$\\foo{$' crashed the report."""
+    rows = pd.DataFrame(
+        {"variant": ["b$n$"], "level": ["x"], "estimate": [1.0], "ci_low": [0.0], "ci_high": [2.0]}
+    )
+    assert "b$n$" in figures.effect_by_level(rows, "architecture", "pp", log_x=False)
+    assert "a$\\foo{$" in figures.forest(rows, ["a$\\foo{$"], "pp", (1.0, 0.0, 2.0))

@@ -74,6 +74,18 @@ def test_interrupted_run_resumes_to_exactly_the_full_set(tmp_path: Path, monkeyp
     assert set(table["trial_id"]) == {t.trial_id for t in protocol.expand()}
 
 
+def instant(trial, device):
+    """A made-up result in no time: for tests about bookkeeping, not training."""
+    import datetime as dt
+    import math
+
+    from bnstudy.train import TrialResult
+
+    now = dt.datetime.now(dt.UTC)
+    metrics = {name: 0.5 for name in METRICS}
+    return TrialResult("ok", None, metrics, {"train_loss": [math.nan]}, {}, now, now, device)
+
+
 def flaky(trial, device):
     """Raises for the bn arm of seed 1; trains the rest."""
     if trial.head == "bn" and trial.seed == 1:
@@ -149,3 +161,28 @@ def test_same_protocol_same_numbers(tmp_path: Path, jobs: int):
         ta.sort_values("trial_id").reset_index(drop=True),
         tb.sort_values("trial_id").reset_index(drop=True),
     )
+
+
+def test_an_edited_analysis_section_is_recorded_even_when_no_trial_runs(tmp_path: Path):
+    """Only the analysis changed: no trial to run, but the report must use the new settings."""
+    path = tmp_path / "tiny.parquet"
+    runner.run_protocol(tiny(), path, jobs=1, trial_fn=instant)
+    before = study.read_results(path).metadata
+    edited = tiny(TINY + "analysis:\n  metrics: [balanced_acc, nll]\n")
+    again = runner.run_protocol(edited, path, jobs=1, trial_fn=instant)
+    assert again.ran == 0
+    after = study.read_results(path).metadata
+    assert after["protocol"] == edited.source_text
+    assert list(study.protocol_of(study.read_results(path)).analysis.metrics) == [
+        "balanced_acc",
+        "nll",
+    ]
+    assert after["versions"] == before["versions"]  # how the rows were made is kept
+    assert after["written_at"] == before["written_at"]
+
+
+def test_an_unusable_device_is_refused_before_any_trial_runs(tmp_path: Path):
+    path = tmp_path / "tiny.parquet"
+    with pytest.raises(ValueError, match="device 'cdua' is not usable here"):
+        runner.run_protocol(tiny(), path, jobs=1, device="cdua", trial_fn=instant)
+    assert not ResultStore(path).exists()

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -134,5 +135,74 @@ def test_stale_temporary_files_of_a_killed_write_are_cleaned_up(tmp_path: Path):
     store.append(row("a"))
     (store.pending_dir / ".123-abc.parquet.xyz.tmp").write_bytes(b"half a file")
     assert list(store.read().table["trial_id"]) == ["a"]  # ignored when reading
+    main_tmp = tmp_path / ".r.parquet.xyz.tmp"  # a killed write of the main table
+    main_tmp.write_bytes(b"half a table")
     store.consolidate()
     assert not store.pending_dir.exists()
+    assert not main_tmp.exists()
+
+
+def test_a_parquet_file_from_another_tool_is_refused_in_one_line(tmp_path: Path):
+    path = tmp_path / "other.parquet"
+    pd.DataFrame({"a": [1, 2]}).to_parquet(path)
+    with pytest.raises(StoreError, match=r"other\.parquet: not a bnstudy results file"):
+        read_results(path)
+    with pytest.raises(StoreError, match="not a bnstudy results file"):
+        ResultStore(path).finished_ids()
+
+
+def test_a_directory_is_not_a_results_file(tmp_path: Path):
+    """pyarrow reads a directory as one table of every file inside: two studies mixed."""
+    for name in ("a", "b"):
+        store = ResultStore(tmp_path / "results" / f"{name}.parquet")
+        store.append(row(name))
+        store.consolidate({"protocol": name})
+    with pytest.raises(StoreError, match="is a directory"):
+        read_results(tmp_path / "results")
+    with (
+        pytest.raises(StoreError, match="is a directory"),
+        ResultStore(tmp_path / "results").writer(),
+    ):
+        pass
+
+
+def test_class_counts_stay_integers_after_a_failed_row(tmp_path: Path):
+    store = ResultStore(tmp_path / "r.parquet")
+    store.append(row("a", status="failed", acc=math.nan, class_counts=[]))
+    store.append(row("b"))
+    store.consolidate()
+    assert pq.read_schema(store.path).field("class_counts").type.value_type == pa.int64()
+
+
+def test_a_read_while_a_run_folds_parts_in_misses_nothing(tmp_path: Path, monkeypatch):
+    path = tmp_path / "r.parquet"
+    store = ResultStore(path)
+    store.append(row("a"))
+    store.consolidate()
+    store.append(row("b"))  # pending
+    real_read_main = ResultStore._read_main
+    folded = []
+
+    def read_main_then_fold(self):
+        main = real_read_main(self)
+        if not folded:  # the running run folds "b" in right after this read
+            folded.append(True)
+            ResultStore(path).consolidate()
+        return main
+
+    monkeypatch.setattr(ResultStore, "_read_main", read_main_then_fold)
+    assert sorted(read_results(path).table["trial_id"]) == ["a", "b"]
+
+
+def test_new_metadata_is_written_even_with_no_parts_pending(tmp_path: Path):
+    path = tmp_path / "r.parquet"
+    store = ResultStore(path)
+    store.append(row("a"))
+    store.consolidate({"protocol": "old", "versions": "v1"})
+    written = path.stat().st_mtime_ns
+    store.consolidate({"protocol": "old"})  # nothing new: the file is left alone
+    assert path.stat().st_mtime_ns == written
+    store.consolidate({"protocol": "edited"})
+    results = read_results(path)
+    assert results.metadata == {"protocol": "edited", "versions": "v1"}
+    assert list(results.table["trial_id"]) == ["a"]

@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ProtocolError, StoreError) as exc:
         print(f"bnstudy: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a path that cannot be written or read: a directory, no permission
+        print(f"bnstudy: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("bnstudy: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -116,6 +119,12 @@ def _run(args: argparse.Namespace) -> int:
     protocol = study.load(args.protocol)
     if args.jobs is not None and args.jobs < 1:
         raise ProtocolError(f"--jobs must be at least 1, got {args.jobs}")
+    from bnstudy.runner import check_device
+
+    try:
+        check_device(args.device)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
     on_result = None if args.quiet else _progress_printer(protocol)
     outcome = study.run(
         protocol,

@@ -399,6 +399,8 @@ def parse_protocol(
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ProtocolError(f"{where}: invalid YAML: {problem}") from None
+    if data is None:
+        raise ProtocolError(f"{source}: the protocol is empty (no fields, only comments or blanks)")
     if not isinstance(data, dict):
         raise ProtocolError(
             f"{source}: expected a mapping of protocol fields at the top level, "

@@ -80,9 +80,25 @@ def run_protocol(
     stored (progress reporting). ``trial_fn`` trains one trial (a picklable function; tests
     substitute failing ones). A KeyboardInterrupt stops the run; what finished is kept.
     """
+    check_device(device)
     store = ResultStore(results_path)
     with store.writer():
         return _run_locked(protocol, store, jobs, device, on_result, trial_fn)
+
+
+def check_device(device: str) -> None:
+    """Raise ValueError unless torch can place tensors on ``device`` in this process.
+
+    Checked once up front: a typo or a missing GPU is a usage error, not a failed row for
+    every trial of the run.
+    """
+    import torch
+
+    try:
+        torch.empty(0, device=device)
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for a bad device
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"device {device!r} is not usable here: {first}") from None
 
 
 def _run_locked(
@@ -116,7 +132,9 @@ def _run_locked(
         summary.aborted = str(exc).splitlines()[0]
     finally:
         summary.wall_s = time.perf_counter() - start
-        store.consolidate(metadata)
+        # Nothing trained: the versions and machine that made the rows stay, but the protocol
+        # now in force is recorded (an edited analysis section needs no new trial).
+        store.consolidate(metadata if summary.ran else {k: metadata[k] for k in PROTOCOL_KEYS})
     return summary
 
 
@@ -168,6 +186,10 @@ def trial_row(trial: Trial, result: TrialResult) -> dict[str, Any]:
 
 def _per_class_column(key: str) -> str:
     return key if key.startswith("class_") else f"class_{key}"
+
+
+#: The metadata keys that describe the protocol (the rest describe how rows were made).
+PROTOCOL_KEYS = ("protocol", "protocol_sha256", "protocol_name")
 
 
 def provenance(protocol: Protocol, device: str) -> dict[str, str]:

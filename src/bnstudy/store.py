@@ -39,8 +39,12 @@ META_PREFIX = "bnstudy."
 #: Outcomes that are final: a re-run skips these trials. ``failed`` ones are retried.
 FINAL_STATUSES = ("ok", "diverged", "collapsed")
 
-#: Columns whose type cannot be inferred from a single row (they are often null).
-_FIXED_TYPES = {"error": pa.string()}
+#: Columns whose type cannot be inferred from a single row (null, or an empty list in a
+#: failed row, which would otherwise turn the integer counts of every row into floats).
+_FIXED_TYPES = {"error": pa.string(), "class_counts": pa.list_(pa.int64())}
+
+#: Columns every results file has; a Parquet file without them was not written by bnstudy.
+_REQUIRED_COLUMNS = ("trial_id", "status")
 
 #: Consolidate after this many pending parts, so a long run does not pile up small files.
 CONSOLIDATE_EVERY = 256
@@ -76,6 +80,8 @@ class ResultStore:
         view and lose the other's rows, so the second one is refused. The lock is released
         when the process ends, however it ends; the ``.lock`` file itself is harmless.
         """
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a directory; expected a results file (.parquet)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_suffix(".lock"), "w") as handle:
             if fcntl is not None:
@@ -97,12 +103,15 @@ class ResultStore:
         _atomic_write(table, final)
 
     def consolidate(self, metadata: Mapping[str, str] | None = None) -> None:
-        """Fold pending parts into the main table, with ``metadata`` (``bnstudy.*`` keys)."""
+        """Fold pending parts into the main table, with ``metadata`` (``bnstudy.*`` keys).
+
+        With no parts pending, the main table is rewritten only if ``metadata`` changes it.
+        """
         parts = self._parts()
-        if not parts:
-            return
         main = self._read_main()
         old_meta = _user_metadata(main.schema) if main is not None else {}
+        if not parts and (main is None or not _changes(old_meta, metadata or {})):
+            return
         table = _dedupe([t for t in [main] if t is not None] + [_read_parquet(p) for p in parts])
         meta = {**old_meta, **(metadata or {})}
         table = table.replace_schema_metadata({META_PREFIX + k: v for k, v in meta.items()})
@@ -110,9 +119,14 @@ class ResultStore:
         _atomic_write(table, self.path)
         for part in parts:  # only after the main table holds them
             part.unlink(missing_ok=True)
-        for stale in self.pending_dir.glob(".*.tmp"):  # half-written by a killed run
-            stale.unlink(missing_ok=True)
-        if not any(self.pending_dir.iterdir()):
+        # Half-written by a killed run (only the lock holder calls this, so none is live).
+        stale = [
+            *self.pending_dir.glob(".*.tmp"),
+            *self.path.parent.glob(f".{self.path.name}.*.tmp"),
+        ]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if self.pending_dir.is_dir() and not any(self.pending_dir.iterdir()):
             self.pending_dir.rmdir()
 
     def exists(self) -> bool:
@@ -130,8 +144,10 @@ class ResultStore:
             raise StoreError(f"{self.path}: results file not found")
         for _ in range(3):
             try:
-                main = self._read_main()
+                # Parts before the main table: a run that folds parts in between has them in
+                # the main table by then (read the other way round, they would be in neither).
                 parts = [_read_parquet(p) for p in self._parts()]
+                main = self._read_main()
                 break
             except FileNotFoundError:  # a running run folded a part in meanwhile: read again
                 continue
@@ -214,13 +230,26 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _read_parquet(path: Path) -> pa.Table:
+    if path.is_dir():  # pyarrow would read every Parquet file inside as one table
+        raise StoreError(f"{path}: is a directory; expected a results file (.parquet)")
     try:
-        return pq.read_table(path)
+        table = pq.read_table(path)
     except FileNotFoundError:
         raise
     except (pa.ArrowInvalid, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StoreError(f"{path}: not a readable results file ({first})") from None
+    missing = [c for c in _REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise StoreError(
+            f"{path}: not a bnstudy results file (columns missing: {', '.join(map(repr, missing))})"
+        )
+    return table
+
+
+def _changes(old: Mapping[str, str], new: Mapping[str, str]) -> bool:
+    """Whether ``new`` metadata says something ``old`` does not."""
+    return any(old.get(k) != v for k, v in new.items())
 
 
 def _dedupe(tables: Iterable[pa.Table]) -> pa.Table:

@@ -46,3 +46,10 @@ def test_fold_handles_hand_computed_case():
     # bn(x) = [2 (x0 - 1) / 2, (x1 + 1) + 3] = [x0 - 1, x1 + 4]; sum = x0 + x1 + 3
     torch.testing.assert_close(folded.weight, torch.tensor([[1.0, 1.0]]))
     torch.testing.assert_close(folded.bias, torch.tensor([3.0]))
+
+
+def test_fold_without_linear_bias_stays_on_the_layers_device():
+    """The zero bias of a bias-free FC (bnneck) was made on the CPU: a GPU fold crashed."""
+    bn = nn.BatchNorm1d(4, device="meta").eval()  # "meta" stands in for an accelerator
+    folded = fold_bn_into_linear(bn, nn.Linear(4, 3, bias=False, device="meta"))
+    assert folded.weight.device.type == folded.bias.device.type == "meta"

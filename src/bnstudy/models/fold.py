@@ -22,7 +22,7 @@ def fold_bn_into_linear(bn: nn.BatchNorm1d, linear: nn.Linear) -> nn.Linear:
     gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)
     beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
     weight = linear.weight.double()
-    bias = linear.bias.double() if linear.bias is not None else torch.zeros(weight.shape[0])
+    bias = linear.bias.double() if linear.bias is not None else torch.zeros_like(weight[:, 0])
     scale = gamma / sigma
     folded = nn.Linear(linear.in_features, linear.out_features, device=linear.weight.device)
     folded.weight.copy_((weight * scale).to(dtype))

@@ -16,6 +16,7 @@ plt.rcParams.update(
     {
         "svg.hashsalt": "bnstudy",  # stable element ids: same data, same bytes
         "svg.fonttype": "none",  # text stays text: smaller, searchable
+        "text.parse_math": False,  # names are plain text: a "$" must not start mathtext
         "font.size": 9,
         "axes.spines.top": False,
         "axes.spines.right": False,
