@@ -162,6 +162,10 @@ def test_failed_trials_are_recorded_and_the_run_exits_1(tmp_path: Path, monkeypa
     assert (table["status"] == "failed").all()
     assert table["error"].str.contains("batch_size 32 exceeds").all()
     assert "No effect could be estimated" in Path("reports/script-alert-1-script.html").read_text()
+    assert main(["analyze", "data/results/script-alert-1-script.parquet"]) == 0
+    assert capsys.readouterr().out.startswith("no estimates: ")
+    assert main(["analyze", "data/results/script-alert-1-script.parquet", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
 
 
 def test_rows_of_trials_no_longer_in_the_protocol_are_not_analysed():
@@ -172,7 +176,8 @@ def test_rows_of_trials_no_longer_in_the_protocol_are_not_analysed():
 
     table = simulate_results(parse_protocol(TINY), effect=1.0, seed=0)
     edited = TINY.replace("imbalance_ratio: [1, 10]", "imbalance_ratio: [1]")
-    current = study.current_trials(Results(table, {"protocol": edited}, Path("r.parquet")))
+    results = Results(table, {"protocol": edited}, Path("r.parquet"))
+    current = study.current_trials(results, parse_protocol(edited))
     assert len(current.table) == len(table) // 2
     assert (current.table["imbalance_ratio"] == 1.0).all()
     assert current.metadata["ignored_rows"] == str(len(table) // 2)

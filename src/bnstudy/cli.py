@@ -187,8 +187,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    estimates = study.analyze(args.results).estimates
-    if args.format == "csv":
+    analysis = study.analyze(args.results)
+    estimates = analysis.estimates
+    if estimates.empty and args.format == "table":
+        reasons = "; ".join(dict.fromkeys(analysis.diagnostics["message"])) or "no complete pairs"
+        print(f"no estimates: {reasons}")
+    elif args.format == "csv":
         print(estimates.to_csv(index=False), end="")
     elif args.format == "json":
         print(json.dumps(json.loads(estimates.to_json(orient="records")), indent=2))

@@ -122,10 +122,10 @@ def run(
     summary = run_protocol(protocol, results, jobs=jobs, device=device, on_result=on_result)
     if summary.interrupted or summary.aborted or not analyse:
         return Outcome(summary, results, None, None)
-    table = read_results(results)
-    analysis = analyze_results(table)
+    recorded = load_results(results)
+    analysis = analyze_recorded(recorded)
     out = Path(report) if report else report_path(protocol)
-    write_report(table, analysis, out)
+    write_report(recorded, analysis, out)
     return Outcome(summary, results, analysis, out)
 
 
@@ -142,46 +142,61 @@ def protocol_of(results: Results) -> Protocol:
     return parse_protocol(text, source=f"{results.path} (recorded protocol)")
 
 
-def current_trials(results: Results) -> Results:
-    """Only the rows of trials the recorded protocol still declares.
+@dataclass(frozen=True)
+class Recorded:
+    """A results file read back with the protocol it records, restricted to that protocol."""
+
+    protocol: Protocol
+    results: Results
+
+
+def current_trials(results: Results, protocol: Protocol) -> Results:
+    """Only the rows of trials ``protocol`` declares.
 
     A protocol edited between runs (a level dropped, epochs changed) leaves rows of trials
     it no longer contains; they are kept in the file but not analysed. Their count is in
     ``metadata["ignored_rows"]``.
     """
-    planned = {t.trial_id for t in protocol_of(results).expand()}
+    planned = {t.trial_id for t in protocol.expand()}
     keep = results.table["trial_id"].isin(planned)
     metadata = {**results.metadata, "ignored_rows": str(int((~keep).sum()))}
     return Results(results.table[keep].reset_index(drop=True), metadata, results.path)
 
 
-def analyze_results(results: Results) -> Analysis:
+def load_results(path: str | Path) -> Recorded:
+    """Read a results file and its recorded protocol (the rows it declares only)."""
+    results = read_results(path)
+    protocol = protocol_of(results)
+    return Recorded(protocol, current_trials(results, protocol))
+
+
+def analyze_recorded(recorded: Recorded) -> Analysis:
     from bnstudy.stats import analyze as stats_analyze
 
-    return stats_analyze(current_trials(results).table, protocol_of(results))
+    return stats_analyze(recorded.results.table, recorded.protocol)
 
 
 def analyze(path: str | Path) -> Analysis:
     """Read a results file and analyse it with the protocol it records."""
-    return analyze_results(read_results(path))
+    return analyze_recorded(load_results(path))
 
 
-def write_report(results: Results, analysis: Analysis, out: str | Path) -> Path:
+def write_report(recorded: Recorded, analysis: Analysis, out: str | Path) -> Path:
     from bnstudy.report import render
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    current = current_trials(results)
-    html = render(analysis, current.table, protocol_of(results), current.metadata)
+    results = recorded.results
+    html = render(analysis, results.table, recorded.protocol, results.metadata)
     out.write_text(html, encoding="utf-8")
     return out
 
 
 def report(path: str | Path, out: str | Path | None = None) -> Path:
     """Analyse a results file and write its HTML report (default ``reports/NAME.html``)."""
-    results = read_results(path)
-    analysis = analyze_results(results)
-    return write_report(results, analysis, out or report_path(protocol_of(results)))
+    recorded = load_results(path)
+    analysis = analyze_recorded(recorded)
+    return write_report(recorded, analysis, out or report_path(recorded.protocol))
 
 
 def status(protocol: Protocol, results: str | Path | None = None) -> pd.DataFrame:
