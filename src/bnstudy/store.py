@@ -108,10 +108,11 @@ class ResultStore:
         With no parts pending, the main table is rewritten only if ``metadata`` changes it.
         """
         parts = self._parts()
-        main = self._read_main()
-        old_meta = _user_metadata(main.schema) if main is not None else {}
-        if not parts and (main is None or not _changes(old_meta, metadata or {})):
+        # The schema alone says whether the metadata changes: no full read when nothing does.
+        old_meta = _user_metadata(_read_schema(self.path)) if self.path.exists() else {}
+        if not parts and (not self.path.exists() or not _changes(old_meta, metadata or {})):
             return
+        main = self._read_main()
         table = _dedupe([t for t in [main] if t is not None] + [_read_parquet(p) for p in parts])
         meta = {**old_meta, **(metadata or {})}
         table = table.replace_schema_metadata({META_PREFIX + k: v for k, v in meta.items()})
@@ -237,14 +238,25 @@ def _read_parquet(path: Path) -> pa.Table:
     except FileNotFoundError:
         raise
     except (pa.ArrowInvalid, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StoreError(f"{path}: not a readable results file ({first})") from None
+        raise _unreadable(path, exc) from None
     missing = [c for c in _REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise StoreError(
             f"{path}: not a bnstudy results file (columns missing: {', '.join(map(repr, missing))})"
         )
     return table
+
+
+def _read_schema(path: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> StoreError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StoreError(f"{path}: not a readable results file ({first})")
 
 
 def _changes(old: Mapping[str, str], new: Mapping[str, str]) -> bool:
