@@ -12,7 +12,8 @@ import pytest
 from joblib.externals.loky.backend.reduction import cloudpickle  # the pickler loky uses
 
 from bnstudy import runner, study
-from bnstudy.protocol import METRICS, parse_protocol
+from bnstudy.catalogue import METRICS
+from bnstudy.protocol import parse_protocol
 from bnstudy.store import ResultStore
 from bnstudy.train import run_trial
 

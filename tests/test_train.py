@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from bnstudy.protocol import METRICS
+from bnstudy.catalogue import METRICS
 from bnstudy.train import EXTRA_METRICS, TrialResult, run_trial
 
 

@@ -32,37 +32,10 @@ from pydantic import (
     model_validator,
 )
 
+from bnstudy.catalogue import METRICS, Direction
+
 #: The factor that defines the arms of a pairing block. Everything else is the condition.
 TREATMENT = "head"
-
-Direction = Literal["higher", "lower"]
-
-
-@dataclasses.dataclass(frozen=True)
-class MetricInfo:
-    """What the analysis needs to know about a per-trial metric column."""
-
-    direction: Direction
-    scale: float  # multiply the stored value by this before analysis (0-1 -> pp)
-    unit: str
-    default_margin: float | None  # equivalence margin in analysis units, if one is customary
-
-
-_PP = dict(scale=100.0, unit="pp", default_margin=0.5)
-
-#: Every metric a trial records that can be named as a primary metric.
-METRICS: dict[str, MetricInfo] = {
-    "test_acc": MetricInfo("higher", **_PP),
-    "balanced_acc": MetricInfo("higher", **_PP),
-    "macro_f1": MetricInfo("higher", **_PP),
-    "minority_recall": MetricInfo("higher", **_PP),
-    "worst_class_recall": MetricInfo("higher", scale=100.0, unit="pp", default_margin=1.0),
-    "ece": MetricInfo("lower", **_PP),
-    "nll": MetricInfo("lower", scale=1.0, unit="nats", default_margin=0.02),
-    "brier": MetricInfo("lower", scale=1.0, unit="", default_margin=0.005),
-    "train_loss": MetricInfo("lower", scale=1.0, unit="nats", default_margin=None),
-    "wall_s": MetricInfo("lower", scale=1.0, unit="s", default_margin=None),
-}
 
 
 class ProtocolError(ValueError):
@@ -171,13 +144,22 @@ class AnalysisSettings(BaseModel):
 
     model_config = _STRICT
 
-    metrics: dict[str, MetricSpec] = Field(default={"balanced_acc": MetricSpec()}, min_length=1)
+    # validate_default: the default must resolve (direction, margin) exactly as if written.
+    metrics: dict[str, MetricSpec] = Field(
+        default={"balanced_acc": MetricSpec()}, min_length=1, validate_default=True
+    )
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     correction: Literal["holm", "fdr_bh", "none"] = "holm"
     #: Which estimates one multiplicity correction spans: the overall effects only, or every
     #: estimate (overall, per moderator level, per condition).
     family: Literal["overall", "all"] = "overall"
     bootstrap: Bootstrap = Bootstrap()
+    #: The value a diverged or failed trial (no metrics) takes in the primary,
+    #: intention-to-treat analysis: ``chance`` (a uniform random guesser's score, see
+    #: ``catalogue.METRICS``; the worst observed value where a metric has none) or ``worst``
+    #: (the worst value observed in the same condition, any arm). The analysis of measured
+    #: trials only is reported beside it as a sensitivity check.
+    failed_score: Literal["chance", "worst"] = "chance"
     #: Factors whose levels get their own effect estimate; default: every varying factor.
     moderators: list[str] | None = None
 

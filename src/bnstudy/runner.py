@@ -27,7 +27,8 @@ import joblib
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from bnstudy import __version__
-from bnstudy.protocol import METRICS, Protocol, Trial
+from bnstudy.catalogue import METRICS
+from bnstudy.protocol import Protocol, Trial
 from bnstudy.store import CONSOLIDATE_EVERY, ResultStore
 from bnstudy.train import TrialResult, run_trial
 

@@ -29,6 +29,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bnstudy.catalogue import FINAL_STATUSES
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: runs are not guarded against each other
@@ -36,8 +38,6 @@ except ImportError:  # pragma: no cover - Windows: runs are not guarded against 
 
 META_PREFIX = "bnstudy."
 
-#: Outcomes that are final: a re-run skips these trials. ``failed`` ones are retried.
-FINAL_STATUSES = ("ok", "diverged", "collapsed")
 
 #: Columns whose type cannot be inferred from a single row (null, or an empty list in a
 #: failed row, which would otherwise turn the integer counts of every row into floats).

@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnstudy import metrics as M
+from bnstudy.catalogue import METRICS
 from bnstudy.data import Dataset, build_dataset
 from bnstudy.models import Classifier, build_model
-from bnstudy.protocol import METRICS, Trial
+from bnstudy.protocol import Trial
 
 #: Metrics recorded beyond the METRICS catalogue (every result has all of these keys).
 EXTRA_METRICS = (

@@ -14,7 +14,8 @@ import jinja2
 import pandas as pd
 
 from bnstudy import __version__
-from bnstudy.protocol import METRICS, TREATMENT, Factors, Protocol
+from bnstudy.catalogue import METRICS
+from bnstudy.protocol import TREATMENT, Factors, Protocol
 from bnstudy.report import figures
 from bnstudy.stats import Analysis
 

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bnstudy.protocol import METRICS, TREATMENT, Protocol
+from bnstudy.catalogue import METRICS
+from bnstudy.protocol import TREATMENT, Protocol
 from bnstudy.stats.bootstrap import STATISTICS, block_bootstrap
 from bnstudy.stats.failures import FAILURE_COLUMNS, failure_rates
 from bnstudy.stats.inference import adjust, p_value, tost_p, verdict

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from bnstudy.catalogue import OK
 from bnstudy.protocol import TREATMENT, Protocol
-from bnstudy.stats.paired import OK
 
 FAILURE_COLUMNS = [
     "head",

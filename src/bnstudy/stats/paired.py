@@ -7,9 +7,8 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from bnstudy.protocol import METRICS, TREATMENT, Factors, Protocol
-
-OK = "ok"
+from bnstudy.catalogue import METRICS, OK
+from bnstudy.protocol import TREATMENT, Factors, Protocol
 
 
 def condition_columns(protocol: Protocol, table: pd.DataFrame | None = None) -> list[str]:

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bnstudy.protocol import METRICS, Protocol
+from bnstudy.catalogue import METRICS
+from bnstudy.protocol import Protocol
 from bnstudy.stats.mixed import paired_effect_fit
 from bnstudy.stats.paired import condition_columns, paired_differences
 

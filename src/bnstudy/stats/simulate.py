@@ -18,7 +18,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from bnstudy.protocol import METRICS, TREATMENT, Factors, Protocol
+from bnstudy.catalogue import METRICS
+from bnstudy.protocol import TREATMENT, Factors, Protocol
 
 FACTOR_COLUMNS: list[str] = list(Factors.model_fields)
 
