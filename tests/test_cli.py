@@ -15,8 +15,8 @@ import pytest
 from bnstudy.cli import main
 
 TINY = """\
-name: '<script>alert(1)</script>'
-description: 'an <b>unsafe</b> description & more'
+name: tiny
+description: 'an <b>unsafe</b> description & more <script>alert(1)</script>'
 seeds: 3
 factors:
   architecture: mlp
@@ -54,15 +54,15 @@ def finished_run(tmp_path_factory) -> tuple[Path, str]:
 
 def test_run_prints_where_outputs_went_and_the_headline(finished_run):
     root, stdout = finished_run
-    assert "results: data/results/script-alert-1-script.parquet" in stdout
-    assert "report:  reports/script-alert-1-script.html" in stdout
+    assert "results: data/results/tiny.parquet" in stdout
+    assert "report:  reports/tiny.html" in stdout
     assert re.search(r"bn − plain on balanced_acc: −?\d+\.\d+ pp \(95% CI", stdout), stdout
     assert "12 trials: 0 already done, 12 run" in stdout
 
 
 def test_results_table_columns_and_metadata(finished_run):
     root, _ = finished_run
-    table = pd.read_parquet(root / "data/results/script-alert-1-script.parquet")
+    table = pd.read_parquet(root / "data/results/tiny.parquet")
     assert len(table) == 12
     for column in [
         "trial_id", "block_id", "status", "error", "seed", "architecture", "head", "dataset",
@@ -77,7 +77,7 @@ def test_results_table_columns_and_metadata(finished_run):
 
 def test_report_is_self_contained_and_escapes_user_text(finished_run):
     root, _ = finished_run
-    html = (root / "reports/script-alert-1-script.html").read_text()
+    html = (root / "reports/tiny.html").read_text()
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<b>unsafe</b>" not in html and "&lt;b&gt;unsafe&lt;/b&gt;" in html
@@ -93,7 +93,7 @@ def test_report_is_self_contained_and_escapes_user_text(finished_run):
 def test_analyze_formats(finished_run, capsys, monkeypatch):
     root, _ = finished_run
     monkeypatch.chdir(root)
-    path = "data/results/script-alert-1-script.parquet"
+    path = "data/results/tiny.parquet"
     assert main(["analyze", path, "--format", "json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert records and all(list(r) == ESTIMATE_COLUMNS for r in records)
@@ -110,7 +110,7 @@ def test_report_verb_and_status_and_resume(finished_run, capsys, monkeypatch, tm
     root, _ = finished_run
     monkeypatch.chdir(root)
     out = tmp_path / "r.html"
-    assert main(["report", "data/results/script-alert-1-script.parquet", "-o", str(out)]) == 0
+    assert main(["report", "data/results/tiny.parquet", "-o", str(out)]) == 0
     assert out.read_text().startswith("<!DOCTYPE html>")
     assert main(["status", "protocols/tiny.yaml"]) == 0
     status = capsys.readouterr().out
@@ -158,14 +158,65 @@ def test_failed_trials_are_recorded_and_the_run_exits_1(tmp_path: Path, monkeypa
     captured = capsys.readouterr()
     assert "4 trials failed" in captured.err
     assert "no effect could be estimated" in captured.out
-    table = pd.read_parquet("data/results/script-alert-1-script.parquet")
+    table = pd.read_parquet("data/results/tiny.parquet")
     assert (table["status"] == "failed").all()
     assert table["error"].str.contains("batch_size 32 exceeds").all()
-    assert "No effect could be estimated" in Path("reports/script-alert-1-script.html").read_text()
-    assert main(["analyze", "data/results/script-alert-1-script.parquet"]) == 0
+    assert "No effect could be estimated" in Path("reports/tiny.html").read_text()
+    assert main(["analyze", "data/results/tiny.parquet"]) == 3
     assert capsys.readouterr().out.startswith("no estimates: ")
-    assert main(["analyze", "data/results/script-alert-1-script.parquet", "--format", "json"]) == 0
+    assert main(["analyze", "data/results/tiny.parquet", "--format", "json"]) == 3
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_a_run_with_nothing_to_estimate_exits_3(tmp_path: Path, monkeypatch, capsys):
+    """Every trial diverges (a huge learning rate): the run finished, but it answers nothing."""
+    monkeypatch.chdir(tmp_path)
+    Path("div.yaml").write_text(
+        TINY.replace("epochs: 2", "epochs: 2\n  lr: 1.0e+12").replace("seeds: 3", "seeds: 2")
+    )
+    assert main(["run", "div.yaml", "--jobs", "1", "-q"]) == 3
+    assert "no effect could be estimated" in capsys.readouterr().out
+    table = pd.read_parquet("data/results/tiny.parquet")
+    assert (table["status"] == "diverged").all()
+
+
+def test_plan_takes_a_half_width_per_metric(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(TINY)
+    for bad, expected in [
+        (["--halfwidth", "1"], "--halfwidth: expected METRIC=VALUE"),
+        (["--halfwidth", "balanced_acc=-1", "--pilot", "p.parquet"], "balanced_acc"),
+        (["--halfwidth", "balanced_acc=1"], "need --pilot"),
+    ]:
+        if "--pilot" in bad:
+            _pilot("p.parquet")
+        assert main(["plan", "tiny.yaml", *bad]) == 2, bad
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, err
+    args = ["--pilot", "p.parquet", "--halfwidth", "balanced_acc=2", "--halfwidth", "nll=0.05"]
+    assert main(["plan", "tiny.yaml", *args]) == 0
+    out = capsys.readouterr().out
+    assert "seeds per cell from the pilot" in out and "nats" in out
+
+
+def _pilot(path: str) -> None:
+    from bnstudy.protocol import parse_protocol
+    from bnstudy.stats.simulate import simulate_results
+    from bnstudy.store import ResultStore
+
+    store = ResultStore(path)
+    for row in simulate_results(parse_protocol(TINY), effect=1.0).to_dict("records"):
+        store.append(row)
+    store.consolidate({"protocol": TINY})
+
+
+def test_a_large_protocol_is_warned_about(tmp_path: Path, capsys):
+    path = tmp_path / "big.yaml"
+    path.write_text(TINY.replace("seeds: 3", "seeds: 3000"))
+    assert main(["validate", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "12,000 trials (more than 10,000)" in captured.err
+    assert "ok ('tiny', 12000 trials)" in captured.out
 
 
 def test_rows_of_trials_no_longer_in_the_protocol_are_not_analysed():
@@ -197,22 +248,33 @@ def test_rows_of_trials_no_longer_in_the_protocol_are_not_analysed():
     ],
 )
 def test_user_errors_exit_2_with_one_line(argv, expected, tmp_path, monkeypatch, capsys):
-    from bnstudy.protocol import parse_protocol
-    from bnstudy.stats.simulate import simulate_results
-    from bnstudy.store import ResultStore
 
     monkeypatch.chdir(tmp_path)
     Path("tiny.yaml").write_text(TINY)
     Path("empty.yaml").write_text("# nothing yet\n")
     pd.DataFrame({"a": [1, 2]}).to_parquet("other.parquet")
     Path("results").mkdir()
-    store = ResultStore("tiny.parquet")
-    for row in simulate_results(parse_protocol(TINY), effect=1.0).to_dict("records"):
-        store.append(row)
-    store.consolidate({"protocol": TINY})
+    _pilot("tiny.parquet")
     shutil.copy("tiny.parquet", "results/a.parquet")
     shutil.copy("tiny.parquet", "results/b.parquet")
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1, err
     assert not list(Path("results").glob("*.pending")) and not Path("results.pending").exists()
+
+
+def test_rows_written_before_a_setting_existed_take_its_default():
+    from bnstudy import study
+    from bnstudy.protocol import parse_protocol
+    from bnstudy.stats.simulate import simulate_results
+    from bnstudy.store import Results
+
+    table = simulate_results(parse_protocol(TINY), effect=1.0, seed=0)
+    old = table.drop(columns=["imbalance_profile", "steps"], errors="ignore")
+    old.loc[old.index[:4], "label_smoothing"] = None  # a table concatenated with older rows
+    current = study.current_trials(
+        Results(old, {"protocol": TINY}, Path("r")), parse_protocol(TINY)
+    )
+    assert (current.table["imbalance_profile"] == "exp").all()
+    assert (current.table["steps"] == 0).all()
+    assert (current.table["label_smoothing"] == 0.0).all()

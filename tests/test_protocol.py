@@ -251,9 +251,12 @@ def test_names_are_not_checked_without_registries():
     assert p.factors.architecture == ["mlp", "future_arch"]
 
 
-def test_slug_is_file_system_safe():
-    p = parse(GOOD.replace("name: demo", "name: '<script>alert(1)</script>'"))
-    assert p.slug == "script-alert-1-script"
+@pytest.mark.parametrize("name", ["../../../etc/x", "a/b", "<script>alert(1)</script>", ".hidden"])
+def test_a_name_that_is_no_safe_file_name_is_refused(name):
+    # Before, such names were silently mapped to a file name, and "a/b" and "a-b" shared
+    # one results file.
+    with pytest.raises(ProtocolError, match=r"^p\.yaml: name: .* cannot be a file name"):
+        parse(GOOD.replace("name: demo", f"name: '{name}'"))
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("protocols/*.yaml")))
@@ -262,3 +265,137 @@ def test_shipped_protocols_are_valid(path: Path):
 
     protocol = load(path)
     assert len(protocol.expand()) >= 60
+
+
+# -- identity across releases ----------------------------------------------------------
+
+
+def test_trial_ids_written_before_new_settings_existed_are_unchanged():
+    # Values computed by the release before imbalance_profile, steps, lr_schedule, ... existed:
+    # a table written then must resume with nothing to re-run.
+    trials = parse().expand()
+    assert (trials[0].trial_id, trials[0].block_id) == ("4801132c3c490be5", "a27da5940c5643a9")
+    assert trials[0].stream_seed("subset") == 628686484403592981
+    assert trials[-1].trial_id == "c2fc42c5b4a6adb2"
+    # ... while a setting away from its default is part of the identity
+    moved = parse(GOOD.replace("epochs: 2", "epochs: 2\n  label_smoothing: 0.1")).expand()
+    assert moved[0].trial_id != trials[0].trial_id
+    assert moved[0].settings()["label_smoothing"] == 0.1
+
+
+def test_steps_replace_epochs():
+    p = parse(GOOD.replace("epochs: 2", "steps: [100, 200]"))
+    assert p.factors.epochs == [0] and p.factors.steps == [100, 200]
+    assert {t.steps for t in p.expand()} == {100, 200}
+    with pytest.raises(ProtocolError, match="factors.steps: give the training length as epochs"):
+        parse(GOOD.replace("epochs: 2", "epochs: 2\n  steps: 100"))
+    with pytest.raises(ProtocolError, match="factors.epochs: epochs must be at least 1"):
+        parse(GOOD.replace("epochs: 2", "epochs: 0"))
+
+
+# -- exclusions ------------------------------------------------------------------------
+
+
+def test_exclusions_drop_matching_trials_and_are_counted_without_expanding():
+    p = parse(GOOD + "exclude:\n  - {architecture: cnn, imbalance_ratio: [10, 100]}\n")
+    trials = p.expand()
+    assert p.n_trials == len(trials) == 36 - 3 * 2 * 2
+    assert not any(t.architecture == "cnn" and t.imbalance_ratio > 1 for t in trials)
+    with pytest.raises(ProtocolError, match=r"exclude\[0\]\.ratio: unknown name 'ratio'"):
+        parse(GOOD + "exclude:\n  - {ratio: 10}\n")
+    with pytest.raises(ProtocolError, match=r"exclude\[0\]\.imbalance_ratio: 7 is not a level"):
+        parse(GOOD + "exclude:\n  - {imbalance_ratio: 7}\n")
+
+
+# -- defaults resolve like written settings (issue 6, item 1) --------------------------
+
+
+def test_default_primary_metric_resolves_direction_and_margin():
+    p = parse(GOOD.replace("analysis:\n  metrics: [balanced_acc, nll]\n", ""))
+    spec = p.analysis.metrics["balanced_acc"]
+    # Before: direction None (read as lower-is-better: inverted verdicts) and no margin.
+    assert (spec.direction, spec.equivalence_margin) == ("higher", 0.5)
+    assert p.analysis == parse(GOOD.replace("[balanced_acc, nll]", "[balanced_acc]")).analysis
+
+
+# -- hostile or careless input (issue 6, items 7-9, 12) --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seeds", "expected"),
+    [
+        ("99999999999999999999999", "seeds: a seed count of 99999999999999999999999 is beyond"),
+        ("1000000000", "seeds: a seed count of 1000000000 is beyond"),
+        ("[1, 9223372036854775808]", "seeds[1]: input should be less than or equal to"),
+        ("[-1]", "seeds[0]: input should be greater than or equal to 0"),
+    ],
+)
+def test_huge_or_negative_seeds_are_refused_quickly(seeds, expected):
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ProtocolError) as info:
+        parse(GOOD.replace("seeds: 3", f"seeds: {seeds}"))
+    assert expected in str(info.value)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_many_seeds_validate_in_linear_time():
+    import time
+
+    many = "[" + ", ".join(map(str, range(30_000))) + "]"
+    start = time.perf_counter()
+    text = GOOD.replace("seeds: 3", f"seeds: {many}").replace("[mlp, cnn]", "mlp")
+    p = parse(text.replace("[1, 10, 100]", "1"))
+    assert len(p.seeds) == 30_000
+    assert time.perf_counter() - start < 5.0  # quadratic uniqueness took over a minute at 100k
+
+
+def test_the_trial_count_is_bounded_without_expanding():
+    import time
+
+    huge = GOOD.replace("seeds: 3", "seeds: 1000").replace(
+        "epochs: 2", "epochs: 2\n  lr: [" + ", ".join(f"0.{i + 1:04d}" for i in range(400)) + "]"
+    )
+    start = time.perf_counter()
+    with pytest.raises(ProtocolError, match=r"max_trials: the protocol expands to 4,800,000"):
+        parse(huge)
+    assert time.perf_counter() - start < 2.0
+    assert parse(huge + "max_trials: 5000000\n").n_trials == 4_800_000
+
+
+def test_an_alias_bomb_is_reported_quickly():
+    import time
+
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    for i in range(1, 9):
+        bomb += (
+            f"{'abcdefghi'[i]}: &{'abcdefghi'[i]} [*{'abcdefghi'[i - 1]}"
+            + (f", *{'abcdefghi'[i - 1]}" * 8)
+            + "]\n"
+        )
+    text = bomb + GOOD.replace("name: demo", "name: demo\ndescription: *i")
+    start = time.perf_counter()
+    with pytest.raises(ProtocolError) as info:
+        parse(text)
+    assert time.perf_counter() - start < 2.0
+    assert "description: input should be a valid string" in str(info.value)
+    assert len(str(info.value)) < 2000
+
+
+def test_a_key_given_twice_is_refused():
+    with pytest.raises(
+        ProtocolError, match=r"^p\.yaml:\d+:\d+: invalid YAML: duplicate key 'seeds'"
+    ):
+        parse(GOOD + "seeds: 7\n")
+
+
+def test_every_error_is_listed_one_per_line():
+    text = GOOD.replace("seeds: 3", "seeds: 0").replace("epochs: 2", "epochs: two")
+    text = text.replace("control: plain", "control: plain\nbogus: 1")
+    with pytest.raises(ProtocolError) as info:
+        parse(text)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 3, lines
+    assert all(line.startswith("p.yaml: ") for line in lines)
+    assert any("seeds:" in line for line in lines) and any("bogus" in line for line in lines)

@@ -1,7 +1,9 @@
 """Command line: a thin shell over :mod:`bnstudy.study`.
 
-Exit codes: 0 success; 1 a run finished but some trials failed; 2 bad input (a one-line
-message, no traceback); 130 interrupted.
+Exit codes: 0 success; 1 a run finished but some trials failed (they are retried by the
+next run); 2 bad input (a one-line message per problem, no traceback); 3 the results hold
+no estimate (no metric x variant had two complete pairs: every trial diverged, say);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bnstudy import __version__, study
-from bnstudy.protocol import Protocol, ProtocolError, Trial
+from bnstudy.protocol import WARN_TRIALS, Protocol, ProtocolError, Trial
 from bnstudy.store import StoreError
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 EXIT_FAILED_TRIALS = 1
 EXIT_USAGE = 2
+EXIT_NO_ESTIMATE = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -30,11 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ProtocolError, StoreError) as exc:
-        print(f"bnstudy: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:  # a path that cannot be written or read: a directory, no permission
-        print(f"bnstudy: error: {exc}", file=sys.stderr)
+    except (ProtocolError, StoreError, OSError) as exc:  # OSError: a directory, no permission
+        for line in str(exc).splitlines():  # one line per problem
+            print(f"bnstudy: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("bnstudy: interrupted", file=sys.stderr)
@@ -59,10 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pilot", type=Path, help="results of a pilot study, to plan seeds from")
     p.add_argument(
         "--halfwidth",
-        type=float,
-        help="target CI half-width in metric units (pp); default: each metric's margin",
+        action="append",
+        metavar="METRIC=VALUE",
+        help="target CI half-width of a metric in its units, e.g. balanced_acc=1 (pp) or "
+        "nll=0.02 (nats); repeat per metric; default: each metric's equivalence margin",
     )
-    p.add_argument("--effect", type=float, help="effect to detect with --power (metric units)")
+    p.add_argument(
+        "--effect",
+        action="append",
+        metavar="METRIC=VALUE",
+        help="effect to detect with --power, per metric in its units; repeat per metric",
+    )
     p.add_argument("--power", type=float, default=0.8)
     p.set_defaults(func=_plan)
 
@@ -93,30 +101,67 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(path: Path) -> Protocol:
+    """Load a protocol, warning on stderr when it is unusually large."""
+    protocol = study.load(path)
+    if protocol.n_trials > WARN_TRIALS:
+        print(
+            f"bnstudy: warning: {path}: {protocol.n_trials:,} trials (more than "
+            f"{WARN_TRIALS:,}); check the seed count and factor levels",
+            file=sys.stderr,
+        )
+    return protocol
+
+
 def _validate(args: argparse.Namespace) -> int:
-    protocol = study.load(args.protocol)
-    n = len(protocol.expand())
-    print(f"{args.protocol}: ok ({protocol.name!r}, {n} trials)")
+    protocol = _load(args.protocol)
+    print(f"{args.protocol}: ok ({protocol.name!r}, {protocol.n_trials} trials)")
     return 0
 
 
-def _plan(args: argparse.Namespace) -> int:
-    protocol = study.load(args.protocol)
-    print(study.plan(protocol).describe(first=args.first))
-    if args.pilot is not None:
-        from bnstudy.stats import plan_seeds
+def _per_metric(values: list[str] | None, option: str) -> dict[str, float] | None:
+    """``["balanced_acc=1", "nll=0.02"]`` -> ``{"balanced_acc": 1.0, "nll": 0.02}``."""
+    if not values:
+        return None
+    out = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        try:
+            out[name.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ProtocolError(
+                f"{option}: expected METRIC=VALUE (e.g. balanced_acc=1), got {value!r}"
+            )
+    return out
 
-        pilot = study.read_results(args.pilot)
+
+def _plan(args: argparse.Namespace) -> int:
+    protocol = _load(args.protocol)
+    print(study.plan(protocol).describe(first=args.first))
+    halfwidth = _per_metric(args.halfwidth, "--halfwidth")
+    effect = _per_metric(args.effect, "--effect")
+    if args.pilot is None:
+        if halfwidth or effect:
+            raise ProtocolError("--halfwidth and --effect need --pilot RESULTS to plan from")
+        return 0
+    from bnstudy.stats import plan_seeds
+
+    pilot = study.read_results(args.pilot)
+    try:
         needed = plan_seeds(
-            pilot.table, protocol, halfwidth=args.halfwidth, power=args.power, effect=args.effect
+            pilot.table, protocol, halfwidth=halfwidth, power=args.power, effect=effect
         )
-        print(f"\nseeds per cell from the pilot {args.pilot}:")
-        print(needed.to_string(index=False))
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
+    print(f"\nseeds per cell from the pilot {args.pilot}:")
+    print(needed.to_string(index=False))
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    protocol = study.load(args.protocol)
+    protocol = _load(args.protocol)
     if args.jobs is not None and args.jobs < 1:
         raise ProtocolError(f"--jobs must be at least 1, got {args.jobs}")
     from bnstudy.runner import check_device
@@ -150,12 +195,14 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED_TRIALS
     if outcome.report_path is not None:
         print(f"report:  {outcome.report_path}")
+    headline = outcome.analysis.headline() if outcome.analysis is not None else {}
     if outcome.analysis is not None:
-        headline = outcome.analysis.headline()
         print(headline.get("text", "no effect could be estimated; see the report's diagnostics"))
     if summary.failed:
         print(f"{summary.failed} trials failed; see the 'error' column", file=sys.stderr)
         return EXIT_FAILED_TRIALS
+    if outcome.analysis is not None and not headline:
+        return EXIT_NO_ESTIMATE
     return 0
 
 
@@ -181,7 +228,7 @@ def _progress_printer(protocol: Protocol) -> Callable[[int, int, Trial, TrialRes
 
 
 def _status(args: argparse.Namespace) -> int:
-    protocol = study.load(args.protocol)
+    protocol = _load(args.protocol)
     print(study.status(protocol, args.results).to_string())
     return 0
 
@@ -198,7 +245,7 @@ def _analyze(args: argparse.Namespace) -> int:
         print(json.dumps(json.loads(estimates.to_json(orient="records")), indent=2))
     else:
         print(estimates.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    return 0
+    return EXIT_NO_ESTIMATE if estimates.empty else 0
 
 
 def _report(args: argparse.Namespace) -> int:

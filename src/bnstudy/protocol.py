@@ -16,7 +16,9 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -55,19 +57,33 @@ def _as_list(value: Any) -> Any:
 
 
 def _check_unique(values: list[Any]) -> list[Any]:
-    seen: list[Any] = []
+    """Refuse repeated values (linear time: factor levels and seeds are hashable scalars)."""
+    seen: set[Any] = set()
     for v in values:
         if v in seen:
-            raise ValueError(f"duplicate value {v!r} in {values!r}")
-        seen.append(v)
+            raise ValueError(f"duplicate value {v!r} in {_show(values)}")
+        seen.add(v)
     return values
 
 
-Name = Annotated[str, Field(min_length=1)]
-Ratio = Annotated[float, Field(ge=1, allow_inf_nan=False)]
-PositiveInt = Annotated[int, Field(ge=1)]
+#: The results table stores integers as int64.
+INT64_MAX = 2**63 - 1
+#: A protocol expanding to more trials than this is refused unless ``max_trials`` is raised.
+DEFAULT_MAX_TRIALS = 100_000
+#: Past this many trials ``validate`` and ``run`` warn (a typo in a seed count, say).
+WARN_TRIALS = 10_000
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Ratio = Annotated[float, Field(ge=1, le=1e9, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(ge=1, le=INT64_MAX)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Seed = Annotated[int, Field(ge=0, le=INT64_MAX)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+OpenFraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+#: A study name is also its file name (results, report), so it must be a safe one.
+STUDY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class Factors(BaseModel):
@@ -83,11 +99,49 @@ class Factors(BaseModel):
     dataset: list[Name] = Field(min_length=1)
     imbalance_ratio: list[Ratio] = Field(default=[1.0], min_length=1)
     train_per_class: list[PositiveInt] = Field(default=[500], min_length=1)
-    epochs: list[PositiveInt] = Field(default=[10], min_length=1)
+    #: Training length in passes over the training set; 0 when ``steps`` sets it instead.
+    epochs: list[NonNegativeInt] = Field(default=[10], min_length=1)
     batch_size: list[PositiveInt] = Field(default=[64], min_length=1)
     lr: list[PositiveFloat] = Field(default=[0.05], min_length=1)
     optimizer: list[Literal["sgd", "adamw"]] = Field(default=["sgd"], min_length=1)
     weight_decay: list[NonNegativeFloat] = Field(default=[5e-4], min_length=1)
+    # Added after the first release: at these defaults they are left out of trial ids, so
+    # tables written before them resume with nothing to re-run (see Trial.settings).
+    #: Shape of the long tail: ``exp`` (Cui et al.), ``step`` (Buda et al.: a fraction
+    #: ``step_fraction`` of the classes are minority), one or two majority classes.
+    imbalance_profile: list[Literal["exp", "step", "single_majority", "two_majority"]] = Field(
+        default=["exp"], min_length=1
+    )
+    step_fraction: list[OpenFraction] = Field(default=[0.5], min_length=1)
+    #: Training length in optimiser steps, the same for every imbalance ratio (0: use epochs).
+    steps: list[NonNegativeInt] = Field(default=[0], min_length=1)
+    lr_schedule: list[Literal["cosine", "step", "constant"]] = Field(
+        default=["cosine"], min_length=1
+    )
+    #: Fraction of the training steps spent warming the learning rate up linearly from 0.
+    warmup_frac: list[Fraction] = Field(default=[0.0], min_length=1)
+    label_smoothing: list[Fraction] = Field(default=[0.0], min_length=1)
+    #: Maximum gradient norm (0: no clipping).
+    grad_clip: list[NonNegativeFloat] = Field(default=[0.0], min_length=1)
+    sampler: list[Literal["instance", "class_balanced"]] = Field(default=["instance"], min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_or_epochs(cls, data: Any) -> Any:
+        """``steps:`` replaces ``epochs:``; giving both is ambiguous."""
+        if not isinstance(data, dict) or "steps" not in data:
+            return data
+        steps = _as_list(data["steps"])
+        if any(s != 0 for s in steps):
+            if "epochs" in data:
+                raise _FieldError(
+                    ("factors", "steps"),
+                    "give the training length as epochs or as steps, not both",
+                )
+            if 0 in steps:
+                raise _FieldError(("factors", "steps"), "steps must be at least 1")
+            return {**data, "epochs": [0]}
+        return data
 
     @field_validator("*", mode="before")
     @classmethod
@@ -109,6 +163,16 @@ class Factors(BaseModel):
             if v not in known:
                 raise _UnknownName(i, v, known)
         return values
+
+    @model_validator(mode="after")
+    def _a_training_length(self) -> Factors:
+        if self.steps == [0] and 0 in self.epochs:
+            raise _FieldError(("factors", "epochs"), "epochs must be at least 1")
+        return self
+
+    def count(self) -> int:
+        """The number of factor combinations (without expanding them)."""
+        return math.prod(len(getattr(self, name)) for name in type(self).model_fields)
 
     def varying(self) -> list[str]:
         """Names of the factors that take more than one value."""
@@ -199,14 +263,30 @@ class Protocol(BaseModel):
 
     model_config = _STRICT
 
-    name: Name
+    name: Annotated[str, Field(pattern=STUDY_NAME, max_length=100)]
     description: str = ""
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1)
     factors: Factors
     control: Name
+    #: Combinations not to run: each entry maps factor names to a value or a list of
+    #: values; a trial matching every key of an entry is left out.
+    exclude: list[dict[str, Any]] = Field(default=[])
     analysis: AnalysisSettings = AnalysisSettings()
+    #: Refuse protocols that expand to more trials than this (a guard against typos).
+    max_trials: PositiveInt = DEFAULT_MAX_TRIALS
     #: The YAML text the protocol was read from (recorded in every output).
     source_text: str = Field(default="", exclude=True, repr=False)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _safe_name(cls, value: Any) -> Any:
+        if isinstance(value, str) and not re.fullmatch(STUDY_NAME, value):
+            raise ValueError(
+                f"{_show(value)} cannot be a file name (results, report); use letters, digits, "
+                "'_', '.' and '-', starting with a letter or digit; free text goes in "
+                "'description'"
+            )
+        return value
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -216,7 +296,12 @@ class Protocol(BaseModel):
         if isinstance(value, int):
             if value < 1:
                 raise ValueError(f"a seed count must be at least 1, got {value}")
-            return list(range(value))
+            if value > DEFAULT_MAX_TRIALS * 10:  # never materialise a billion seeds
+                raise ValueError(
+                    f"a seed count of {value} is beyond any study this tool can run "
+                    f"(at most {DEFAULT_MAX_TRIALS * 10})"
+                )
+            return range(value)
         return value
 
     @field_validator("seeds")
@@ -244,15 +329,45 @@ class Protocol(BaseModel):
                     ("analysis", "moderators", i),
                     f"{m!r} is not a factor; allowed: {', '.join(allowed)}",
                 )
+        self._check_exclusions()
+        self._check_size()
         return self
 
-    # ----------------------------------------------------------------------------------
+    def _check_exclusions(self) -> None:
+        factors = list(Factors.model_fields)
+        for i, entry in enumerate(self.exclude):
+            if not entry:
+                raise _FieldError(("exclude", i), "an empty entry would exclude every trial")
+            for key, value in entry.items():
+                if key not in factors:
+                    raise _FieldError(("exclude", i, key), str(_UnknownName(0, key, factors)))
+                levels = getattr(self.factors, key)
+                for v in _as_list(value):
+                    if v not in levels:
+                        raise _FieldError(
+                            ("exclude", i, key),
+                            f"{_show(v)} is not a level of {key}; levels: {_show(levels)}",
+                        )
 
-    @property
-    def slug(self) -> str:
-        """File-system-safe version of the name, used for output paths."""
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-.")
-        return slug or "study"
+    def _check_size(self) -> None:
+        """Refuse more than ``max_trials`` trials, counted without expanding the seeds."""
+        gross = len(self.seeds) * self.factors.count()
+        if gross <= self.max_trials:
+            return
+        enumerable = self.exclude and self.factors.count() <= 10 * DEFAULT_MAX_TRIALS
+        if enumerable and len(self.seeds) * len(self._combinations()) <= self.max_trials:
+            return
+        raise _FieldError(
+            ("max_trials",),
+            f"the protocol expands to {self.n_trials_bound()} trials, more than max_trials = "
+            f"{self.max_trials}; raise max_trials in the protocol if that is intended",
+        )
+
+    def n_trials_bound(self) -> str:
+        gross = len(self.seeds) * self.factors.count()
+        return f"{gross:,}" if not self.exclude else f"up to {gross:,}"
+
+    # ----------------------------------------------------------------------------------
 
     @property
     def sha256(self) -> str:
@@ -268,21 +383,32 @@ class Protocol(BaseModel):
             return list(self.analysis.moderators)
         return [f for f in self.factors.varying() if f != TREATMENT]
 
-    def expand(self) -> list[Trial]:
-        """The full factorial design: one trial per seed x factor combination.
+    @property
+    def n_trials(self) -> int:
+        """How many trials :meth:`expand` returns, without building them."""
+        return len(self.seeds) * len(self._combinations())
 
-        Seeds vary slowest and the treatment fastest, so the arms of a pairing block are
-        scheduled next to each other and a partial run holds complete blocks.
-        """
+    def _combinations(self) -> list[dict[str, Any]]:
+        """Factor settings per trial of one seed, exclusions applied, treatment fastest."""
         names = list(Factors.model_fields)
         names.remove(TREATMENT)
         names.append(TREATMENT)
         levels = [getattr(self.factors, n) for n in names]
-        return [
-            Trial(seed=seed, **dict(zip(names, combo, strict=True)))
-            for seed in self.seeds
-            for combo in itertools.product(*levels)
-        ]
+        combos = (dict(zip(names, combo, strict=True)) for combo in itertools.product(*levels))
+        return [c for c in combos if not any(_matches(c, e) for e in self.exclude)]
+
+    def expand(self) -> list[Trial]:
+        """The full factorial design less exclusions: one trial per seed x combination.
+
+        Seeds vary slowest and the treatment fastest, so the arms of a pairing block are
+        scheduled next to each other and a partial run holds complete blocks.
+        """
+        combos = self._combinations()
+        return [Trial(seed=seed, **combo) for seed in self.seeds for combo in combos]
+
+
+def _matches(settings: Mapping[str, Any], exclusion: Mapping[str, Any]) -> bool:
+    return all(settings[k] in _as_list(v) for k, v in exclusion.items())
 
 
 class _FieldError(ValueError):
@@ -311,25 +437,48 @@ class Trial:
     lr: float
     optimizer: str
     weight_decay: float
+    # Settings added after the first release have defaults: a trial at a default is the
+    # trial an older protocol meant, and its id must not change (see ``identity``).
+    imbalance_profile: str = "exp"
+    step_fraction: float = 0.5
+    steps: int = 0
+    lr_schedule: str = "cosine"
+    warmup_frac: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0
+    sampler: str = "instance"
 
     def settings(self) -> dict[str, Any]:
+        """Every setting (the factor columns of the results table)."""
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that name the trial: every setting except those at their defaults.
+
+        Adding a setting with a default therefore leaves every existing trial id, block and
+        random stream unchanged, and a results table resumes with nothing to re-run.
+        """
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.default is dataclasses.MISSING or getattr(self, f.name) != f.default
+        }
 
     @property
     def trial_id(self) -> str:
-        return _digest(self.settings())
+        return _digest(self.identity())
 
     @property
     def block_id(self) -> str:
         """Shared by trials that differ only in the treatment (the arms of one comparison)."""
-        settings = self.settings()
+        settings = self.identity()
         del settings[TREATMENT]
         return _digest(settings)
 
     @property
     def condition_id(self) -> str:
         """Shared by all blocks of one design cell (everything but treatment and seed)."""
-        settings = self.settings()
+        settings = self.identity()
         del settings[TREATMENT], settings["seed"]
         return _digest(settings)
 
@@ -339,7 +488,7 @@ class Trial:
         Derived from the block's settings and the stream name only, so arms of one block
         draw identical subsets, data orders and initial weights for their shared layers.
         """
-        settings = self.settings()
+        settings = self.identity()
         del settings[TREATMENT]
         return int(_digest({"block": settings, "stream": stream}), 16) >> 1
 
@@ -375,7 +524,7 @@ def parse_protocol(
     without it names are not checked (used when reading a protocol back from a results file).
     """
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -394,9 +543,42 @@ def parse_protocol(
         raise ProtocolError(_one_line(exc, source)) from None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping.
+
+    Plain YAML loading keeps the last of ``seeds: 2`` ... ``seeds: 7`` silently; in a
+    pre-registered protocol that is a mistake to point at, not to guess about.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key; the base class reports it
+                continue
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"duplicate key {_show(key)} (first given on line {first.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping
+)
+
+
 def _one_line(exc: ValidationError, source: str) -> str:
-    errors = exc.errors(include_url=False)
-    first = errors[0]
+    """Every validation error, one self-contained line each: file, field path, message."""
+    return "\n".join(_describe(error, source) for error in exc.errors(include_url=False))
+
+
+def _describe(first: Any, source: str) -> str:
     loc = tuple(first["loc"])
     raw = first.get("ctx", {}).get("error")
     if isinstance(raw, _FieldError):
@@ -416,8 +598,7 @@ def _one_line(exc: ValidationError, source: str) -> str:
         message = "must not be empty"
     else:
         message = f"{first['msg'][:1].lower()}{first['msg'][1:]}; got {_show(first.get('input'))}"
-    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{source}: {_path(loc) or '<top>'}: {message}{more}"
+    return f"{source}: {_path(loc) or '<top>'}: {message}"
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -427,8 +608,14 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+#: Renders a value for a message without walking all of it: an alias bomb in the YAML
+#: expands to a structure far too large to repr whole.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 6, 6, 60, 60
+
+
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 

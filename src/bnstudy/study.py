@@ -10,6 +10,7 @@ Default locations: ``protocols/NAME.yaml`` -> ``data/results/NAME.parquet`` ->
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +44,11 @@ def load(path: str | Path) -> Protocol:
 
 
 def results_path(protocol: Protocol) -> Path:
-    return RESULTS_DIR / f"{protocol.slug}.parquet"
+    return RESULTS_DIR / f"{protocol.name}.parquet"
 
 
 def report_path(protocol: Protocol) -> Path:
-    return REPORTS_DIR / f"{protocol.slug}.html"
+    return REPORTS_DIR / f"{protocol.name}.html"
 
 
 # -- plan -------------------------------------------------------------------------------
@@ -160,7 +161,24 @@ def current_trials(results: Results, protocol: Protocol) -> Results:
     planned = {t.trial_id for t in protocol.expand()}
     keep = results.table["trial_id"].isin(planned)
     metadata = {**results.metadata, "ignored_rows": str(int((~keep).sum()))}
-    return Results(results.table[keep].reset_index(drop=True), metadata, results.path)
+    table = _with_default_settings(results.table[keep].reset_index(drop=True))
+    return Results(table, metadata, results.path)
+
+
+def _with_default_settings(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows written before a setting existed hold its default (their ids say so too).
+
+    Without this, one condition would split in two: the old rows (no value) and the new
+    ones (the default).
+    """
+    for field in dataclasses.fields(Trial):
+        if field.default is dataclasses.MISSING:
+            continue
+        if field.name not in table.columns:
+            table[field.name] = field.default
+        elif table[field.name].isna().any():
+            table[field.name] = table[field.name].fillna(field.default)
+    return table
 
 
 def load_results(path: str | Path) -> Recorded:
