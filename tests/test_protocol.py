@@ -399,3 +399,45 @@ def test_every_error_is_listed_one_per_line():
     assert len(lines) == 3, lines
     assert all(line.startswith("p.yaml: ") for line in lines)
     assert any("seeds:" in line for line in lines) and any("bogus" in line for line in lines)
+
+
+# -- dataset options -------------------------------------------------------------------
+
+DATA_KNOWN = {**KNOWN, "dataset": ["synthetic", "mnist1d", "cifar10"]}
+
+
+def test_dataset_options_that_change_the_data_are_part_of_identity_paths_are_not():
+    def ids(datasets: str, dataset: str = "cifar10") -> set[str]:
+        text = GOOD.replace("dataset: synthetic", f"dataset: {dataset}") + datasets
+        return {t.trial_id for t in parse(text, known=DATA_KNOWN).expand()}
+
+    here = ids("datasets: {cifar10: {path: /data/here}}")
+    assert here == ids("datasets: {cifar10: {path: /elsewhere/cifar}}")
+    assert here != ids("datasets: {cifar10: {path: /data/here, val_fraction: 0}}")
+    # an option written at its default is the same trial as one left out
+    assert ids("", "mnist1d") == ids("datasets: {mnist1d: {num_train: 4000}}", "mnist1d")
+    trial = parse(
+        GOOD.replace("dataset: synthetic", "dataset: mnist1d")
+        + "datasets: {mnist1d: {num_train: 3000}}",
+        known=DATA_KNOWN,
+    ).expand()[0]
+    assert trial.data_options == '{"num_train":3000}'
+
+
+@pytest.mark.parametrize(
+    ("datasets", "expected"),
+    [
+        ("", "datasets.cifar10.path: required"),
+        (
+            "datasets: {cifar10: {path: x, colour: red}}",
+            "datasets.cifar10: unknown option 'colour'",
+        ),
+        ("datasets: {cifar10: {path: x, val_fraction: 0.9}}", "datasets.cifar10.val_fraction:"),
+        ("datasets: {cifar10: {path: x}, mnist1d: {}}", "datasets.mnist1d: 'mnist1d' is not a"),
+    ],
+)
+def test_bad_dataset_options_name_the_field(datasets, expected):
+    text = GOOD.replace("dataset: synthetic", "dataset: cifar10") + datasets
+    with pytest.raises(ProtocolError) as info:
+        parse(text, known=DATA_KNOWN)
+    assert str(info.value).startswith("p.yaml: " + expected), str(info.value)

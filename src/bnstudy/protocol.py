@@ -35,6 +35,8 @@ from pydantic import (
 )
 
 from bnstudy.catalogue import METRICS, Direction
+from bnstudy.data.spec import SPECS as DATASET_SPECS
+from bnstudy.data.spec import DatasetError, identity_options, resolve_options
 
 #: The factor that defines the arms of a pairing block. Everything else is the condition.
 TREATMENT = "head"
@@ -268,6 +270,9 @@ class Protocol(BaseModel):
     seeds: list[Seed] = Field(min_length=1)
     factors: Factors
     control: Name
+    #: Options per dataset, e.g. ``{cifar10: {path: ~/data/cifar-10-batches-py}}``. Options
+    #: that change the data are part of trial identity; ``path`` only locates it.
+    datasets: dict[str, dict[str, Any] | None] = Field(default={})
     #: Combinations not to run: each entry maps factor names to a value or a list of
     #: values; a trial matching every key of an entry is left out.
     exclude: list[dict[str, Any]] = Field(default=[])
@@ -329,9 +334,32 @@ class Protocol(BaseModel):
                     ("analysis", "moderators", i),
                     f"{m!r} is not a factor; allowed: {', '.join(allowed)}",
                 )
+        self._check_datasets()
         self._check_exclusions()
         self._check_size()
         return self
+
+    def _check_datasets(self) -> None:
+        levels = self.factors.dataset
+        for name in self.datasets:
+            if name not in levels:
+                raise _FieldError(
+                    ("datasets", name),
+                    f"{name!r} is not a dataset of this protocol; its datasets: "
+                    f"{', '.join(levels)}",
+                )
+        for name in levels:
+            if name not in DATASET_SPECS:  # read back without registries: a future dataset
+                continue
+            try:
+                resolve_options(name, self.datasets.get(name))
+            except DatasetError as exc:
+                where, _, message = str(exc).partition(": ")
+                raise _FieldError(tuple(where.split(".")), message) from None
+
+    def dataset_options(self, name: str) -> dict[str, Any]:
+        """Every option of dataset ``name`` (given ones checked, the rest at defaults)."""
+        return resolve_options(name, self.datasets.get(name))
 
     def _check_exclusions(self) -> None:
         factors = list(Factors.model_fields)
@@ -395,7 +423,16 @@ class Protocol(BaseModel):
         names.append(TREATMENT)
         levels = [getattr(self.factors, n) for n in names]
         combos = (dict(zip(names, combo, strict=True)) for combo in itertools.product(*levels))
-        return [c for c in combos if not any(_matches(c, e) for e in self.exclude)]
+        kept = [c for c in combos if not any(_matches(c, e) for e in self.exclude)]
+        data = {name: self._data_identity(name) for name in self.factors.dataset}
+        return [{**c, "data_options": data[c["dataset"]]} for c in kept]
+
+    def _data_identity(self, name: str) -> str:
+        """Canonical JSON of the options that change dataset ``name`` ("" at the defaults)."""
+        if name not in DATASET_SPECS:
+            return ""
+        options = identity_options(name, self.datasets.get(name))
+        return json.dumps(options, sort_keys=True, separators=(",", ":")) if options else ""
 
     def expand(self) -> list[Trial]:
         """The full factorial design less exclusions: one trial per seed x combination.
@@ -447,6 +484,8 @@ class Trial:
     label_smoothing: float = 0.0
     grad_clip: float = 0.0
     sampler: str = "instance"
+    #: The dataset options that change the data, as canonical JSON ("" at their defaults).
+    data_options: str = ""
 
     def settings(self) -> dict[str, Any]:
         """Every setting (the factor columns of the results table)."""

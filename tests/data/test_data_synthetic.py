@@ -1,6 +1,13 @@
+import pytest
 import torch
 
 from bnstudy.data.synthetic import synthetic_pool
+
+# Recorded from the pool as generated before the validation split was added (same images
+# must come out: the val images are drawn after the test images).
+TRAIN_SUM = -0.48459342744899914
+TEST_SUM = 4566.1421024993615
+TRAIN_123 = -0.0628696009516716
 
 
 def test_pool_shapes_balance_and_standardization():
@@ -10,6 +17,8 @@ def test_pool_shapes_balance_and_standardization():
     assert torch.bincount(pool.y_train).tolist() == [1000] * 10
     assert torch.bincount(pool.y_test).tolist() == [200] * 10
     assert pool.input_shape == (3, 16, 16) and pool.num_classes == 10
+    assert pool.x_val.shape == (1_000, 3, 16, 16)
+    assert torch.bincount(pool.y_val).tolist() == [100] * 10
     channel_mean = pool.x_train.mean(dim=(0, 2, 3))
     channel_std = pool.x_train.std(dim=(0, 2, 3))
     assert torch.allclose(channel_mean, torch.zeros(3), atol=1e-4)
@@ -31,3 +40,18 @@ def test_pool_is_not_trivially_separable():
     distances = torch.cdist(pool.x_test.flatten(1), means.flatten(1))
     acc = (distances.argmin(1) == pool.y_test).float().mean().item()
     assert 0.2 < acc < 0.9
+
+
+def test_train_and_test_unchanged_by_the_val_split():
+    """Checksums of the pool as drawn before the validation images existed."""
+    pool = synthetic_pool()
+    assert pool.x_train.double().sum().item() == pytest.approx(TRAIN_SUM, abs=1e-4)
+    assert pool.x_test.double().sum().item() == pytest.approx(TEST_SUM, rel=1e-7)
+    assert pool.x_train[123, 1, 4, 5].item() == pytest.approx(TRAIN_123, rel=1e-6)
+
+
+def test_val_images_are_new_draws():
+    pool = synthetic_pool()
+    flat = lambda x: {r.numpy().tobytes() for r in x.flatten(1)}  # noqa: E731
+    assert not flat(pool.x_val) & flat(pool.x_test)
+    assert not flat(pool.x_val[:100]) & flat(pool.x_train)

@@ -1,50 +1,92 @@
-"""Dataset registry: a name maps to a builder of the full balanced pool; trials subsample it.
+"""Datasets: a registry of names, their options, a cached pool per dataset, per-trial subsets.
 
-``build_dataset(trial)`` applies the trial's long-tail profile to the training split only
-(``trial.train_per_class`` is the head class's count, ``trial.imbalance_ratio`` the head/tail
-ratio), drawing the subset from the trial's ``"subset"`` random stream so every arm of a
-pairing block trains on the same images.
+Importing this package does not import torch: the option specs, checks and the cache
+(:mod:`~bnstudy.data.spec`, :mod:`~bnstudy.data.pool`) are NumPy only, so a protocol can be
+validated where no GPU stack is installed. ``Dataset`` and ``build_dataset`` load torch on
+first use.
+
+The flow: the protocol validator calls :func:`check_dataset` (files present and parseable),
+:func:`input_shape` / :func:`input_kind` (network/data match) and :func:`max_train_per_class`
+(enough images); the runner calls :func:`prepare_dataset` once per dataset in the parent; each
+trial calls ``build_dataset(trial, options)``, which loads the cached pool (once per process)
+and applies the trial's imbalance profile to the training split only (``trial.train_per_class``
+is the head class's count, ``trial.imbalance_ratio`` the head/tail ratio), drawing the subset
+from the trial's ``"subset"`` random stream so every arm of a pairing block trains on the same
+images.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import torch
+from bnstudy.data.imbalance import PROFILES, longtail_counts, profile_counts
+from bnstudy.data.pool import (
+    Pool,
+    cache_dir,
+    cache_path,
+    check_dataset,
+    input_kind,
+    input_shape,
+    load_pool,
+    max_train_per_class,
+    num_classes,
+    pool_class_counts,
+    prepare_dataset,
+)
+from bnstudy.data.spec import (
+    SPECS,
+    DatasetError,
+    DatasetSpec,
+    OptionSpec,
+    dataset_names,
+    dataset_options,
+    dataset_spec,
+    identity_options,
+    resolve_options,
+)
 
-from bnstudy.data.dataset import Dataset
-from bnstudy.data.imbalance import longtail_counts, subsample
-from bnstudy.data.synthetic import synthetic_pool
-from bnstudy.protocol import Trial
+if TYPE_CHECKING:
+    from bnstudy.data.build import build_dataset
+    from bnstudy.data.dataset import Dataset
 
-__all__ = ["DATASETS", "Dataset", "build_dataset", "dataset_names"]
+__all__ = [
+    "PROFILES",
+    "SPECS",
+    "Dataset",
+    "DatasetError",
+    "DatasetSpec",
+    "OptionSpec",
+    "Pool",
+    "build_dataset",
+    "cache_dir",
+    "cache_path",
+    "check_dataset",
+    "dataset_names",
+    "dataset_options",
+    "dataset_spec",
+    "identity_options",
+    "input_kind",
+    "input_shape",
+    "load_pool",
+    "longtail_counts",
+    "max_train_per_class",
+    "num_classes",
+    "pool_class_counts",
+    "prepare_dataset",
+    "profile_counts",
+    "resolve_options",
+]
 
-#: name -> builder of the balanced pool (cached by the builder itself).
-DATASETS: dict[str, Callable[[], Dataset]] = {
-    "synthetic": synthetic_pool,
-}
+#: Names whose modules import torch, loaded on first access (PEP 562).
+_LAZY = {"Dataset": "bnstudy.data.dataset", "build_dataset": "bnstudy.data.build"}
 
 
-def dataset_names() -> list[str]:
-    """Registered dataset names, sorted."""
-    return sorted(DATASETS)
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-
-def build_dataset(trial: Trial) -> Dataset:
-    """The trial's dataset: a long-tail subset of the pool's training split, its full test split."""
-    builder = DATASETS.get(trial.dataset)
-    if builder is None:
-        close = difflib.get_close_matches(trial.dataset, DATASETS, n=3)
-        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-        raise KeyError(
-            f"unknown dataset {trial.dataset!r}{hint}; known: {', '.join(dataset_names())}"
-        )
-    pool = builder()
-    counts = longtail_counts(trial.train_per_class, pool.num_classes, trial.imbalance_ratio)
-    generator = torch.Generator().manual_seed(trial.stream_seed("subset"))
-    index = subsample(pool.y_train, counts, generator)
-    return dataclasses.replace(
-        pool, x_train=pool.x_train[index], y_train=pool.y_train[index], class_counts=counts
-    )
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

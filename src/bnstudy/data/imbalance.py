@@ -1,8 +1,25 @@
-"""Class-imbalance profiles and the subsampling that applies them to a training pool."""
+"""Class-imbalance profiles and the subsampling that applies them to a training pool.
+
+Every profile gives class ``i`` of ``C`` a training count from ``n_max`` (the head class's
+count, ``trial.train_per_class``) and the ratio ``rho >= 1`` between the largest and smallest
+count; at ``rho == 1`` every profile is balanced.
+
+- ``exp`` (Cui et al. 2019): ``n_i = int(n_max * rho ** (-i / (C - 1)))``, the CIFAR-LT profile.
+- ``step`` (Buda et al. 2018): the last ``floor(mu * C + 0.5)`` classes (a fraction ``mu``,
+  ``step_fraction``) get ``int(n_max / rho)``, the others ``n_max``.
+- ``single_majority``: class 0 keeps ``n_max``, every other class ``int(n_max / rho)``.
+- ``two_majority``: classes 0 and 1 keep ``n_max``, every other class ``int(n_max / rho)``.
+"""
 
 from __future__ import annotations
 
-import torch
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported by subsample only: the counts are torch-free
+    import torch
+
+PROFILES = ("exp", "step", "single_majority", "two_majority")
 
 
 def longtail_counts(n_max: int, num_classes: int, ratio: float) -> list[int]:
@@ -12,14 +29,48 @@ def longtail_counts(n_max: int, num_classes: int, ratio: float) -> list[int]:
     ``n_max`` images and the last class ``n_max / ratio``. ``ratio == 1`` is balanced.
     Returns ``num_classes`` ints.
     """
-    if n_max < 1 or num_classes < 1 or ratio < 1:
-        raise ValueError(
-            f"longtail_counts: need n_max >= 1, num_classes >= 1, ratio >= 1; "
-            f"got n_max={n_max}, num_classes={num_classes}, ratio={ratio}"
-        )
+    _check(n_max, num_classes, ratio)
     if num_classes == 1:
         return [n_max]
     return [int(n_max * ratio ** (-i / (num_classes - 1))) for i in range(num_classes)]
+
+
+def profile_counts(
+    profile: str, n_max: int, num_classes: int, ratio: float, step_fraction: float = 0.5
+) -> list[int]:
+    """Per-class training counts (``num_classes`` ints) of imbalance ``profile``.
+
+    See the module docstring for the profiles; ``step_fraction`` (``mu`` in [0, 1]) is used by
+    ``step`` only. Raises ``ValueError`` for an unknown profile or out-of-range arguments.
+    """
+    if profile == "exp":
+        return longtail_counts(n_max, num_classes, ratio)
+    _check(n_max, num_classes, ratio)
+    minority = int(n_max / ratio)
+    if profile == "step":
+        if not 0 <= step_fraction <= 1:
+            raise ValueError(
+                f"profile_counts: step_fraction must lie in [0, 1], got {step_fraction}"
+            )
+        n_minority = math.floor(step_fraction * num_classes + 0.5)
+        n_majority = num_classes - n_minority
+    elif profile == "single_majority":
+        n_majority = 1
+    elif profile == "two_majority":
+        if num_classes < 2:
+            raise ValueError("profile_counts: two_majority needs at least 2 classes")
+        n_majority = 2
+    else:
+        raise ValueError(f"unknown imbalance profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    return [n_max] * n_majority + [minority] * (num_classes - n_majority)
+
+
+def _check(n_max: int, num_classes: int, ratio: float) -> None:
+    if n_max < 1 or num_classes < 1 or not ratio >= 1:
+        raise ValueError(
+            f"profile counts: need n_max >= 1, num_classes >= 1, ratio >= 1; "
+            f"got n_max={n_max}, num_classes={num_classes}, ratio={ratio}"
+        )
 
 
 def subsample(labels: torch.Tensor, counts: list[int], generator: torch.Generator) -> torch.Tensor:
@@ -30,6 +81,8 @@ def subsample(labels: torch.Tensor, counts: list[int], generator: torch.Generato
     its own permutation drawn from ``generator``, so a class's subset does not depend on how
     many images the other classes keep.
     """
+    import torch
+
     chosen = []
     for c, count in enumerate(counts):
         members = torch.nonzero(labels == c).flatten()

@@ -1,5 +1,8 @@
 """``synthetic``: a 10-class 3x16x16 image task generated offline, identical on every machine.
 
+The validation images are drawn from the same generator *after* the test images, so the
+training pool and test set are bit-identical to those of earlier versions.
+
 Each class has a smooth random prototype. An image is its class prototype, circularly shifted
 by up to ``_MAX_SHIFT`` pixels, scaled by a random contrast, plus a smooth class-agnostic
 nuisance pattern and pixel noise. The nuisance has the same spatial statistics as the
@@ -21,6 +24,7 @@ NUM_CLASSES = 10
 IMAGE_SHAPE = (3, 16, 16)
 TRAIN_PER_CLASS = 1000  # size of the pool a trial subsamples from
 TEST_PER_CLASS = 200
+VAL_PER_CLASS = 100  # held out for model selection, never the test set
 _MAX_SHIFT = 4
 _CONTRAST = (0.6, 1.4)
 _NUISANCE_AMPLITUDE = 1.25
@@ -59,7 +63,7 @@ def _sample(
 
 @functools.lru_cache(maxsize=1)
 def synthetic_pool() -> Dataset:
-    """The full balanced pool: 1000 train and 200 test images per class, standardized.
+    """The full balanced pool: 1000 train, 100 val and 200 test images per class, standardized.
 
     Seeded from the dataset name, never from a trial seed, so every trial and every process
     sees the same images; cached per process.
@@ -69,6 +73,7 @@ def synthetic_pool() -> Dataset:
     prototypes = _smooth(NUM_CLASSES, generator)
     x_train, y_train = _sample(prototypes, TRAIN_PER_CLASS, generator)
     x_test, y_test = _sample(prototypes, TEST_PER_CLASS, generator)
+    x_val, y_val = _sample(prototypes, VAL_PER_CLASS, generator)
     # Per-channel standardization with training-pool statistics.
     mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
     std = x_train.std(dim=(0, 2, 3), keepdim=True)
@@ -80,4 +85,6 @@ def synthetic_pool() -> Dataset:
         num_classes=NUM_CLASSES,
         input_shape=IMAGE_SHAPE,
         class_counts=[TRAIN_PER_CLASS] * NUM_CLASSES,
+        x_val=(x_val - mean) / std,
+        y_val=y_val,
     )
