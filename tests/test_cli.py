@@ -140,6 +140,31 @@ def test_bad_protocol_exits_2_with_one_line_and_no_traceback(tmp_path: Path):
     assert f"{path}: factors.head[1]: unknown name 'bnn'" in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("train_per_class: 40", "train_per_class: 2"), "factors.batch_size: 32 exceeds the"),
+        (
+            ("architecture: mlp", "architecture: cnn1d"),
+            "factors.architecture: architecture 'cnn1d'",
+        ),
+        (("train_per_class: 40", "train_per_class: 5000"), "factors.train_per_class: 5000 images"),
+        (("imbalance_ratio: [1, 10]", "imbalance_ratio: [1, 1000]"), "1000 leaves a class of"),
+        (("dataset: synthetic", "dataset: cifar10"), "datasets.cifar10: nowhere"),
+    ],
+)
+def test_what_cannot_train_is_refused_before_training(edit, expected, tmp_path: Path, capsys):
+    # Before, these failed every trial at run time, and again on every resume.
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        TINY.replace(*edit) + "datasets: {cifar10: {path: nowhere}}\n" * ("cifar" in edit[1])
+    )
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1, err
+    assert err.startswith(f"bnstudy: error: {path}: ")
+
+
 def test_corrupt_results_file_exits_2(tmp_path: Path, capsys):
     path = tmp_path / "r.parquet"
     path.write_text("garbage")
@@ -149,18 +174,21 @@ def test_corrupt_results_file_exits_2(tmp_path: Path, capsys):
 
 
 def test_failed_trials_are_recorded_and_the_run_exits_1(tmp_path: Path, monkeypatch, capsys):
-    """A batch larger than the training set makes every trial raise: no pair to analyse."""
+    """Every trial raises (in-process, so the patch reaches it): no pair to analyse."""
     monkeypatch.chdir(tmp_path)
-    Path("bad.yaml").write_text(
-        TINY.replace("train_per_class: 40", "train_per_class: 2").replace("seeds: 3", "seeds: 1")
-    )
+    Path("bad.yaml").write_text(TINY.replace("seeds: 3", "seeds: 1"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated fault in building the model")
+
+    monkeypatch.setattr("bnstudy.train.build_model", broken)
     assert main(["run", "bad.yaml", "--jobs", "1", "-q"]) == 1
     captured = capsys.readouterr()
     assert "4 trials failed" in captured.err
     assert "no effect could be estimated" in captured.out
     table = pd.read_parquet("data/results/tiny.parquet")
     assert (table["status"] == "failed").all()
-    assert table["error"].str.contains("batch_size 32 exceeds").all()
+    assert table["error"].str.contains("simulated fault").all()
     assert "No effect could be estimated" in Path("reports/tiny.html").read_text()
     assert main(["analyze", "data/results/tiny.parquet"]) == 3
     assert capsys.readouterr().out.startswith("no estimates: ")

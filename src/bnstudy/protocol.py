@@ -383,7 +383,7 @@ class Protocol(BaseModel):
         if gross <= self.max_trials:
             return
         enumerable = self.exclude and self.factors.count() <= 10 * DEFAULT_MAX_TRIALS
-        if enumerable and len(self.seeds) * len(self._combinations()) <= self.max_trials:
+        if enumerable and len(self.seeds) * len(self.combinations()) <= self.max_trials:
             return
         raise _FieldError(
             ("max_trials",),
@@ -414,9 +414,9 @@ class Protocol(BaseModel):
     @property
     def n_trials(self) -> int:
         """How many trials :meth:`expand` returns, without building them."""
-        return len(self.seeds) * len(self._combinations())
+        return len(self.seeds) * len(self.combinations())
 
-    def _combinations(self) -> list[dict[str, Any]]:
+    def combinations(self) -> list[dict[str, Any]]:
         """Factor settings per trial of one seed, exclusions applied, treatment fastest."""
         names = list(Factors.model_fields)
         names.remove(TREATMENT)
@@ -440,7 +440,7 @@ class Protocol(BaseModel):
         Seeds vary slowest and the treatment fastest, so the arms of a pairing block are
         scheduled next to each other and a partial run holds complete blocks.
         """
-        combos = self._combinations()
+        combos = self.combinations()
         return [Trial(seed=seed, **combo) for seed in self.seeds for combo in combos]
 
 

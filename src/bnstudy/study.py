@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from bnstudy.protocol import Factors, Protocol, Trial, load_protocol, parse_protocol
+from bnstudy.protocol import (
+    Factors,
+    Protocol,
+    ProtocolError,
+    Trial,
+    load_protocol,
+    parse_protocol,
+)
 from bnstudy.store import Results, ResultStore, StoreError, read_results
 
 if TYPE_CHECKING:  # keep torch out of analysis-only imports
@@ -39,8 +46,69 @@ def known_names() -> dict[str, list[str]]:
 
 
 def load(path: str | Path) -> Protocol:
-    """Read and fully validate a protocol file (raises ProtocolError)."""
-    return load_protocol(path, known=known_names())
+    """Read and fully validate a protocol file (raises ProtocolError).
+
+    Beyond the schema, everything that can be checked before training is: the dataset files
+    exist and parse, each network accepts its data's input shape, each dataset's pool holds
+    ``train_per_class`` images per class and each training set fills a batch. Such a problem
+    would otherwise fail every trial at run time, and again on every resume.
+    """
+    protocol = load_protocol(path, known=known_names())
+    check_feasible(protocol, str(path))
+    return protocol
+
+
+def check_feasible(protocol: Protocol, source: str) -> None:
+    """Raise ProtocolError (one line) for a trial that cannot train; see :func:`load`."""
+    from bnstudy.data import (
+        DatasetError,
+        check_dataset,
+        input_shape,
+        max_train_per_class,
+        num_classes,
+        profile_counts,
+    )
+    from bnstudy.models import check_architecture_input
+
+    combos = protocol.combinations()
+    for name in dict.fromkeys(c["dataset"] for c in combos):
+        options = protocol.dataset_options(name)
+        try:
+            check_dataset(name, options)
+            shape, classes = input_shape(name, options), num_classes(name, options)
+            pool_n = max_train_per_class(name, options)
+        except DatasetError as exc:
+            raise ProtocolError(f"{source}: datasets.{name}: {exc}") from None
+        of_data = [c for c in combos if c["dataset"] == name]
+        for arch in dict.fromkeys(c["architecture"] for c in of_data):
+            try:
+                check_architecture_input(arch, shape)
+            except ValueError as exc:
+                raise ProtocolError(
+                    f"{source}: factors.architecture: {exc}, but dataset {name!r} gives "
+                    f"{shape}; leave the pair out with exclude: [{{architecture: {arch}, "
+                    f"dataset: {name}}}]"
+                ) from None
+        settings = ("train_per_class", "imbalance_ratio", "imbalance_profile", "step_fraction")
+        for key in dict.fromkeys(tuple(c[k] for k in (*settings, "batch_size")) for c in of_data):
+            n_max, ratio, profile, fraction, batch = key
+            if n_max > pool_n:
+                raise ProtocolError(
+                    f"{source}: factors.train_per_class: {n_max} images per class, but the "
+                    f"{name!r} pool holds {pool_n} for its smallest class (after the "
+                    "validation split)"
+                )
+            counts = profile_counts(profile, n_max, classes, ratio, fraction)
+            if min(counts) < 1:
+                raise ProtocolError(
+                    f"{source}: factors.imbalance_ratio: {ratio:g} leaves a class of {name!r} "
+                    f"with no training image at train_per_class {n_max} ({profile} profile)"
+                )
+            if sum(counts) < batch:
+                raise ProtocolError(
+                    f"{source}: factors.batch_size: {batch} exceeds the {sum(counts)} training "
+                    f"images of {name!r} at train_per_class {n_max}, imbalance_ratio {ratio:g}"
+                )
 
 
 def results_path(protocol: Protocol) -> Path:
