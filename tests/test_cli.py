@@ -33,8 +33,8 @@ analysis:
 """
 
 ESTIMATE_COLUMNS = [
-    "metric", "variant", "control", "scope", "level", "estimate", "ci_low", "ci_high",
-    "p", "p_adj", "verdict", "n_pairs", "method",
+    "metric", "variant", "control", "population", "scope", "level", "estimate", "ci_low",
+    "ci_high", "p", "p_adj", "verdict", "n_pairs", "n_imputed", "method",
 ]  # fmt: skip
 
 

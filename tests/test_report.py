@@ -50,7 +50,7 @@ def test_effect_by_level_orders_numeric_levels(monkeypatch):
     protocol, _, analysis = simulated()
     drawn = []
     monkeypatch.setattr(figures, "to_svg", lambda fig: drawn.append(fig) or "<svg></svg>")
-    est = analysis.estimates
+    est = analysis.primary()
     rows = est[est["scope"] == "imbalance_ratio"].sort_values("level")  # text order
     assert list(rows["level"].unique()) != sorted(rows["level"].unique(), key=float)
     figures.effect_by_level(rows, "imbalance_ratio", "pp", log_x=True)
@@ -77,3 +77,38 @@ def test_names_with_dollar_signs_are_drawn_as_text():
     )
     assert "b$n$" in figures.effect_by_level(rows, "architecture", "pp", log_x=False)
     assert "a$\\foo{$" in figures.forest(rows, ["a$\\foo{$"], "pp", (1.0, 0.0, 2.0))
+
+
+def test_report_shows_intention_to_treat_and_the_ok_only_check():
+    protocol = parse_protocol(PROTOCOL, "sim.yaml")
+    table = simulate_results(protocol, effect=-1.0, seed=3)
+    bn = table["head"] == "bn"
+    collapsed = bn & (table["seed"] < 3) & (table["imbalance_ratio"] == 100)
+    table.loc[collapsed, ["status", "balanced_acc"]] = ["collapsed", 0.1]
+    gone = bn & (table["seed"] == 5) & (table["imbalance_ratio"] == 10)
+    table.loc[gone, ["status", "balanced_acc"]] = ["diverged", np.nan]
+    odd = bn & (table["seed"] == 4) & (table["imbalance_ratio"] == 1)
+    table.loc[odd, "status"] = "<b>oom</b>"  # any status without metrics; escaped
+    analysis = analyze(table, protocol)
+    html = render(analysis, table, protocol)
+    n_collapsed, n_gone = int(collapsed.sum()), int(gone.sum() + odd.sum())
+    assert "intention to treat" in html and "Sensitivity analysis: ok trials only" in html
+    assert f"{n_collapsed} collapsed trial(s) (bn {n_collapsed})" in html
+    assert f"{n_gone} trial(s) ended without metrics" in html
+    assert (
+        "<code>failed_score: chance</code>" in html
+        and f"balanced_acc: {n_gone} trial(s) scored 10 pp" in html
+    )
+    assert "<b>oom</b>" not in html and "&lt;b&gt;oom&lt;/b&gt; " in html
+    primary = analysis.headline()
+    sens = analysis.sensitivity().query("scope == 'overall' and variant == 'bn'").iloc[0]
+    assert primary["n_pairs"] == sens.n_pairs + n_collapsed + n_gone
+    assert (
+        "Sensitivity check (ok trials only" in html
+        and f"{sens.estimate:+.2f}".replace("-", "−") in html
+    )
+    assert f"{primary['n_imputed']} of whose values are declared scores" in html
+    assert "(sensitivity, unadjusted)" in html
+    # the verdict grid holds primary rows only: one row per variant
+    grid = html.split("Overall effect of each variant")[1].split("<h3>Every trial counts")[0]
+    assert "unadjusted" not in grid and grid.count(f"{primary['estimate']:+.2f} pp") == 1

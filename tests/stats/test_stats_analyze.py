@@ -26,9 +26,16 @@ def test_known_effect_is_covered_with_all_tables():
     a = analyze(table, protocol)
     assert isinstance(a, Analysis)
     assert list(a.estimates.columns) == ESTIMATE_COLUMNS
-    overall = a.estimates.query("scope == 'overall'").iloc[0]
+    assert set(a.estimates.population) == {"intention-to-treat", "ok only"}
+    # Failures here are random, not caused by the head: the ok-only analysis recovers the
+    # effect, while intention to treat keeps every block that has both trials.
+    itt = a.primary().query("scope == 'overall'").iloc[0]
+    overall = a.sensitivity().query("scope == 'overall'").iloc[0]
     assert overall.ci_low < -1.0 < overall.ci_high
-    assert overall.verdict == "worse" and overall.level == "all"
+    assert overall.verdict == "worse (sensitivity, unadjusted)" and overall.level == "all"
+    assert np.isnan(overall.p_adj) and "sensitivity" in overall.method
+    assert itt.n_pairs > overall.n_pairs and itt.n_imputed > 0 and overall.n_imputed == 0
+    assert itt.verdict in {"better", "worse", "equivalent", "inconclusive"}
     assert set(a.estimates.scope) == {
         "overall",
         "dataset",
@@ -45,7 +52,8 @@ def test_known_effect_is_covered_with_all_tables():
         a.per_condition.columns
     )
     assert a.robustness.shape[0] == 1 and a.failures.query("status == 'any'").shape[0] == 3
-    assert a.model_summaries.shape[0] == 4  # overall, dataset, ratio, slope
+    assert a.model_summaries.shape[0] == 8  # overall, dataset, ratio, slope; per population
+    assert a.robustness.n_pairs.iloc[0] == itt.n_pairs  # secondary tables: primary population
     assert a.units == {"balanced_acc": "pp"}
 
 
@@ -75,7 +83,7 @@ def test_headline_text_and_lower_is_better_metric():
     # nll is "lower is better": a negative difference is an improvement
     assert a.headline("nll")["verdict"] == "better"
     # family "overall": two overall rows adjusted together, moderator rows unadjusted
-    est = a.estimates
+    est = a.primary()
     assert est.query("scope == 'overall'").p_adj.notna().all()
     assert est.query("scope != 'overall'").p_adj.isna().all()
     two = est.query("scope == 'overall'")
@@ -90,7 +98,9 @@ def test_headline_text_and_lower_is_better_metric():
 def test_family_all_adjusts_every_estimate():
     protocol = grid_protocol(6, extra_analysis="  family: all\n  correction: fdr_bh\n", **SMALL)
     a = analyze(simulate_results(protocol, seed=6), protocol)
-    assert a.estimates.p_adj.notna().all() and (a.estimates.p_adj >= a.estimates.p).all()
+    primary = a.primary()
+    assert primary.p_adj.notna().all() and (primary.p_adj >= primary.p).all()
+    assert a.sensitivity().p_adj.isna().all()  # never in the family
 
 
 def test_no_usable_pairs_and_one_seed_do_not_crash():
@@ -98,13 +108,18 @@ def test_no_usable_pairs_and_one_seed_do_not_crash():
     table = simulate_results(protocol, seed=1)
     table["status"] = np.where(table["head"] == "bn", "diverged", "ok")
     a = analyze(table, protocol)
-    assert a.estimates.empty and list(a.estimates.columns) == ESTIMATE_COLUMNS
-    assert (a.diagnostics.level == "warning").any() and a.headline() == {}
+    # intention to treat scores every diverged bn trial at chance; ok only has no pairs
+    assert a.sensitivity().empty and len(a.primary()) > 0
+    assert a.diagnostics.query("level == 'warning'").model.str.contains("ok only").any()
+    assert a.headline()["estimate"] == pytest.approx(10.0 - 80.0, abs=5.0)
     bn_rate = a.failures.query("head == 'bn' and status == 'any'").rate.iloc[0]
     assert bn_rate == 1.0
+    a = analyze(table[table["head"] == "plain"], protocol)  # no bn trial at all
+    assert a.estimates.empty and list(a.estimates.columns) == ESTIMATE_COLUMNS
+    assert (a.diagnostics.level == "warning").any() and a.headline() == {}
     one = grid_protocol(1, **SMALL)
     a = analyze(simulate_results(one, seed=1), one)
-    assert a.estimates.query("scope == 'overall'").shape[0] == 1  # condition means, df G-1
+    assert a.primary().query("scope == 'overall'").shape[0] == 1  # condition means, df G-1
     assert a.estimates.method.str.contains("two-stage").all()
     empty = analyze(simulate_results(one).iloc[:0], one)
     assert empty.estimates.empty
@@ -113,18 +128,19 @@ def test_no_usable_pairs_and_one_seed_do_not_crash():
 def test_single_condition_falls_back_to_paired_t():
     protocol = grid_protocol(15, datasets=("d0",), ratios=(1.0,), lrs=(0.05,))
     a = analyze(simulate_results(protocol, seed=3), protocol)
-    assert a.estimates.shape[0] == 1 and a.estimates.method.iloc[0].startswith("paired t")
+    assert a.primary().shape[0] == 1 and a.primary().method.iloc[0].startswith("paired t")
 
 
 def test_plan_seeds_reports_the_tau_floor():
     protocol = grid_protocol(10, **SMALL)
     table = simulate_results(protocol, effect=-1.0, tau=1.0, seed=8)
-    plan = plan_seeds(table, protocol, halfwidth=2.0).iloc[0]
+    plan = plan_seeds(table, protocol, halfwidth={"balanced_acc": 2.0}).iloc[0]
     assert plan.feasible and plan.achieved_halfwidth <= 2.0
     assert plan.halfwidth_floor == pytest.approx(2.571 * plan.tau / np.sqrt(6), rel=1e-3)
-    tight = plan_seeds(table, protocol, halfwidth=plan.halfwidth_floor * 0.9).iloc[0]
+    tight = {"balanced_acc": plan.halfwidth_floor * 0.9}
+    tight = plan_seeds(table, protocol, halfwidth=tight).iloc[0]
     assert not tight.feasible and "floor" in tight.note
-    power = plan_seeds(table, protocol, effect=-3.0).iloc[0]
+    power = plan_seeds(table, protocol, effect={"balanced_acc": -3.0}).iloc[0]
     assert power.target.startswith("power") and power.seeds_per_condition >= 2
     assert isinstance(plan_seeds(table.iloc[:0], protocol), pd.DataFrame)
 
@@ -182,7 +198,7 @@ def test_power_plan_with_one_condition_matches_the_t_test():
 
     protocol = grid_protocol(10, datasets=("d0",), ratios=(1.0,), lrs=(0.05,))
     table = simulate_results(protocol, sigma=1.0, seed=3)
-    plan = plan_seeds(table, protocol, effect=1.0).iloc[0]
+    plan = plan_seeds(table, protocol, effect={"balanced_acc": 1.0}).iloc[0]
     exact = TTestPower().solve_power(effect_size=1.0 / plan.sigma_within, power=0.8, alpha=0.05)
     # df n - 1 grow with n; t quantiles on 1 df (the old rule) asked for 8 seeds, not 11
     assert plan.feasible and abs(plan.seeds_per_condition - np.ceil(exact)) <= 1

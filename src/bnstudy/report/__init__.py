@@ -14,10 +14,11 @@ import jinja2
 import pandas as pd
 
 from bnstudy import __version__
-from bnstudy.catalogue import METRICS
+from bnstudy.catalogue import COLLAPSED, MEASURED_STATUSES, METRICS
 from bnstudy.protocol import TREATMENT, Factors, Protocol
 from bnstudy.report import figures
 from bnstudy.stats import Analysis
+from bnstudy.stats.imputation import NOT_IMPUTABLE
 
 _ENV = jinja2.Environment(
     loader=jinja2.FunctionLoader(lambda name: files(__package__).joinpath(name).read_text("utf-8")),
@@ -43,7 +44,8 @@ def render(
 ) -> str:
     """The report as one HTML string."""
     metadata = dict(metadata or {})
-    est = analysis.estimates
+    est = analysis.primary()
+    sensitivity = analysis.sensitivity()
     overall = est[est["scope"] == "overall"]
     sentences = [_sentence(analysis, r.metric, r.variant) for r in overall.itertuples()]
     context = {
@@ -56,6 +58,8 @@ def render(
         "ignored_rows": int(metadata.get("ignored_rows", 0)),
         "headline": sentences[0] if sentences else None,
         "verdict_grid": _html_table(_verdict_grid(overall, analysis.units), index=True),
+        "itt": _itt_summary(analysis, table),
+        "itt_table": _html_table(_population_view(analysis)),
         "imbalance_sentences": _imbalance_sentences(analysis, protocol),
         "few_conditions": _few_conditions(analysis),
         "no_estimate_reason": _no_estimate_reason(analysis),
@@ -65,6 +69,8 @@ def render(
         "moderator_figures": _moderator_figures(est, protocol),
         "estimates_table": _html_table(_estimates_view(est)),
         "methods": sorted(set(est["method"])),
+        "sensitivity_table": _html_table(_estimates_view(sensitivity)),
+        "sensitivity_methods": sorted(set(sensitivity["method"])),
         "effect_sizes_table": _html_table(_with_ci(analysis.effect_sizes, _EFFECT_SIZE_VIEW)),
         "robustness_table": _html_table(_robustness_view(analysis.robustness)),
         "heterogeneity_table": _html_table(_heterogeneity_view(analysis.heterogeneity)),
@@ -79,16 +85,138 @@ def render(
 
 def _sentence(analysis: Analysis, metric: str, variant: str) -> dict[str, str]:
     row = analysis.headline(metric, variant)
+    imputed = (
+        f", {row['n_imputed']} of whose values are declared scores of trials without metrics"
+        if row["n_imputed"]
+        else ""
+    )
     return {
-        "sentence": f"{row['text']}; {row['n_pairs']} pairs.",
+        "sentence": f"{row['text']}; {row['n_pairs']} pairs{imputed}.",
         "verdict": row["verdict"],
         "verdict_words": _VERDICT_WORDS.get(row["verdict"], row["verdict"]),
+        "sensitivity": _sensitivity_sentence(analysis, row),
     }
+
+
+def _sensitivity_sentence(analysis: Analysis, primary: Mapping) -> str:
+    """The ok-only overall effect beside the headline, when it rests on other trials."""
+    sens = analysis.sensitivity()
+    rows = sens[
+        (sens["metric"] == primary["metric"])
+        & (sens["variant"] == primary["variant"])
+        & (sens["scope"] == "overall")
+    ]
+    if rows.empty:  # every ok pair is also an intention-to-treat pair: these differ
+        return "Sensitivity check (ok trials only): no estimate, fewer than 2 pairs of ok trials."
+    r = rows.iloc[0]
+    if r.n_pairs == primary["n_pairs"] and not primary["n_imputed"]:
+        return ""  # the same trials: nothing to add
+    unit = analysis.units.get(r.metric, "")
+    return (
+        "Sensitivity check (ok trials only, dropping every block with a collapsed, diverged "
+        f"or failed arm): {_signed(r.estimate)} {unit} ({100 * analysis.confidence:g}% CI "
+        f"{_signed(r.ci_low)} to {_signed(r.ci_high)}), {r.n_pairs} pairs; not the verdict."
+    ).replace("  ", " ")
+
+
+def _signed(x: float) -> str:
+    """+1.23 / −1.23, with the minus sign the headline uses."""
+    return f"{x:+.2f}".replace("-", "−")
+
+
+_RULE_WORDS = {
+    "chance": "chance (a uniform random guesser's score)",
+    "worst": "the worst value measured in their condition (any arm)",
+}
+
+
+def _itt_summary(analysis: Analysis, table: pd.DataFrame) -> dict:
+    """What intention to treat did to this table: collapsed trials kept, and which score the
+    trials without metrics got, per metric (the rule actually used and the values)."""
+    status = table["status"].astype(str) if len(table) else pd.Series(dtype=str)
+    heads = table[TREATMENT] if len(table) else pd.Series(dtype=str)
+    collapsed = heads[status == COLLAPSED]
+    no_metrics = ~status.isin(MEASURED_STATUSES)
+
+    def by(values: pd.Series) -> str:
+        counts = values.value_counts(sort=False)
+        return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+    per_metric = []
+    imp = analysis.imputations
+    for metric in analysis.metrics:
+        rows = imp[imp["metric"] == metric] if imp is not None and len(imp) else imp
+        if rows is None or rows.empty:
+            continue
+        unit = analysis.units.get(metric, "")
+        parts = []
+        for rule, part in rows.groupby("rule", sort=False):
+            n = int(part["n_trials"].sum())
+            if rule == NOT_IMPUTABLE:
+                parts.append(
+                    f"{n} could not be scored (no measured value in their condition, or the "
+                    "metric undefined there); their blocks drop out"
+                )
+                continue
+            low, high = part["value_low"].min(), part["value_high"].max()
+            value = f"{low:.4g}" if low == high else f"{low:.4g} to {high:.4g}"
+            # Say the rule only where it is not the declared one (a fallback to "worst").
+            why = (
+                f"{metric} has no chance level"
+                if METRICS[metric].chance is None
+                else "the number of classes is unknown"
+            )
+            fallback = (
+                f", {_RULE_WORDS.get(rule, rule)}, since {why}"
+                if rule != analysis.failed_score
+                else ""
+            )
+            parts.append(f"{n} trial(s) scored {value} {unit}".rstrip() + fallback)
+        per_metric.append(f"{metric}: " + "; ".join(parts))
+    return {
+        "rule": analysis.failed_score,
+        "rule_words": _RULE_WORDS.get(analysis.failed_score, analysis.failed_score),
+        "n_collapsed": len(collapsed),
+        "collapsed_by_head": by(collapsed),
+        "n_no_metrics": int(no_metrics.sum()),
+        "no_metrics_by_status": by(status[no_metrics]),
+        "no_metrics_by_head": by(heads[no_metrics]),
+        "per_metric": per_metric,
+    }
+
+
+def _population_view(analysis: Analysis) -> pd.DataFrame:
+    """The overall effects side by side: intention to treat (primary) and ok only."""
+    est = analysis.estimates
+    overall = est[est["scope"] == "overall"]
+    if overall.empty:
+        return pd.DataFrame()
+    rows = []
+    keys = list(dict.fromkeys(zip(overall["metric"], overall["variant"], strict=True)))
+    for metric, variant in keys:
+        row = {"metric": metric, "variant": variant}
+        for name, population in (("ITT", analysis.primary()), ("ok only", analysis.sensitivity())):
+            r = population[
+                (population["metric"] == metric)
+                & (population["variant"] == variant)
+                & (population["scope"] == "overall")
+            ]
+            if r.empty:
+                row.update({f"{name} estimate [CI]": "no estimate", f"{name} pairs": None})
+                continue
+            r = r.iloc[0]
+            row[f"{name} estimate [CI]"] = f"{r.estimate:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+            row[f"{name} pairs"] = r.n_pairs
+            if name == "ITT":
+                row["ITT imputed values"] = r.n_imputed
+            row[f"{name} verdict"] = r.verdict
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _imbalance_sentences(analysis: Analysis, protocol: Protocol) -> list[dict[str, str]]:
     """Does imbalance change the effect? The log-ratio slope, and the effect at each ratio."""
-    est = analysis.estimates
+    est = analysis.primary()
     out = []
     for row in est[est["scope"] == "log_imbalance_ratio_slope"].itertuples():
         unit = analysis.units.get(row.metric, "")
@@ -137,7 +265,7 @@ def _few_conditions(analysis: Analysis, below: int = 5) -> dict[str, float] | No
     fits = analysis.model_summaries
     if fits is None or fits.empty:
         return None
-    overall = fits[fits["model"] == "overall"]
+    overall = fits[(fits["model"] == "overall") & (fits["population"] == "intention-to-treat")]
     if overall.empty or overall["n_groups"].max() >= below:
         return None
     return {"n": int(overall["n_groups"].max()), "df": float(overall["df"].max())}
@@ -146,7 +274,8 @@ def _few_conditions(analysis: Analysis, below: int = 5) -> dict[str, float] | No
 def _no_estimate_reason(analysis: Analysis) -> str:
     diag = analysis.diagnostics
     if diag is not None and len(diag):
-        return str(diag["message"].iloc[0])
+        warnings = diag[diag["level"] == "warning"]
+        return str((warnings if len(warnings) else diag)["message"].iloc[0])
     return "no complete pairs of trials."
 
 
@@ -183,7 +312,7 @@ def _forest_figures(analysis: Analysis, protocol: Protocol) -> list[dict[str, st
         labels = [
             " · ".join(f"{f}={getattr(r, f)}" for f in varying) or "all" for r in rows.itertuples()
         ]
-        overall = analysis.estimates.query(
+        overall = analysis.primary().query(
             "metric == @metric and variant == @variant and scope == 'overall'"
         )
         if overall.empty:
@@ -257,7 +386,7 @@ def _with_ci(df: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
 
 def _estimates_view(est: pd.DataFrame) -> pd.DataFrame:
     view = ["metric", "variant", "scope", "level", "estimate", "CI", "p", "p_adj", "verdict"]
-    return _with_ci(est, [*view, "n_pairs"])
+    return _with_ci(est, [*view, "n_pairs", "n_imputed"])
 
 
 def _robustness_view(rob: pd.DataFrame | None) -> pd.DataFrame:

@@ -1,5 +1,15 @@
 """``analyze``: a results table and its protocol in, an :class:`Analysis` of tidy tables out.
 
+Populations. The primary analysis is intention to treat (:mod:`bnstudy.stats.imputation`):
+collapsed trials count with their measured metrics, and trials without metrics (diverged,
+failed, timed out, ...) with the protocol's declared ``failed_score`` (chance, or the worst
+value measured in their condition), so a head that breaks training cannot flatter itself by
+leaving the comparison. A block in which neither arm has metrics measured nothing and is left
+out of the metric comparison (its difference would be exactly 0); failure rates count it.
+The analysis of trials with status ok only is repeated beside it as a sensitivity check: its
+rows carry ``population == "ok only"``, are never in the multiplicity family, and their
+verdict reads e.g. "worse (sensitivity, unadjusted)".
+
 For each primary metric and each variant against the control, from the complete pairing
 blocks (paired differences d = variant - control, analysis units):
 
@@ -9,7 +19,11 @@ blocks (paired differences d = variant - control, analysis units):
 - per-condition effects and tau^2 / I^2 (``meta``);
 - effect sizes with BCa cluster-bootstrap CIs (``bootstrap``) and a robustness check
   (bootstrap CI and Wilcoxon signed-rank test next to the model);
-- failure rates by arm (``failures``).
+- failure rates by arm (``failures``) and the values imputed per arm (``imputations``).
+
+Everything is computed for the intention-to-treat population; the ok-only sensitivity
+analysis repeats the model estimates (overall, per moderator level, slope) and the
+equivalence tests only.
 
 The report and the CLI read the same Analysis; nothing is computed twice.
 """
@@ -27,15 +41,17 @@ from bnstudy.catalogue import METRICS
 from bnstudy.protocol import TREATMENT, Protocol
 from bnstudy.stats.bootstrap import STATISTICS, block_bootstrap
 from bnstudy.stats.failures import FAILURE_COLUMNS, failure_rates
+from bnstudy.stats.imputation import ITT, OK_ONLY, POPULATIONS, Scored, score_trials
 from bnstudy.stats.inference import adjust, p_value, tost_p, verdict
 from bnstudy.stats.meta import heterogeneity, i_squared, per_condition_effects
 from bnstudy.stats.mixed import EffectFit, paired_effect_fit
-from bnstudy.stats.paired import Pairs, condition_labels, paired_differences
+from bnstudy.stats.paired import Pairs, condition_columns, condition_labels, paired_differences
 
 ESTIMATE_COLUMNS = [
     "metric",
     "variant",
     "control",
+    "population",
     "scope",
     "level",
     "estimate",
@@ -45,12 +61,14 @@ ESTIMATE_COLUMNS = [
     "p_adj",
     "verdict",
     "n_pairs",
+    "n_imputed",
     "method",
 ]
 EQUIVALENCE_COLUMNS = [
     "metric",
     "variant",
     "control",
+    "population",
     "scope",
     "level",
     "margin",
@@ -110,6 +128,7 @@ DIAGNOSTIC_COLUMNS = ["metric", "variant", "model", "level", "message"]
 SUMMARY_COLUMNS = [
     "metric",
     "variant",
+    "population",
     "model",
     "method",
     "optimiser",
@@ -125,7 +144,18 @@ SUMMARY_COLUMNS = [
     "residual_sd",
     "llf",
 ]
+IMPUTATION_COLUMNS = [
+    "metric",
+    "head",
+    "status",
+    "rule",
+    "n_trials",
+    "value_low",
+    "value_high",
+]
 SLOPE_SCOPE = "log_imbalance_ratio_slope"
+#: Appended to the verdict of every sensitivity (ok-only) row.
+SENSITIVITY_VERDICT = " (sensitivity, unadjusted)"
 REQUIRED_COLUMNS = ["block_id", "status", TREATMENT]
 
 
@@ -133,9 +163,17 @@ REQUIRED_COLUMNS = ["block_id", "status", TREATMENT]
 class Analysis:
     """Everything estimated from one results table, as tidy DataFrames.
 
-    ``estimates`` has exactly :data:`ESTIMATE_COLUMNS`; scope is "overall", a moderator name
-    or :data:`SLOPE_SCOPE`; level is "all" (overall), the moderator level as a string, or
-    "slope" (effect change per unit of log imbalance ratio). ``units`` maps metric -> unit.
+    ``estimates`` has exactly :data:`ESTIMATE_COLUMNS`; population is "intention-to-treat"
+    (primary) or "ok only" (sensitivity; verdict suffixed :data:`SENSITIVITY_VERDICT`, no
+    p_adj); scope is "overall", a moderator name or :data:`SLOPE_SCOPE`; level is "all"
+    (overall), the moderator level as a string, or "slope" (effect change per unit of log
+    imbalance ratio); n_imputed counts the declared (not measured) values among the row's
+    pairs, both arms together. ``equivalence`` and ``model_summaries`` carry the same
+    population column; effect sizes, heterogeneity, per-condition effects and robustness are
+    of the primary population only. ``imputations`` (:data:`IMPUTATION_COLUMNS`) counts, per
+    metric x head x status, the trials without metrics and the rule that scored them (values
+    in analysis units; rule "not imputable" where none could). ``failed_score`` is the
+    declared rule. ``units`` maps metric -> unit.
     """
 
     estimates: pd.DataFrame
@@ -145,6 +183,7 @@ class Analysis:
     per_condition: pd.DataFrame
     robustness: pd.DataFrame
     failures: pd.DataFrame
+    imputations: pd.DataFrame
     diagnostics: pd.DataFrame
     model_summaries: pd.DataFrame
     confidence: float
@@ -154,14 +193,23 @@ class Analysis:
     metrics: list[str]
     correction: str
     family: str
+    failed_score: str
+
+    def primary(self) -> pd.DataFrame:
+        """The estimates of the primary (intention-to-treat) analysis."""
+        return self.estimates[self.estimates["population"] == ITT]
+
+    def sensitivity(self) -> pd.DataFrame:
+        """The estimates of the ok-only sensitivity analysis."""
+        return self.estimates[self.estimates["population"] == OK_ONLY]
 
     def headline(self, metric: str | None = None, variant: str | None = None) -> dict[str, Any]:
-        """The overall row of ``metric`` x ``variant`` (default: the first of each) as a dict,
-        with ``text`` like "bn − plain on balanced_acc: −0.42 pp (95% CI −0.90 to 0.06),
-        inconclusive". Empty dict when there is no such estimate."""
+        """The primary (intention-to-treat) overall row of ``metric`` x ``variant`` (default:
+        the first of each) as a dict, with ``text`` like "bn − plain on balanced_acc: −0.42 pp
+        (95% CI −0.90 to 0.06), inconclusive". Empty dict when there is no such estimate."""
         metric = metric or (self.metrics[0] if self.metrics else None)
         variant = variant or (self.variants[0] if self.variants else None)
-        est = self.estimates
+        est = self.primary()
         row = est[
             (est["metric"] == metric) & (est["variant"] == variant) & (est["scope"] == "overall")
         ]
@@ -203,6 +251,7 @@ class Analysis:
             metrics=self.metrics,
             correction=self.correction,
             family=self.family,
+            failed_score=self.failed_score,
         )
         return out
 
@@ -228,16 +277,29 @@ def analyze(table: pd.DataFrame, protocol: Protocol) -> Analysis:
         raise ValueError(f"results table lacks column(s) {missing}; has {list(table.columns)}")
     settings = protocol.analysis
     conf = settings.confidence
+    cond_cols = condition_columns(protocol, table)
     out = _Collector()
+    present = {}
     for metric, spec in settings.metrics.items():
-        if metric not in table.columns:
+        if metric in table.columns:
+            present[metric] = spec
+        else:
             out.diag(metric, "", "table", "warning", f"metric column {metric!r} not in table")
-            continue
-        for variant in protocol.variants:
-            pairs = paired_differences(table, protocol, metric, variant)
-            _analyze_pairs(
-                out, pairs, protocol, metric, variant, spec.direction, spec.equivalence_margin
+    imputations = []
+    for population in POPULATIONS:
+        for metric, spec in present.items():
+            scored = score_trials(
+                table, metric, cond_cols, population, settings.failed_score, spec.direction
             )
+            if population == ITT:
+                for note in scored.notes:
+                    out.diag(metric, "", "imputation", "info", note)
+                imputations.append(_imputation_rows(table, metric, scored))
+            for variant in protocol.variants:
+                pairs = paired_differences(table, protocol, metric, variant, scored=scored)
+                _analyze_pairs(
+                    out, pairs, protocol, metric, variant, spec.direction, spec.equivalence_margin
+                )
     estimates, equivalence = _decide(
         out,
         settings.correction,
@@ -251,8 +313,8 @@ def analyze(table: pd.DataFrame, protocol: Protocol) -> Analysis:
             "",
             "analyze",
             "warning",
-            "no estimates: no metric x variant had at least "
-            "2 complete pairs (both arms status ok with a finite value)",
+            "no estimates: no metric x variant had at least 2 complete pairs (both arms with "
+            "a measured or imputed value)",
         )
     return Analysis(
         estimates=estimates,
@@ -282,6 +344,11 @@ def analyze(table: pd.DataFrame, protocol: Protocol) -> Analysis:
             if len(table)
             else pd.DataFrame(columns=FAILURE_COLUMNS)
         ),
+        imputations=(
+            pd.concat(imputations, ignore_index=True)
+            if imputations
+            else pd.DataFrame(columns=IMPUTATION_COLUMNS)
+        ),
         diagnostics=pd.DataFrame(out.diagnostics, columns=DIAGNOSTIC_COLUMNS),
         model_summaries=pd.DataFrame(out.summaries, columns=SUMMARY_COLUMNS),
         confidence=conf,
@@ -291,7 +358,30 @@ def analyze(table: pd.DataFrame, protocol: Protocol) -> Analysis:
         metrics=list(settings.metrics),
         correction=settings.correction,
         family=settings.family,
+        failed_score=settings.failed_score,
     )
+
+
+def _imputation_rows(table: pd.DataFrame, metric: str, scored: Scored) -> pd.DataFrame:
+    """Trials without metrics per head x status x rule, with the range of values they got."""
+    need = scored.rule != ""
+    if not need.any():
+        return pd.DataFrame(columns=IMPUTATION_COLUMNS)
+    part = pd.DataFrame(
+        {
+            "head": table[TREATMENT].to_numpy()[need],
+            "status": table["status"].astype(str).to_numpy()[need],
+            "rule": scored.rule[need],
+            "value": scored.values[need] * METRICS[metric].scale,
+        }
+    )
+    rows = (
+        part.groupby(["head", "status", "rule"], sort=False)["value"]
+        .agg(n_trials="size", value_low="min", value_high="max")
+        .reset_index()
+    )
+    rows.insert(0, "metric", metric)
+    return rows[IMPUTATION_COLUMNS]
 
 
 @dataclasses.dataclass
@@ -311,10 +401,17 @@ class _Collector:
             dict(metric=metric, variant=variant, model=model, level=level, message=message)
         )
 
-    def fit(self, metric: str, variant: str, fit: EffectFit) -> None:
-        self.summaries.append(dict(fit.summary, metric=metric, variant=variant))
+    def fit(self, metric: str, variant: str, fit: EffectFit, population: str) -> None:
+        self.summaries.append(
+            dict(fit.summary, metric=metric, variant=variant, population=population)
+        )
         for level, message in fit.diagnostics:
-            self.diag(metric, variant, fit.summary["model"], level, message)
+            self.diag(metric, variant, _label(fit.summary["model"], population), level, message)
+
+
+def _label(model: str, population: str) -> str:
+    """A diagnostic's "model" label; sensitivity analyses say which population they use."""
+    return model if population == ITT else f"{model} [{population}]"
 
 
 def _analyze_pairs(
@@ -329,21 +426,48 @@ def _analyze_pairs(
     settings = protocol.analysis
     conf = settings.confidence
     control = protocol.control
+    population = pairs.population
+    primary = population == ITT
+    where = _label("pairing", population)
     if pairs.n_dropped:
+        why = (
+            "no trial, the metric undefined, no score could be imputed, or no metrics in either arm"
+            if primary
+            else "not ok, absent, or the metric undefined"
+        )
         out.diag(
             metric,
             variant,
-            "pairing",
+            where,
             "info",
             f"{pairs.n_dropped} of {pairs.n_blocks} blocks lack a usable {control} or "
-            f"{variant} value (failed, diverged, collapsed, absent, or the metric undefined) "
-            "and are not paired",
+            f"{variant} value ({why}) and are not paired",
+        )
+    if pairs.n_unmeasured:
+        out.diag(
+            metric,
+            variant,
+            where,
+            "info",
+            f"{pairs.n_unmeasured} of {pairs.n_blocks} blocks have no metrics in either arm "
+            f"(e.g. both diverged): they measured nothing and are left out of the {metric} "
+            "comparison; the failure rates count them",
+        )
+    if primary and (pairs.n_imputed_control or pairs.n_imputed_variant):
+        out.diag(
+            metric,
+            variant,
+            where,
+            "info",
+            f"intention to treat: of {pairs.n_pairs} pairs, {pairs.n_imputed_variant} {variant} "
+            f"and {pairs.n_imputed_control} {control} values are the declared score of a "
+            f"trial without metrics (failed_score {settings.failed_score!r})",
         )
     if pairs.n_pairs < 2:
         out.diag(
             metric,
             variant,
-            "pairing",
+            where,
             "warning",
             f"{pairs.n_pairs} complete pair(s): no estimate for {variant} vs {control}",
         )
@@ -351,17 +475,21 @@ def _analyze_pairs(
     frame = pairs.frame
     d = frame["d"].to_numpy()
     groups = frame["condition"].to_numpy()
-    common = dict(metric=metric, variant=variant, control=control, margin=margin)
+    imputed = (
+        frame["control_imputed"].astype(int) + frame["variant_imputed"].astype(int)
+    ).to_numpy()
+    common = dict(metric=metric, variant=variant, control=control, population=population)
 
     def add(
         fit: EffectFit,
         scope: str,
         levels: list[str],
-        n_pairs: list[int],
+        members: np.ndarray,
         keep: slice = slice(None),
         with_margin: bool = True,
     ) -> None:
-        out.fit(metric, variant, fit)
+        """Rows of ``fit``; ``members`` (N, k) marks the pairs behind each coefficient."""
+        out.fit(metric, variant, fit, population)
         low, high = fit.t_interval(conf)
         tlow, thigh = fit.t_interval(1 - 2 * (1 - conf))
         for i in range(len(fit.names))[keep]:
@@ -375,7 +503,8 @@ def _analyze_pairs(
                     ci_low=low[i],
                     ci_high=high[i],
                     p=p_value(est, se, fit.df),
-                    n_pairs=n_pairs[i],
+                    n_pairs=int(members[:, i].sum()),
+                    n_imputed=int(imputed @ members[:, i]),
                     method=f"{fit.method}, t df={fit.df:g}",
                     p_tost=tost_p(est, se, fit.df, margin if with_margin else None),
                     tost_ci_low=tlow[i],
@@ -387,10 +516,12 @@ def _analyze_pairs(
     try:
         overall = paired_effect_fit(d, np.ones((len(d), 1)), groups, ["all"], model="overall")
     except ValueError as exc:
-        out.diag(metric, variant, "overall", "warning", str(exc))
+        out.diag(metric, variant, _label("overall", population), "warning", str(exc))
         return
-    add(overall, "overall", ["all"], [len(d)])
-    _moderation(out, add, frame, protocol, metric, variant)
+    add(overall, "overall", ["all"], np.ones((len(d), 1), bool))
+    _moderation(out, add, frame, protocol, metric, variant, population)
+    if not primary:
+        return
     _heterogeneity(out, pairs, overall, metric, variant, control, conf)
     _effect_sizes_and_robustness(
         out, pairs, overall, metric, variant, control, direction, settings, conf
@@ -398,13 +529,14 @@ def _analyze_pairs(
 
 
 def _moderation(
-    out, add, frame: pd.DataFrame, protocol: Protocol, metric: str, variant: str
+    out, add, frame: pd.DataFrame, protocol: Protocol, metric: str, variant: str, population: str
 ) -> None:
     d = frame["d"].to_numpy()
     groups = frame["condition"].to_numpy()
     for mod in protocol.moderators:
+        where = _label(mod, population)
         if mod not in frame.columns:
-            out.diag(metric, variant, mod, "warning", f"moderator {mod!r} is not a table column")
+            out.diag(metric, variant, where, "warning", f"moderator {mod!r} is not a table column")
             continue
         values = frame[mod]
         levels = sorted(values.unique())
@@ -412,7 +544,7 @@ def _moderation(
             out.diag(
                 metric,
                 variant,
-                mod,
+                where,
                 "info",
                 f"moderator {mod!r} takes one value among complete pairs; no moderation",
             )
@@ -422,23 +554,23 @@ def _moderation(
         try:
             fit = paired_effect_fit(d, X, groups, names, model=mod)
         except ValueError as exc:
-            out.diag(metric, variant, mod, "warning", str(exc))
+            out.diag(metric, variant, where, "warning", str(exc))
             continue
-        add(fit, mod, names, [int(c) for c in X.sum(axis=0)])
+        add(fit, mod, names, X.astype(bool))
         if mod == "imbalance_ratio":
             log_ratio = np.log(values.to_numpy(dtype=float))
             X = np.column_stack([np.ones(len(d)), log_ratio - log_ratio.mean()])
             try:
                 fit = paired_effect_fit(d, X, groups, ["intercept", "slope"], model=SLOPE_SCOPE)
             except ValueError as exc:
-                out.diag(metric, variant, SLOPE_SCOPE, "warning", str(exc))
+                out.diag(metric, variant, _label(SLOPE_SCOPE, population), "warning", str(exc))
                 continue
             # No equivalence margin for a slope: the margin is in effect units, not per log unit.
             add(
                 fit,
                 SLOPE_SCOPE,
                 ["intercept", "slope"],
-                [len(d), len(d)],
+                np.ones((len(d), 2), bool),
                 slice(1, 2),
                 with_margin=False,
             )
@@ -571,13 +703,17 @@ def _effect_sizes_and_robustness(
 def _decide(
     out: _Collector, correction: str, family: str, alpha: float, directions: dict[str, str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Adjust p-values over the declared family and assign verdicts."""
+    """Adjust p-values over the declared family and assign verdicts.
+
+    The family holds primary (intention-to-treat) rows only: the overall effects, or every
+    primary estimate with family "all". Sensitivity rows are never adjusted; their verdict
+    reads the raw p-values and says it is a sensitivity check.
+    """
     raw = pd.DataFrame(out.raw)
     if raw.empty:
         return (pd.DataFrame(columns=ESTIMATE_COLUMNS), pd.DataFrame(columns=EQUIVALENCE_COLUMNS))
-    in_family = (
-        (raw["scope"] == "overall").to_numpy() if family == "overall" else np.ones(len(raw), bool)
-    )
+    primary = (raw["population"] == ITT).to_numpy()
+    in_family = primary & ((raw["scope"] == "overall").to_numpy() if family == "overall" else True)
     p_adj = np.full(len(raw), np.nan)
     p_tost_adj = np.full(len(raw), np.nan)
     p_adj[in_family] = adjust(raw.loc[in_family, "p"].to_numpy(float), correction)
@@ -589,13 +725,22 @@ def _decide(
     use_p = np.where(in_family, p_adj, raw["p"].to_numpy(float))
     use_tost = np.where(in_family, p_tost_adj, raw["p_tost"].to_numpy(float))
     raw["verdict"] = [
-        verdict(e, p, q, alpha, directions[m])
-        for e, p, q, m in zip(raw["estimate"], use_p, use_tost, raw["metric"], strict=True)
+        verdict(e, p, q, alpha, directions[m]) + ("" if first else SENSITIVITY_VERDICT)
+        for e, p, q, m, first in zip(
+            raw["estimate"], use_p, use_tost, raw["metric"], primary, strict=True
+        )
     ]
     adj = "none" if correction == "none" else correction
     raw["method"] = [
-        m + (f"; {adj} over family '{family}'" if f else "; unadjusted")
-        for m, f in zip(raw["method"], in_family, strict=True)
+        m
+        + (
+            f"; {adj} over family '{family}'"
+            if f
+            else "; unadjusted"
+            if first
+            else f"; unadjusted; sensitivity analysis ({OK_ONLY}), not part of the verdict"
+        )
+        for m, f, first in zip(raw["method"], in_family, primary, strict=True)
     ]
     return (
         raw[ESTIMATE_COLUMNS].reset_index(drop=True),

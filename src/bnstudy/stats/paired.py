@@ -1,4 +1,8 @@
-"""Pairing: one paired difference (variant - control) per complete pairing block."""
+"""Pairing: one paired difference (variant - control) per complete pairing block.
+
+Which trials bring a value, and which value, depends on the analysis population (see
+:mod:`bnstudy.stats.imputation`): intention to treat (primary) or ok trials only.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import pandas as pd
 
 from bnstudy.catalogue import METRICS, OK
 from bnstudy.protocol import TREATMENT, Factors, Protocol
+from bnstudy.stats.imputation import ITT, Scored, score_trials
 
 
 def condition_columns(protocol: Protocol, table: pd.DataFrame | None = None) -> list[str]:
@@ -26,17 +31,29 @@ class Pairs:
 
     ``frame`` has one row per complete block: block_id, the condition columns, ``condition``
     (int code, 0..G-1 in first-seen order), ``control``, ``variant`` and ``d`` = variant -
-    control, all in analysis units (stored value x metric scale).
+    control, all in analysis units (stored value x metric scale), and ``control_imputed`` /
+    ``variant_imputed`` (bool: the value was declared for a trial without metrics).
     """
 
     frame: pd.DataFrame
     condition_columns: list[str]
     n_blocks: int  # blocks in which at least one arm has a row
     n_dropped: int  # of those, blocks without a usable value for both arms
+    population: str = ITT
+    #: Of the dropped blocks, those whose arms both lack metrics (intention to treat only).
+    n_unmeasured: int = 0
 
     @property
     def n_pairs(self) -> int:
         return len(self.frame)
+
+    @property
+    def n_imputed_control(self) -> int:
+        return int(self.frame["control_imputed"].sum())
+
+    @property
+    def n_imputed_variant(self) -> int:
+        return int(self.frame["variant_imputed"].sum())
 
     @property
     def n_conditions(self) -> int:
@@ -44,34 +61,79 @@ class Pairs:
 
 
 def usable(table: pd.DataFrame, metric: str) -> pd.Series:
-    """Rows that can enter a paired estimate: status ok and a finite metric value."""
+    """Rows of the "ok only" population: status ok and a finite metric value."""
     values = pd.to_numeric(table[metric], errors="coerce").to_numpy(dtype=float)
     return (table["status"] == OK).to_numpy() & np.isfinite(values)
 
 
-def paired_differences(table: pd.DataFrame, protocol: Protocol, metric: str, variant: str) -> Pairs:
+def paired_differences(
+    table: pd.DataFrame,
+    protocol: Protocol,
+    metric: str,
+    variant: str,
+    population: str = ITT,
+    scored: Scored | None = None,
+) -> Pairs:
     """Block-level differences variant - control of ``metric`` on the analysis scale.
 
-    Blocks missing an arm (failed, diverged, collapsed, absent, or a non-finite value) drop
-    out and are counted in ``n_dropped``. Duplicate rows of one arm in a block keep the first.
+    ``population``: "intention-to-treat" (default, the primary analysis: collapsed trials
+    with their metrics, trials without metrics at the protocol's ``failed_score``) or
+    "ok only". ``scored``: the rows' values from :func:`~bnstudy.stats.imputation.
+    score_trials` when already computed (it then decides the population). Blocks missing
+    an arm (absent, no value in this population, or a non-finite value) drop out and are
+    counted in ``n_dropped``. Duplicate rows of one arm in a block keep the first usable one.
+
+    A block in which *both* arms lack metrics also drops out (``n_unmeasured``): it measured
+    nothing, and the declared score it would give both arms makes its difference exactly 0,
+    which would only shrink the variance and push towards "equivalent" (a study in which
+    every trial diverged would be declared equivalent). The failure-rate analysis counts it.
     """
     cols = condition_columns(protocol, table)
-    arms = table[table[TREATMENT].isin([protocol.control, variant])]
+    if scored is None:
+        spec = protocol.analysis.metrics.get(metric)
+        scored = score_trials(
+            table,
+            metric,
+            cols,
+            population,
+            protocol.analysis.failed_score,
+            spec.direction if spec is not None else None,
+        )
+    in_arms = table[TREATMENT].isin([protocol.control, variant]).to_numpy()
+    arms = table[in_arms].assign(_value=scored.values[in_arms], _imputed=scored.imputed[in_arms])
     n_blocks = int(arms["block_id"].nunique())
-    ok = arms[usable(arms, metric)]
+    ok = arms[np.isfinite(arms["_value"].to_numpy(dtype=float))]
     ctrl = ok[ok[TREATMENT] == protocol.control].drop_duplicates("block_id")
     var = ok[ok[TREATMENT] == variant].drop_duplicates("block_id")
     scale = METRICS[metric].scale
-    frame = ctrl[["block_id", *cols, metric]].merge(
-        var[["block_id", metric]], on="block_id", suffixes=("_c", "_v"), sort=False
+    frame = ctrl[["block_id", *cols, "_value", "_imputed"]].merge(
+        var[["block_id", "_value", "_imputed"]], on="block_id", suffixes=("_c", "_v"), sort=False
     )
-    frame = frame.rename(columns={f"{metric}_c": "control", f"{metric}_v": "variant"})
+    frame = frame.rename(
+        columns={
+            "_value_c": "control",
+            "_value_v": "variant",
+            "_imputed_c": "control_imputed",
+            "_imputed_v": "variant_imputed",
+        }
+    )
     frame["control"] = frame["control"].astype(float) * scale
     frame["variant"] = frame["variant"].astype(float) * scale
+    frame["control_imputed"] = frame["control_imputed"].astype(bool)
+    frame["variant_imputed"] = frame["variant_imputed"].astype(bool)
+    unmeasured = (frame["control_imputed"] & frame["variant_imputed"]).to_numpy()
+    frame = frame[~unmeasured].copy()
     frame["d"] = frame["variant"] - frame["control"]
     codes = frame.groupby(cols, sort=False, dropna=False).ngroup() if cols else 0
     frame["condition"] = np.asarray(codes, dtype=int) if len(frame) else np.zeros(0, int)
-    return Pairs(frame.reset_index(drop=True), cols, n_blocks, n_blocks - len(frame))
+    return Pairs(
+        frame.reset_index(drop=True),
+        cols,
+        n_blocks,
+        n_blocks - len(frame),
+        scored.population,
+        int(unmeasured.sum()),
+    )
 
 
 def varying_columns(frame: pd.DataFrame, columns: list[str]) -> list[str]:

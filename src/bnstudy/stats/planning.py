@@ -5,11 +5,16 @@ differences and between-condition SD tau of the effect, the overall effect's sta
 is sqrt((tau^2 + sigma^2 / n) / G) and its CI half-width t_{G-1} times that. More seeds
 shrink only the sigma part: the half-width cannot go below t_{G-1} tau / sqrt(G) (the
 "floor"); beating it takes more conditions, not more seeds.
+
+The pilot's paired differences are those of the primary analysis (intention to treat, see
+:mod:`bnstudy.stats.imputation`), so a head that often fails in the pilot plans for the
+spread its failures add.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -115,22 +120,66 @@ def seeds_for_power(
     return lo
 
 
+def _per_metric(
+    name: str, given: Mapping[str, float] | None, protocol: Protocol, positive: bool
+) -> dict[str, float]:
+    """Validate a metric -> value mapping: primary metrics only, finite values, > 0 (or
+    non-zero with ``positive`` False). Raises ValueError with a one-line message."""
+    if given is None:
+        return {}
+    primary = list(protocol.analysis.metrics)
+    if not isinstance(given, Mapping):
+        raise ValueError(
+            f"{name} must map metric names to values in the metric's units, e.g. "
+            f"{{{primary[0]!r}: 0.5}}; got {given!r}"
+        )
+    out = {}
+    for metric, value in given.items():
+        if metric not in primary:
+            what = "not a primary metric of this protocol" if metric in METRICS else "unknown"
+            raise ValueError(
+                f"{name} for metric {metric!r}: {what}; primary metrics: {', '.join(primary)}"
+            )
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        ok = math.isfinite(number) and (number > 0 if positive else number != 0)
+        if not ok:
+            need = "a finite number > 0" if positive else "a finite non-zero number"
+            raise ValueError(f"{name} for metric {metric!r} must be {need}, got {value!r}")
+        out[metric] = number
+    return out
+
+
 def plan_seeds(
     table: pd.DataFrame,
     protocol: Protocol,
-    halfwidth: float | None = None,
+    halfwidth: Mapping[str, float] | None = None,
     power: float = 0.8,
-    effect: float | None = None,
+    effect: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Seeds per cell (pairs per condition) needed, per primary metric x variant.
 
-    Target: a CI half-width ``halfwidth`` (analysis units, pp for accuracies) or, when
-    ``effect`` is given, ``power`` to detect it at the protocol's alpha (two-sided; the
-    half-width that does so is |effect| t_{1-alpha/2} / (t_{1-alpha/2} + t_{power})). With
-    neither, the metric's equivalence margin is the half-width target. Variance components
-    come from the pilot ``table``; the number of conditions from the protocol's design.
-    Returns one row per metric x variant with :data:`PLAN_COLUMNS`.
+    Targets are per metric, in that metric's analysis units (pp for accuracies, nats for
+    NLL): ``halfwidth`` maps metric -> CI half-width; ``effect`` maps metric -> an effect
+    to detect with ``power`` at the protocol's alpha (two-sided; the half-width that does so
+    is |effect| t_{1-alpha/2} / (t_{1-alpha/2} + t_{power})). A metric named in neither
+    takes its equivalence margin as the half-width target. Variance components come from the
+    pilot ``table``'s intention-to-treat pairs; the number of conditions from the protocol's
+    design. Returns one row per metric x variant with :data:`PLAN_COLUMNS`.
+
+    Raises ValueError for a metric that is not a primary metric of ``protocol``, a
+    half-width that is not finite and > 0, an effect that is not finite and non-zero, a
+    metric given both, or a power outside [0.5, 1).
     """
+    widths = _per_metric("halfwidth", halfwidth, protocol, positive=True)
+    effects = _per_metric("effect", effect, protocol, positive=False)
+    both = [m for m in widths if m in effects]
+    if both:
+        raise ValueError(f"give a half-width or an effect for metric {both[0]!r}, not both")
+    if effects and not (0.5 <= power < 1):
+        raise ValueError(f"power must be in [0.5, 1), got {power!r}")
     conf = protocol.analysis.confidence
     cond_cols = condition_columns(protocol)
     G = int(np.prod([len(getattr(protocol.factors, c)) for c in cond_cols]))
@@ -160,25 +209,34 @@ def plan_seeds(
                 continue
             d = pairs.frame["d"].to_numpy()
             sigma2, tau2 = variance_components(d, pairs.frame["condition"].to_numpy())
-            if effect is not None:
+            effect_m = effects.get(metric)
+            if effect_m is not None:
                 # With one condition the df (n - 1) depend on n: solved jointly below.
-                target = power_halfwidth(effect, power, max(G - 1, 1), conf)
-                what, value = f"power {power:g} at effect", effect
-            else:
-                target = halfwidth if halfwidth is not None else spec.equivalence_margin
+                target = power_halfwidth(effect_m, power, max(G - 1, 1), conf)
+                what, value = f"power {power:g} at effect", effect_m
+            elif metric in widths:
+                target = widths[metric]
                 what, value = "halfwidth", target
+            else:
+                target = spec.equivalence_margin
+                what, value = "halfwidth (equivalence margin)", target
             floor = halfwidth_floor(tau2, G, conf)
-            note = (
-                ""
-                if pairs.n_conditions == G
-                else (f"pilot covers {pairs.n_conditions} of {G} conditions")
-            )
+            notes = []
+            if pairs.n_conditions != G:
+                notes.append(f"pilot covers {pairs.n_conditions} of {G} conditions")
+            imputed = pairs.n_imputed_control + pairs.n_imputed_variant
+            if imputed:
+                notes.append(
+                    f"{imputed} pilot values are failed trials' declared scores "
+                    f"({protocol.analysis.failed_score})"
+                )
+            note = "; ".join(notes)
             if target is None:
                 rows.append(dict(row, feasible=False, note="no half-width, effect or margin"))
                 continue
             n = (
-                seeds_for_power(effect, power, sigma2, tau2, G, conf)
-                if effect is not None
+                seeds_for_power(effect_m, power, sigma2, tau2, G, conf)
+                if effect_m is not None
                 else seeds_for_halfwidth(target, sigma2, tau2, G, conf)
             )
             rows.append(

@@ -9,6 +9,10 @@ with condition intercepts a_c ~ N(0, condition_sd), block intercepts b_b ~ N(0, 
 the effect's condition-level deviation u_ch ~ N(0, tau) (heterogeneity) and residual
 e ~ N(0, sigma). The paired difference of one block therefore has SD sigma * sqrt(2) around
 its condition's effect. Stored values are divided by the metric's scale, as the runner does.
+
+Failures mimic the runner: a diverged or failed trial keeps its row with NaN metrics (a failed
+one also has an empty ``class_counts``), a collapsed one is measured at the metric's chance
+level (a uniform guesser over ``num_classes`` classes).
 """
 
 from __future__ import annotations
@@ -35,15 +39,19 @@ def simulate_results(
     slope: float | Mapping[str, float] = 0.0,
     missing: float = 0.0,
     failed: float = 0.0,
+    num_classes: int = 10,
     seed: int = 0,
 ) -> pd.DataFrame:
     """A results table (one row per trial of ``protocol.expand()``) with known effects.
 
     ``effect`` / ``slope`` are per variant (a float applies to every variant) in analysis
     units of every primary metric. ``missing`` is the fraction of trial rows dropped (never
-    run); ``failed`` the fraction kept with a non-ok status and NaN metrics.
-    Returns the runner's columns: trial_id, block_id, status, error, seed, the factors and
-    one column per primary metric (stored scale).
+    run); ``failed`` the fraction kept with a non-ok status: diverged or failed (NaN
+    metrics) or collapsed (metrics at chance where the metric has a chance level).
+    Returns the runner's columns: trial_id, block_id, status, error, seed, the factors,
+    ``class_counts`` (an exponential profile of ``num_classes`` classes at the row's
+    imbalance ratio; empty for failed trials) and one column per primary metric (stored
+    scale).
     """
     rng = np.random.default_rng(seed)
     trials = protocol.expand()
@@ -84,10 +92,25 @@ def simulate_results(
     status[fail] = rng.choice(["diverged", "collapsed", "failed"], fail.sum())
     rows.insert(2, "status", status)
     rows.insert(3, "error", np.where(fail, "simulated failure", None))
+    collapsed = status == "collapsed"
     for metric in protocol.analysis.metrics:
-        rows.loc[fail, metric] = np.nan
+        chance = METRICS[metric].chance
+        rows.loc[fail & ~collapsed, metric] = np.nan
+        # A collapsed network predicts one class: at chance where "chance" means something.
+        if chance is not None:
+            rows.loc[collapsed, metric] = chance(num_classes)
+    rows["class_counts"] = [
+        [] if s == "failed" else _class_counts(num_classes, r)
+        for s, r in zip(status, rows["imbalance_ratio"], strict=True)
+    ]
     keep = rng.random(len(rows)) >= missing
     return rows.loc[keep].reset_index(drop=True)
+
+
+def _class_counts(num_classes: int, ratio: float, n_max: int = 100) -> list[int]:
+    """Training examples per class of an exponential long-tail profile."""
+    i = np.arange(num_classes)
+    return [int(n_max * ratio ** (-k / max(num_classes - 1, 1))) for k in i]
 
 
 def grid_protocol(
