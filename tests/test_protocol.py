@@ -441,3 +441,34 @@ def test_bad_dataset_options_name_the_field(datasets, expected):
     with pytest.raises(ProtocolError) as info:
         parse(text, known=DATA_KNOWN)
     assert str(info.value).startswith("p.yaml: " + expected), str(info.value)
+
+
+# -- the design description stats and report read --------------------------------------
+
+
+def test_design_carries_roles_transforms_and_tuning():
+    p = parse(GOOD.replace("epochs: 2", "epochs: 2\n  lr: [0.01, 0.1]") + "  tune: [lr]\n")
+    d = p.design()
+    assert (d.treatment, d.control, d.variants) == ("head", "plain", ("bn",))
+    assert "head" not in d.conditions and "imbalance_ratio" in d.conditions
+    # ratios are log-scaled by default; the analysis never needs to know the factor's name
+    assert d.moderators == {"architecture": "identity", "imbalance_ratio": "log", "lr": "identity"}
+    assert d.tuning == ("lr",) and d.select_by == "val_balanced_acc"
+    assert d.metrics["nll"].direction == "lower"
+    d = parse(GOOD + "  transforms: {imbalance_ratio: identity}\n").design()
+    assert d.moderators["imbalance_ratio"] == "identity" and d.select_by is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("  transforms: {architecture: log}\n", "analysis.transforms.architecture: log needs"),
+        ("  transforms: {head: log}\n", "analysis.transforms.head: 'head' is not a factor"),
+        ("  tune: [learning_rate]\n", "analysis.tune[0]: 'learning_rate' is not a factor"),
+        ("  tune: [lr]\n  select_by: balanced_acc\n", "analysis.select_by: 'balanced_acc' is"),
+    ],
+)
+def test_bad_transforms_and_tuning_are_refused(extra, expected):
+    with pytest.raises(ProtocolError) as info:
+        parse(GOOD + extra)
+    assert expected in str(info.value)

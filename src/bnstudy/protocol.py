@@ -37,9 +37,13 @@ from pydantic import (
 from bnstudy.catalogue import METRICS, Direction
 from bnstudy.data.spec import SPECS as DATASET_SPECS
 from bnstudy.data.spec import DatasetError, identity_options, resolve_options
+from bnstudy.design import Design, MetricDesign, Transform
 
 #: The factor that defines the arms of a pairing block. Everything else is the condition.
 TREATMENT = "head"
+#: The scale a moderator's slope is estimated on when the protocol does not say: ratios
+#: act multiplicatively (10 -> 100 is like 1 -> 10).
+DEFAULT_TRANSFORMS: dict[str, Transform] = {"imbalance_ratio": "log"}
 
 
 class ProtocolError(ValueError):
@@ -228,6 +232,25 @@ class AnalysisSettings(BaseModel):
     failed_score: Literal["chance", "worst"] = "chance"
     #: Factors whose levels get their own effect estimate; default: every varying factor.
     moderators: list[str] | None = None
+    #: The scale on which a moderator's slope is estimated, per factor; ratios default to
+    #: ``log`` (see :data:`DEFAULT_TRANSFORMS`), every other factor to ``identity``.
+    transforms: dict[str, Literal["identity", "log"]] = Field(default={})
+    #: Factors each arm is tuned over (e.g. ``[lr]``): the tuned comparison sets each arm at
+    #: its own best level, chosen per condition on ``select_by`` (never a test metric).
+    tune: list[str] = Field(default=[])
+    select_by: str = "val_balanced_acc"
+
+    @field_validator("select_by")
+    @classmethod
+    def _a_validation_metric(cls, name: str) -> str:
+        if name not in METRICS:
+            raise _UnknownName(0, name, [m for m in METRICS if m.startswith("val_")])
+        if not name.startswith("val_"):
+            raise ValueError(
+                f"{name!r} is not measured on the validation split; selection on test data "
+                "would bias the comparison"
+            )
+        return name
 
     @field_validator("metrics", mode="before")
     @classmethod
@@ -334,6 +357,24 @@ class Protocol(BaseModel):
                     ("analysis", "moderators", i),
                     f"{m!r} is not a factor; allowed: {', '.join(allowed)}",
                 )
+        for name, transform in self.analysis.transforms.items():
+            if name not in allowed:
+                raise _FieldError(
+                    ("analysis", "transforms", name),
+                    f"{name!r} is not a factor; allowed: {', '.join(allowed)}",
+                )
+            levels = getattr(self.factors, name)
+            if transform == "log" and not all(isinstance(v, int | float) and v > 0 for v in levels):
+                raise _FieldError(
+                    ("analysis", "transforms", name),
+                    f"log needs positive numeric levels; {name} has {_show(levels)}",
+                )
+        for i, name in enumerate(self.analysis.tune):
+            if name not in allowed or name == "seed":
+                raise _FieldError(
+                    ("analysis", "tune", i),
+                    f"{name!r} is not a factor; allowed: {', '.join(allowed)}",
+                )
         self._check_datasets()
         self._check_exclusions()
         self._check_size()
@@ -404,6 +445,32 @@ class Protocol(BaseModel):
     @property
     def variants(self) -> list[str]:
         return [h for h in getattr(self.factors, TREATMENT) if h != self.control]
+
+    def design(self) -> Design:
+        """The plain-data design description ``stats`` and ``report`` read."""
+        a = self.analysis
+        return Design(
+            treatment=TREATMENT,
+            control=self.control,
+            variants=tuple(self.variants),
+            conditions=tuple(f for f in Factors.model_fields if f != TREATMENT),
+            moderators={
+                m: a.transforms.get(m, DEFAULT_TRANSFORMS.get(m, "identity"))
+                for m in self.moderators
+            },
+            metrics={
+                name: MetricDesign(spec.direction, spec.equivalence_margin)
+                for name, spec in a.metrics.items()
+            },
+            confidence=a.confidence,
+            correction=a.correction,
+            family=a.family,
+            bootstrap_replicates=a.bootstrap.replicates,
+            bootstrap_seed=a.bootstrap.seed,
+            failed_score=a.failed_score,
+            tuning=tuple(a.tune),
+            select_by=a.select_by if a.tune else None,
+        )
 
     @property
     def moderators(self) -> list[str]:
