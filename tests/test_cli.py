@@ -271,6 +271,7 @@ def test_rows_of_trials_no_longer_in_the_protocol_are_not_analysed():
         (["analyze", "results"], "results: is a directory"),
         (["run", "tiny.yaml", "--results", "results"], "results: is a directory"),
         (["run", "tiny.yaml", "--device", "nope"], "device 'nope' is not usable here"),
+        (["run", "tiny.yaml", "--device", "mps"], "device 'mps' is not usable here"),
         (["validate", "empty.yaml"], "empty.yaml: the protocol is empty"),
         (["report", "tiny.parquet", "-o", "results"], "Is a directory: 'results'"),
     ],
@@ -288,6 +289,7 @@ def test_user_errors_exit_2_with_one_line(argv, expected, tmp_path, monkeypatch,
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1, err
+    assert len(err) < 400, err  # torch's message for "mps" ran to 1,300 characters
     assert not list(Path("results").glob("*.pending")) and not Path("results.pending").exists()
 
 

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import errno
+import gc
 import os
+import shutil
+import signal
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from joblib.externals.loky.backend.reduction import cloudpickle  # the pickler loky uses
 
 from bnstudy import runner, study
 from bnstudy.catalogue import METRICS
 from bnstudy.protocol import parse_protocol
-from bnstudy.store import ResultStore
+from bnstudy.store import ResultStore, StoreError
 from bnstudy.train import run_trial
 
 TINY = """\
@@ -56,8 +63,8 @@ def test_interrupted_run_resumes_to_exactly_the_full_set(tmp_path: Path, monkeyp
     stored = []
     real_append = ResultStore.append
 
-    def append_then_die(self, row):
-        real_append(self, row)
+    def append_then_die(self, row, *args, **kwargs):
+        real_append(self, row, *args, **kwargs)
         stored.append(row["trial_id"])
         if len(stored) == 3:
             raise KeyboardInterrupt  # as if Ctrl-C arrived right after the third trial
@@ -186,3 +193,163 @@ def test_an_unusable_device_is_refused_before_any_trial_runs(tmp_path: Path):
     with pytest.raises(ValueError, match="device 'cdua' is not usable here"):
         runner.run_protocol(tiny(), path, jobs=1, device="cdua", trial_fn=instant)
     assert not ResultStore(path).exists()
+
+
+def test_a_run_killed_at_any_moment_leaves_a_file_that_names_its_protocol(
+    tmp_path: Path, monkeypatch
+):
+    """Every consolidation of a run writes the protocol; a copy of the files taken mid-run
+    (what a SIGKILL would leave) analyses like a finished file."""
+    path = tmp_path / "tiny.parquet"
+    protocol = tiny()
+    consolidated = []
+    real_consolidate, real_append = ResultStore.consolidate, ResultStore.append
+
+    def record_consolidate(self, metadata=None):
+        consolidated.append(dict(metadata or {}))
+        real_consolidate(self, metadata)
+
+    def append_then_snapshot(self, row, metadata=None):
+        real_append(self, row, metadata)
+        snapshot = tmp_path / f"killed-{len(list(tmp_path.glob('killed-*')))}"
+        snapshot.mkdir()
+        for name in ("tiny.parquet", "tiny.pending"):
+            if (tmp_path / name).is_dir():
+                shutil.copytree(tmp_path / name, snapshot / name)
+            elif (tmp_path / name).exists():
+                shutil.copy(tmp_path / name, snapshot / name)
+
+    monkeypatch.setattr(ResultStore, "consolidate", record_consolidate)
+    monkeypatch.setattr(ResultStore, "append", append_then_snapshot)
+    monkeypatch.setattr(runner, "CONSOLIDATE_EVERY", 3)  # a fold-in mid-run as well
+    runner.run_protocol(protocol, path, jobs=1, trial_fn=instant)
+
+    assert len(consolidated) == 4  # start-up, after rows 3 and 6, and the end
+    for metadata in consolidated:
+        assert metadata["protocol_name"] == "tiny"
+        assert metadata["protocol"] == protocol.source_text
+        assert metadata["protocol_sha256"] == protocol.sha256
+    for n in range(8):  # killed right after the (n+1)-th row was written
+        recorded = study.load_results(tmp_path / f"killed-{n}" / "tiny.parquet")
+        assert recorded.protocol.name == "tiny" and len(recorded.results.table) == n + 1
+
+
+def test_results_of_another_study_are_refused_unless_adopted(tmp_path: Path):
+    path = tmp_path / "results.parquet"
+    runner.run_protocol(tiny(), path, jobs=1, trial_fn=instant)
+    before = path.read_bytes()
+    other = tiny(TINY.replace("name: tiny", "name: other").replace("epochs: 2", "epochs: 3"))
+    with pytest.raises(StoreError, match=r"results\.parquet: .*'tiny'.*'other'") as info:
+        runner.run_protocol(other, path, jobs=1, trial_fn=instant)
+    assert "\n" not in str(info.value)
+    assert path.read_bytes() == before and not ResultStore(path).pending_count()
+
+    # an edit of the same study is a resume, not a foreign file
+    edited = tiny(TINY.replace("epochs: 2", "epochs: 3"))
+    assert runner.run_protocol(edited, path, jobs=1, trial_fn=instant).ran == 8
+
+    adopted = runner.run_protocol(other, path, jobs=1, trial_fn=instant, adopt_foreign=True)
+    assert adopted.skipped == 8  # the same trials as the edit: nothing to rerun
+    assert study.read_results(path).metadata["protocol_name"] == "other"
+    assert len(study.read_results(path).table) == 16
+
+    # rows of another study that a killed run left pending (no table yet) are refused too
+    killed = ResultStore(tmp_path / "killed.parquet")
+    killed.append({"trial_id": "x", "status": "ok"}, {"protocol_name": "other"})
+    with pytest.raises(StoreError, match=r"killed\.parquet: .*'other'.*'tiny'"):
+        runner.run_protocol(tiny(), killed.path, jobs=1, trial_fn=instant)
+
+
+def joblib_warnings(recwarn) -> list:
+    """Warnings joblib gave, including one for a results generator closed by the collector."""
+    gc.collect()
+    return [w for w in recwarn if "joblib" in w.filename]
+
+
+def overflowing(trial, device):
+    """A metric the results file cannot hold (an int beyond int64) on the bn arm of seed 1."""
+    result = instant(trial, device)
+    if trial.head == "bn" and trial.seed == 1:
+        result.metrics["test_acc"] = 2**64
+    return result
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_row_the_store_cannot_write_stops_the_run_cleanly(tmp_path: Path, jobs, recwarn):
+    path = tmp_path / "tiny.parquet"
+    with pytest.raises(
+        StoreError, match=r"tiny\.parquet: column 'test_acc': .*18446744073709551616"
+    ):
+        runner.run_protocol(tiny(), path, jobs=jobs, trial_fn=overflowing)
+    assert not joblib_warnings(recwarn)
+    store = ResultStore(path)
+    assert store.pending_count() == 0  # what finished was folded in
+    kept = study.load_results(path)  # ...into a file that names its protocol
+    assert kept.protocol.name == "tiny" and len(kept.results.table) < 8
+    with store.writer():  # the lock was released
+        pass
+    rest = runner.run_protocol(tiny(), path, jobs=jobs, trial_fn=instant)
+    assert rest.skipped + rest.ran == 8
+
+
+def test_a_full_disk_mid_run_is_a_one_line_error_naming_the_file(
+    tmp_path: Path, monkeypatch, recwarn
+):
+    path = tmp_path / "tiny.parquet"
+    real_write = pq.write_table
+    writes = []
+
+    def fills_up(*args, **kwargs):
+        writes.append(1)
+        if len(writes) > 2:  # two rows fit, the third and the final fold-in do not
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", fills_up)
+    with pytest.raises(StoreError) as info:
+        runner.run_protocol(tiny(), path, jobs=2, trial_fn=instant)
+    assert str(info.value) == f"{path.resolve()}: cannot write results: No space left on device"
+    del info  # (it holds the run's frames, and so any generator the run left open)
+    assert not joblib_warnings(recwarn)
+    monkeypatch.setattr(pq, "write_table", real_write)
+    assert not path.exists()  # the two rows that fit are kept, pending, and name their protocol
+    assert len(study.load_results(path).results.table) == 2
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_its_handler_is_put_back(tmp_path: Path):
+    path = tmp_path / "tiny.parquet"
+    received, started = [], []
+
+    def terminated_on_third(trial, device):  # in-process (jobs=1): SIGTERM to the run itself
+        started.append(trial)
+        if len(started) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the run's handler interrupts this
+        return instant(trial, device)
+
+    def sentinel(signum, frame):
+        received.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, sentinel)
+    try:
+        summary = runner.run_protocol(tiny(), path, jobs=1, trial_fn=terminated_on_third)
+        assert signal.getsignal(signal.SIGTERM) is sentinel  # put back after the run
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not received  # the run's own handler took it
+    assert summary.interrupted and summary.ran == 2
+    recorded = study.load_results(path)  # the finished trials are kept, in a readable file
+    assert len(recorded.results.table) == 2 and recorded.protocol.name == "tiny"
+
+
+def test_a_run_outside_the_main_thread_leaves_signal_handlers_alone(tmp_path: Path):
+    """Python sets signal handlers in the main thread only: a run in a thread still works."""
+    before = signal.getsignal(signal.SIGTERM)
+    summaries = []
+    path = tmp_path / "tiny.parquet"
+    thread = threading.Thread(
+        target=lambda: summaries.append(runner.run_protocol(tiny(), path, trial_fn=instant))
+    )
+    thread.start()
+    thread.join()
+    assert summaries[0].ran == 8 and signal.getsignal(signal.SIGTERM) is before

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import math
+import os
+import re
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bnstudy.store import ResultStore, StoreError, read_results
+from bnstudy.store import ResultStore, StoreError, fcntl, read_results
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -206,3 +210,122 @@ def test_new_metadata_is_written_even_with_no_parts_pending(tmp_path: Path):
     results = read_results(path)
     assert results.metadata == {"protocol": "edited", "versions": "v1"}
     assert list(results.table["trial_id"]) == ["a"]
+
+
+def test_rows_name_their_protocol_before_any_consolidation(tmp_path: Path):
+    """A first run killed before it folded anything in leaves parts that explain themselves."""
+    path = tmp_path / "r.parquet"
+    store = ResultStore(path)
+    store.append(row("a"), {"protocol": "p", "protocol_name": "tiny", "versions": "v1"})
+    store.append(row("b"), {"protocol": "p", "protocol_name": "tiny", "versions": "v1"})
+    assert not path.exists()  # ...and the run is killed here
+    expected = {"protocol": "p", "protocol_name": "tiny", "versions": "v1"}
+    assert read_results(path).metadata == expected
+    assert ResultStore(path).metadata() == expected
+    ResultStore(path).consolidate({"protocol": "edited"})  # the next run folds them in
+    assert read_results(path).metadata == {**expected, "protocol": "edited"}
+    assert sorted(pd.read_parquet(path)["trial_id"]) == ["a", "b"]
+
+
+def test_a_table_without_metadata_takes_it_from_the_newest_part(tmp_path: Path):
+    """A table folded in without metadata (before runs recorded it) is filled in, never
+    overridden: the table's own keys win."""
+    store = ResultStore(tmp_path / "r.parquet")
+    store.append(row("a"))
+    store.consolidate()
+    store.append(row("b"), {"protocol": "old", "protocol_name": "tiny"})
+    store.append(row("c"), {"protocol": "new", "protocol_name": "tiny"})
+    assert read_results(store.path).metadata == {"protocol": "new", "protocol_name": "tiny"}
+    store.consolidate()
+    assert read_results(store.path).metadata == {"protocol": "new", "protocol_name": "tiny"}
+    store.append(row("d"), {"protocol": "newer", "written_at": "t"})
+    assert read_results(store.path).metadata == {
+        "protocol": "new",
+        "protocol_name": "tiny",
+        "written_at": "t",
+    }
+
+
+def test_files_get_the_mode_the_umask_allows(tmp_path: Path):
+    old = os.umask(0o027)
+    try:
+        store = ResultStore(tmp_path / "r.parquet")
+        store.append(row("a"))
+        (part,) = store.pending_dir.glob("*.parquet")
+        assert stat.S_IMODE(part.stat().st_mode) == 0o640
+        store.consolidate({"protocol": "p"})
+        assert stat.S_IMODE(store.path.stat().st_mode) == 0o640
+        os.umask(0o002)
+        store.consolidate({"protocol": "edited"})  # a rewrite is a new file too
+        assert stat.S_IMODE(store.path.stat().st_mode) == 0o664
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.skipif(fcntl is None, reason="no file locks on this platform")
+def test_a_symlink_to_the_results_shares_its_lock_and_stays_a_symlink(tmp_path: Path):
+    real = tmp_path / "real" / "r.parquet"
+    real.parent.mkdir()
+    link = tmp_path / "link.parquet"
+    link.symlink_to(real)
+    via_link = ResultStore(link)
+    via_link.append(row("a"))
+    via_link.consolidate({"protocol": "p"})
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert list(read_results(real).table["trial_id"]) == ["a"]
+    with (
+        ResultStore(real).writer(),
+        pytest.raises(StoreError, match="another bnstudy run is writing"),
+        via_link.writer(),
+    ):
+        pass
+    with via_link.writer():
+        with pytest.raises(StoreError, match="another bnstudy run"), ResultStore(real).writer():
+            pass
+        via_link.append(row("b"))
+        via_link.consolidate()
+    assert link.is_symlink()
+    assert sorted(read_results(link).table["trial_id"]) == ["a", "b"]
+    # the lock and the pending parts live beside the real file, nothing beside the link
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.parquet", "real"]
+
+
+def test_a_full_disk_is_a_one_line_error_naming_the_file(tmp_path: Path, monkeypatch):
+    path = tmp_path / "r.parquet"
+    store = ResultStore(path)
+    store.append(row("a"))
+    store.consolidate({"protocol": "p"})
+    before = path.read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pq, "write_table", disk_full)
+    expected = rf"{re.escape(str(path.resolve()))}: cannot write results: No space left on device"
+    with pytest.raises(StoreError, match=expected) as info:
+        store.append(row("b"))
+    assert "\n" not in str(info.value)
+    assert store.pending_count() == 0
+    with pytest.raises(StoreError, match=expected):
+        store.consolidate({"protocol": "edited"})  # a metadata change rewrites the table
+    assert path.read_bytes() == before  # the old table is intact
+    assert not [p for p in tmp_path.rglob("*.tmp")]  # no half-written file left behind
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "shown"),
+    [
+        ("seed", 2**64, "18446744073709551616"),
+        ("seed", -(2**63) - 1, "-9223372036854775809"),
+        ("class_counts", [1, 2**70], "1180591620717411303424"),
+        ("head", "bn\udc80", "bn"),
+    ],
+)
+def test_a_value_the_file_cannot_hold_is_named_with_its_column(
+    tmp_path: Path, column, value, shown
+):
+    store = ResultStore(tmp_path / "r.parquet")
+    with pytest.raises(StoreError, match=rf"r\.parquet: column '{column}': .*{shown}") as info:
+        store.append(row("a", **{column: value}))
+    assert "\n" not in str(info.value)
+    assert not store.exists()

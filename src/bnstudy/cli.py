@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, help="results file (default data/results/NAME.parquet)")
     p.add_argument("--report", type=Path, help="report file (default reports/NAME.html)")
     p.add_argument("--no-report", action="store_true", help="only train and store")
+    p.add_argument(
+        "--adopt-foreign",
+        action="store_true",
+        help="merge into a results file that another study wrote (refused by default)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no line per trial")
     p.set_defaults(func=_run)
 
@@ -179,6 +184,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         analyse=not args.no_report,
         on_result=on_result,
+        adopt_foreign=args.adopt_foreign,
     )
     summary = outcome.summary
     print(summary.describe())

@@ -5,20 +5,31 @@ results back as they finish (``return_as="generator_unordered"``); the parent wr
 one to the store before accepting the next, so nothing waits in memory for the end of the
 run. Trials already recorded with a final outcome are skipped, so re-running the same
 command resumes. A trial that raises becomes a ``failed`` row; it never stops the run.
+
+Stopping: Ctrl-C and SIGTERM (while a run is in progress, in the main thread) both stop the
+run, keep every finished trial and fold them into the table; the summary says
+``interrupted``. A results file that cannot be written (a full disk) or a row that cannot be
+stored stops the run the same way and raises StoreError. Workers never outlive the parent:
+each one watches that its parent is alive and exits within about a second of its death
+(SIGKILL, the OOM killer), so no orphan keeps training.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 import traceback
+import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +40,7 @@ from joblib.externals.loky.process_executor import TerminatedWorkerError
 from bnstudy import __version__
 from bnstudy.catalogue import METRICS
 from bnstudy.protocol import Protocol, Trial
-from bnstudy.store import CONSOLIDATE_EVERY, ResultStore
+from bnstudy.store import CONSOLIDATE_EVERY, ResultStore, StoreError
 from bnstudy.train import TrialResult, run_trial
 
 TrialFn = Callable[[Trial, str], TrialResult]
@@ -74,16 +85,21 @@ def run_protocol(
     device: str = "cpu",
     on_result: Callable[[int, int, Trial, TrialResult], None] | None = None,
     trial_fn: TrialFn = run_trial,
+    adopt_foreign: bool = False,
 ) -> RunSummary:
     """Run every trial of ``protocol`` not yet in ``results_path``; return a summary.
 
     ``on_result(done, todo, trial, result)`` is called in the parent after each trial is
     stored (progress reporting). ``trial_fn`` trains one trial (a picklable function; tests
-    substitute failing ones). A KeyboardInterrupt stops the run; what finished is kept.
+    substitute failing ones). A KeyboardInterrupt or SIGTERM stops the run; what finished is
+    kept. Results of another study (another protocol name) at ``results_path`` are refused
+    with a StoreError unless ``adopt_foreign`` is true; then they are kept and the file
+    becomes this study's.
     """
     check_device(device)
     store = ResultStore(results_path)
-    with store.writer():
+    with _sigterm_interrupts(), store.writer():
+        _check_same_study(store, protocol, adopt_foreign)
         return _run_locked(protocol, store, jobs, device, on_result, trial_fn)
 
 
@@ -98,8 +114,48 @@ def check_device(device: str) -> None:
     try:
         torch.empty(0, device=device)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for a bad device
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"device {device!r} is not usable here: {first}") from None
+        raise ValueError(f"device {device!r} is not usable here: {_first_sentence(exc)}") from None
+
+
+def _first_sentence(exc: Exception, limit: int = 160) -> str:
+    """The gist of an exception message: torch's can run to a thousand characters."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = text.split(". ")[0].rstrip(".")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """For the duration of a run, let SIGTERM stop it as Ctrl-C does (finished trials kept).
+
+    Python can set handlers in the main thread only; elsewhere SIGTERM keeps its handler.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:  # None: a handler not set from Python, which cannot be put back; default then
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _check_same_study(store: ResultStore, protocol: Protocol, adopt_foreign: bool) -> None:
+    """Refuse to merge this study's rows into another study's results file.
+
+    An edited protocol keeps its name, so resuming after an edit is not refused.
+    """
+    recorded = store.metadata().get("protocol_name")
+    if recorded is None or recorded == protocol.name or adopt_foreign:
+        return
+    raise StoreError(
+        f"{store.path}: holds results of study {recorded!r}, not {protocol.name!r}; "
+        "choose another results file, or adopt them on purpose (--adopt-foreign)"
+    )
 
 
 def _run_locked(
@@ -110,16 +166,21 @@ def _run_locked(
     on_result: Callable[[int, int, Trial, TrialResult], None] | None,
     trial_fn: TrialFn,
 ) -> RunSummary:
-    store.consolidate()  # fold in parts a killed run left behind
+    metadata = provenance(protocol, device)
+    protocol_only = {k: metadata[k] for k in PROTOCOL_KEYS}
+    # Fold in parts a killed run left behind, naming the protocol now in force; the versions
+    # and machine that made those rows (recorded in the parts) stay until new rows are made.
+    store.consolidate(protocol_only)
     trials = protocol.expand()
     finished = store.finished_ids()
     todo = [t for t in trials if t.trial_id not in finished]
     summary = RunSummary(store.path, total=len(trials), skipped=len(trials) - len(todo))
-    metadata = provenance(protocol, device)
     start = time.perf_counter()
+    results: Iterable[tuple[Trial, TrialResult]] = ()
     try:
-        for trial, result in _execute(todo, jobs or default_jobs(), device, trial_fn):
-            store.append(trial_row(trial, result))
+        results = _execute(todo, jobs or default_jobs(), device, trial_fn)
+        for trial, result in results:
+            store.append(trial_row(trial, result), metadata)  # explains itself if killed
             summary.statuses[result.status] += 1
             if on_result is not None:
                 on_result(summary.ran, len(todo), trial, result)
@@ -132,26 +193,42 @@ def _run_locked(
         # stop; what finished is kept and the next run resumes.
         summary.aborted = str(exc).splitlines()[0]
     finally:
+        # Stopped early (an interrupt, a StoreError from append): cancel the trials still in
+        # the workers now, not when the generator is collected (with a warning) later.
+        _stop(results)
         summary.wall_s = time.perf_counter() - start
         # Nothing trained: the versions and machine that made the rows stay, but the protocol
         # now in force is recorded (an edited analysis section needs no new trial).
-        store.consolidate(metadata if summary.ran else {k: metadata[k] for k in PROTOCOL_KEYS})
+        store.consolidate(metadata if summary.ran else protocol_only)
     return summary
 
 
 def _execute(
     trials: list[Trial], jobs: int, device: str, trial_fn: TrialFn
-) -> Iterator[tuple[Trial, TrialResult]]:
+) -> Iterable[tuple[Trial, TrialResult]]:
     if not trials:
         return iter(())
+    parent_pid = os.getpid()
     if jobs == 1:  # in-process: easier to debug, no worker start-up
-        return (_run_one(trial_fn, t, device) for t in trials)
+        return (_run_one(trial_fn, t, device, parent_pid) for t in trials)
     parallel = joblib.Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
-    return parallel(joblib.delayed(_run_one)(trial_fn, t, device) for t in trials)
+    return parallel(joblib.delayed(_run_one)(trial_fn, t, device, parent_pid) for t in trials)
 
 
-def _run_one(trial_fn: TrialFn, trial: Trial, device: str) -> tuple[Trial, TrialResult]:
+def _stop(results: Iterable[tuple[Trial, TrialResult]]) -> None:
+    """Close a results generator; joblib's warning about cancelled tasks says nothing new."""
+    close = getattr(results, "close", None)
+    if close is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            close()
+
+
+def _run_one(
+    trial_fn: TrialFn, trial: Trial, device: str, parent_pid: int
+) -> tuple[Trial, TrialResult]:
     """Worker entry point: one torch thread, and every exception becomes a failed row."""
+    _exit_with_parent(parent_pid)
     import torch
 
     threads = torch.get_num_threads()  # restored: with jobs=1 this runs in the caller
@@ -164,6 +241,37 @@ def _run_one(trial_fn: TrialFn, trial: Trial, device: str) -> tuple[Trial, Trial
         return trial, TrialResult.failed(error, started_at=started, device=device)
     finally:
         torch.set_num_threads(threads)
+
+
+#: How often a worker checks that the run's parent process is still alive.
+PARENT_POLL_S = 0.5
+
+_watched_parent: int | None = None  # the parent this worker process already watches
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """In a worker process of ``parent_pid``: exit within PARENT_POLL_S of the parent's death.
+
+    Without this a killed run (SIGKILL, OOM killer) leaves its workers training for
+    minutes: loky notices a dead parent only between tasks. A daemon thread polls
+    ``os.getppid()``, which changes when the parent dies and the worker is re-parented.
+    (prctl's PR_SET_PDEATHSIG fires when the spawning *thread* ends, and loky may spawn
+    from another thread than the main one.) Nothing to do in-process (jobs=1) or in a
+    worker that is not the parent's child (a Dask worker): its parent is someone else.
+    """
+    global _watched_parent
+    if _watched_parent == parent_pid or os.getppid() != parent_pid:
+        return
+    _watched_parent = parent_pid
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid,), name="bnstudy-parent-watch", daemon=True
+    ).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)  # the parent alone writes results: nothing here is worth saving
 
 
 def trial_row(trial: Trial, result: TrialResult) -> dict[str, Any]:

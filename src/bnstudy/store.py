@@ -9,7 +9,18 @@ trial recorded twice (a crash between the replace and the clean-up, or a retried
 is deduplicated by ``trial_id``, the newest row winning.
 
 The protocol text, its hash and the software versions live in the file's key-value
-metadata under ``bnstudy.*`` keys, so a lone results file explains itself.
+metadata under ``bnstudy.*`` keys, so a lone results file explains itself. It does so from
+the first row on, whenever a run is killed: each pending part carries the run's metadata in
+its own schema too, and a reader takes the main table's metadata, filling what it lacks
+(no main table yet: everything) from the newest part. A run also gives every consolidation
+the protocol keys, so a main table never lacks them once a run has touched it. (Chosen over
+an empty main table written at start-up, which would make "a file with no row" a third state
+every reader must handle, and over a sidecar file, which could be separated from the table.)
+
+The store works on the resolved path: a symlink to a results file shares its lock and its
+pending parts, and stays a symlink (the target is replaced). Files are created like any
+other file, 0666 less the umask. Every write failure (a full disk, no permission) and every
+value that cannot be stored is a :class:`StoreError` that names the file.
 """
 
 from __future__ import annotations
@@ -17,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -67,7 +77,9 @@ class ResultStore:
     """Durable, append-only storage of trial rows for one results file."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        # Resolved once: the lock, the pending parts and the atomic replace all belong to the
+        # real file, whichever symlink names it (a replace of the link would cut it off).
+        self.path = Path(path).resolve()
         self.pending_dir = self.path.with_suffix(".pending")
 
     # -- writing ----------------------------------------------------------------------
@@ -82,8 +94,10 @@ class ResultStore:
         """
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory; expected a results file (.parquet)")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as handle:
+        with _writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path.with_suffix(".lock"), "w")  # noqa: SIM115 - closed below
+        with handle:
             if fcntl is not None:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -94,13 +108,20 @@ class ResultStore:
                     ) from None
             yield
 
-    def append(self, row: Mapping[str, Any]) -> None:
-        """Persist one trial row; it is on disk when this returns."""
-        self.pending_dir.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pylist([dict(row)], schema=_schema_for(row))
+    def append(self, row: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> None:
+        """Persist one trial row; it is on disk when this returns.
+
+        ``metadata`` (``bnstudy.*`` keys) goes with the row, so that a run killed before any
+        consolidation still leaves rows that name their protocol. Raises StoreError, naming
+        the file (and the column, for a value that cannot be stored), when the row cannot be
+        written.
+        """
+        table = _row_table(self.path, row).replace_schema_metadata(_prefixed(metadata or {}))
         # Names sort in write order: a later row for the same trial (a retry) wins.
         final = self.pending_dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:6]}.parquet"
-        _atomic_write(table, final)
+        with _writing(self.path):
+            self.pending_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(table, final, self.path)
 
     def consolidate(self, metadata: Mapping[str, str] | None = None) -> None:
         """Fold pending parts into the main table, with ``metadata`` (``bnstudy.*`` keys).
@@ -113,11 +134,15 @@ class ResultStore:
         if not parts and (not self.path.exists() or not _changes(old_meta, metadata or {})):
             return
         main = self._read_main()
-        table = _dedupe([t for t in [main] if t is not None] + [_read_parquet(p) for p in parts])
-        meta = {**old_meta, **(metadata or {})}
-        table = table.replace_schema_metadata({META_PREFIX + k: v for k, v in meta.items()})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(table, self.path)
+        tables = [_read_parquet(p) for p in parts]
+        # What the main table lacks (none yet, or written before runs recorded it) is taken
+        # from the newest part, as a reader would; the caller's ``metadata`` wins over both.
+        meta = {**_newest_metadata(tables), **old_meta, **(metadata or {})}
+        table = _dedupe([t for t in [main] if t is not None] + tables)
+        table = table.replace_schema_metadata(_prefixed(meta))
+        with _writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(table, self.path, self.path)
         for part in parts:  # only after the main table holds them
             part.unlink(missing_ok=True)
         # Half-written by a killed run (only the lock holder calls this, so none is live).
@@ -137,6 +162,18 @@ class ResultStore:
     def pending_count(self) -> int:
         return len(self._parts())
 
+    def metadata(self) -> dict[str, str]:
+        """The ``bnstudy.*`` metadata (prefix stripped) that :meth:`read` would give.
+
+        From the schemas alone (no rows read): cheap enough to check before a run writes.
+        """
+        newest: dict[str, str] = {}
+        if parts := self._parts():
+            with contextlib.suppress(FileNotFoundError):  # folded in meanwhile: main has it
+                newest = _user_metadata(_read_schema(parts[-1]))
+        main = _user_metadata(_read_schema(self.path)) if self.path.exists() else {}
+        return {**newest, **main}
+
     # -- reading ----------------------------------------------------------------------
 
     def read(self) -> Results:
@@ -154,7 +191,10 @@ class ResultStore:
                 continue
         else:
             raise StoreError(f"{self.path}: results kept changing while being read; try again")
-        meta = _user_metadata(main.schema) if main is not None else {}
+        meta = {
+            **_newest_metadata(parts),
+            **(_user_metadata(main.schema) if main is not None else {}),
+        }
         tables = [t for t in [main] if t is not None] + parts
         return Results(_dedupe(tables).to_pandas(), meta, self.path)
 
@@ -182,11 +222,40 @@ def read_results(path: str | Path) -> Results:
 # -- helpers ----------------------------------------------------------------------------
 
 
-def _schema_for(row: Mapping[str, Any]) -> pa.Schema:
-    return pa.schema([(k, _FIXED_TYPES.get(k) or _arrow_type(k, v)) for k, v in row.items()])
+def _row_table(path: Path, row: Mapping[str, Any]) -> pa.Table:
+    """One row as a table, or a StoreError naming the file, the column and the value."""
+    types = {k: _FIXED_TYPES.get(k) or _arrow_type(path, k, v) for k, v in row.items()}
+    try:
+        return pa.Table.from_pylist([dict(row)], schema=pa.schema(list(types.items())))
+    except _CONVERSION_ERRORS:
+        pass
+    for name, value in row.items():  # which value pyarrow choked on: convert one by one
+        items = list(enumerate(value)) if isinstance(value, list | tuple) else [(None, value)]
+        item_type = types[name].value_type if items and items[0][0] is not None else types[name]
+        for index, item in items:
+            try:
+                pa.array([item], type=item_type)
+            except _CONVERSION_ERRORS as exc:
+                raise _unstorable(path, name, index, item, exc) from None
+    raise StoreError(f"{path}: cannot store the row of trial {row.get('trial_id')!r}")
 
 
-def _arrow_type(name: str, value: Any) -> pa.DataType:
+#: What pyarrow raises for a value its type cannot hold (an int beyond int64, a lone surrogate).
+_CONVERSION_ERRORS = (pa.ArrowException, OverflowError, ValueError, TypeError)
+
+
+def _unstorable(path: Path, name: str, index: int | None, value: Any, exc: Exception) -> StoreError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    where = "" if index is None else f" at index {index}"
+    if isinstance(exc, OverflowError) or "too large to fit int64" in str(exc):
+        why = "an integer outside the 64-bit range"
+    else:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StoreError(f"{path}: column {name!r}: cannot store the value {shown}{where} ({why})")
+
+
+def _arrow_type(path: Path, name: str, value: Any) -> pa.DataType:
     if isinstance(value, bool):
         return pa.bool_()
     if isinstance(value, int):
@@ -202,21 +271,40 @@ def _arrow_type(name: str, value: Any) -> pa.DataType:
         return pa.list_(pa.int64() if integral and value else pa.float64())
     if value is None:
         return pa.float64()  # an undefined number; strings that may be null are in _FIXED_TYPES
-    raise StoreError(f"column {name!r}: cannot store a value of type {type(value).__name__}")
+    raise StoreError(
+        f"{path}: column {name!r}: cannot store a value of type {type(value).__name__}"
+    )
 
 
-def _atomic_write(table: pa.Table, final: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows would otherwise translate newlines
+
+
+def _atomic_write(table: pa.Table, final: Path, results: Path) -> None:
+    """Write ``table`` to ``final`` whole or not at all; failures name the ``results`` file."""
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
     try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
+        with _writing(results):
+            # Created like any other file (0666 less the umask); mkstemp would make it 0600.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+            with os.fdopen(fd, "wb") as fh:
+                pq.write_table(table, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def _writing(results: Path) -> Iterator[None]:
+    """Turn an OSError (a full disk, no permission) into a one-line error naming the file."""
+    try:
+        yield
+    except OSError as exc:
+        why = exc.strerror or str(exc) or type(exc).__name__
+        raise StoreError(f"{results}: cannot write results: {why}") from exc
 
 
 def _fsync_dir(path: Path) -> None:
@@ -250,6 +338,8 @@ def _read_parquet(path: Path) -> pa.Table:
 def _read_schema(path: Path) -> pa.Schema:
     try:
         return pq.read_schema(path)
+    except FileNotFoundError:
+        raise
     except (pa.ArrowInvalid, OSError) as exc:
         raise _unreadable(path, exc) from None
 
@@ -276,6 +366,15 @@ def _dedupe(tables: Iterable[pa.Table]) -> pa.Table:
     last = {trial_id: i for i, trial_id in enumerate(ids)}
     keep = sorted(last.values())
     return table.take(pa.array(keep)) if len(keep) < table.num_rows else table
+
+
+def _newest_metadata(parts: list[pa.Table]) -> dict[str, str]:
+    """The metadata of the newest part (parts are given oldest first), if any."""
+    return _user_metadata(parts[-1].schema) if parts else {}
+
+
+def _prefixed(metadata: Mapping[str, str]) -> dict[str, str]:
+    return {META_PREFIX + k: v for k, v in metadata.items()}
 
 
 def _user_metadata(schema: pa.Schema) -> dict[str, str]:

@@ -183,12 +183,23 @@ def run(
     device: str = "cpu",
     analyse: bool = True,
     on_result: Callable[[int, int, Trial, TrialResult], None] | None = None,
+    adopt_foreign: bool = False,
 ) -> Outcome:
-    """Train every missing trial, then (unless ``analyse`` is False) analyse and report."""
+    """Train every missing trial, then (unless ``analyse`` is False) analyse and report.
+
+    A results file written by another study is refused unless ``adopt_foreign``.
+    """
     from bnstudy.runner import run_protocol
 
     results = Path(results) if results else results_path(protocol)
-    summary = run_protocol(protocol, results, jobs=jobs, device=device, on_result=on_result)
+    summary = run_protocol(
+        protocol,
+        results,
+        jobs=jobs,
+        device=device,
+        on_result=on_result,
+        adopt_foreign=adopt_foreign,
+    )
     if summary.interrupted or summary.aborted or not analyse:
         return Outcome(summary, results, None, None)
     recorded = load_results(results)
