@@ -261,10 +261,16 @@ def test_a_name_that_is_no_safe_file_name_is_refused(name):
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("protocols/*.yaml")))
 def test_shipped_protocols_are_valid(path: Path):
-    from bnstudy.study import load
+    from bnstudy.study import known_names, load
 
-    protocol = load(path)
-    assert len(protocol.expand()) >= 60
+    protocol = load_protocol(path, known=known_names())
+    if any("path" in (options or {}) for options in protocol.datasets.values()):
+        # Users' own files (CIFAR, MNIST): not on this machine, and the message says where.
+        with pytest.raises(ProtocolError, match=r"datasets\.\w+: .*(not a directory|missing)"):
+            load(path)
+    else:
+        load(path)  # the full pre-training checks: files, shapes, pool sizes, batches
+    assert len(protocol.expand()) >= 40
 
 
 # -- identity across releases ----------------------------------------------------------
