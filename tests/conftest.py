@@ -28,3 +28,15 @@ SMALL_TRIAL = dict(
 def make_trial() -> Callable[..., Trial]:
     """``make_trial(**overrides)``: a small trial with the given settings changed."""
     return lambda **overrides: Trial(**{**SMALL_TRIAL, **overrides})
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Train in tests as a worker trains: on one thread (steadier on a loaded 2-core machine,
+    and the numbers a trial gives depend on the thread count)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -78,3 +78,14 @@ def test_rank_correlation():
     # ties get average ranks: x ranks [1, 2.5, 2.5, 4], y ranks [4, 2.5, 2.5, 1]
     assert M.rank_correlation([1, 2, 2, 3], [9, 5, 5, 1]) == pytest.approx(-1.0)
     assert math.isnan(M.rank_correlation([1.0, 2.0, 3.0], [5, 5, 5]))
+
+
+def test_max_abs_difference():
+    a = torch.tensor([[1.0, -2.0], [0.5, 0.0]])
+    b = np.array([[1.0, -2.5], [0.5, 0.25]])
+    assert M.max_abs_difference(a, b) == pytest.approx(0.5)
+    assert M.max_abs_difference(a, a) == 0.0
+    assert math.isnan(M.max_abs_difference([1.0, math.nan], [1.0, 2.0]))
+    assert M.max_abs_difference(np.zeros((0, 3)), np.zeros((0, 3))) == 0.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        M.max_abs_difference(np.zeros(2), np.zeros(3))

@@ -82,7 +82,7 @@ def test_interrupted_run_resumes_to_exactly_the_full_set(tmp_path: Path, monkeyp
     assert set(table["trial_id"]) == {t.trial_id for t in protocol.expand()}
 
 
-def instant(trial, device):
+def instant(trial, device, data_options=None):
     """A made-up result in no time: for tests about bookkeeping, not training."""
     import datetime as dt
     import math
@@ -94,14 +94,14 @@ def instant(trial, device):
     return TrialResult("ok", None, metrics, {"train_loss": [math.nan]}, {}, now, now, device)
 
 
-def flaky(trial, device):
+def flaky(trial, device, data_options=None):
     """Raises for the bn arm of seed 1; trains the rest."""
     if trial.head == "bn" and trial.seed == 1:
         raise RuntimeError("simulated out-of-memory")
     return run_trial(trial, device)
 
 
-def dies(trial, device):
+def dies(trial, device, data_options=None):
     """Kills its worker process on the bn arm of seed 1 (as the OOM killer would)."""
     if trial.head == "bn" and trial.seed == 1:
         os._exit(1)
@@ -266,7 +266,7 @@ def joblib_warnings(recwarn) -> list:
     return [w for w in recwarn if "joblib" in w.filename]
 
 
-def overflowing(trial, device):
+def overflowing(trial, device, data_options=None):
     """A metric the results file cannot hold (an int beyond int64) on the bn arm of seed 1."""
     result = instant(trial, device)
     if trial.head == "bn" and trial.seed == 1:
@@ -320,7 +320,8 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_its_handler_is_put_back(tmp_path: P
     path = tmp_path / "tiny.parquet"
     received, started = [], []
 
-    def terminated_on_third(trial, device):  # in-process (jobs=1): SIGTERM to the run itself
+    # in-process (jobs=1): SIGTERM to the run itself
+    def terminated_on_third(trial, device, data_options=None):
         started.append(trial)
         if len(started) == 3:
             os.kill(os.getpid(), signal.SIGTERM)

@@ -53,6 +53,41 @@ METRICS: dict[str, MetricInfo] = {
     ),
     "train_loss": MetricInfo("lower", scale=1.0, unit="nats", default_margin=None),
     "wall_s": MetricInfo("lower", scale=1.0, unit="s", default_margin=None),
+    # Balanced accuracy with every BN's running statistics recomputed over training batches
+    # (PreciseBN; see ``train.PRECISE_BN_BATCHES``); equals balanced_acc without BN.
+    "balanced_acc_precise": MetricInfo("higher", **_PP, chance=_one_in),
+    # The validation split: for model selection (the learning rate of a tuned comparison),
+    # never the test set. NaN where the dataset has no validation split.
+    "val_acc": MetricInfo("higher", **_PP, chance=_one_in),
+    "val_balanced_acc": MetricInfo("higher", **_PP, chance=_one_in),
+    "val_nll": MetricInfo("lower", scale=1.0, unit="nats", default_margin=0.02, chance=math.log),
+    "val_balanced_acc_precise": MetricInfo("higher", **_PP, chance=_one_in),
+}
+
+#: Everything else a trial records (name -> meaning). Every trial result holds every key of
+#: :data:`METRICS` and of this mapping (NaN where undefined); these are columns of the
+#: results table but cannot be named as primary metrics.
+RECORDED_METRICS: dict[str, str] = {
+    "mean_max_prob": "mean largest class probability on the test set (fraction)",
+    "train_eval_gap": (
+        "test accuracy with BN on batch statistics (training batch size) minus eval mode (fraction)"
+    ),
+    "head_dead_frac": (
+        "fraction of the head's hidden ReLU units (the units feeding the final FC) inactive on "
+        "every test input; NaN for heads without hidden units"
+    ),
+    "head_inactive_frac": "mean fraction of those units inactive per test input",
+    "feature_dead_frac": "fraction of the body's feature units inactive on every test input",
+    "feature_inactive_frac": "mean fraction of the body's feature units inactive per input",
+    "fc_weight_norm_rank_corr": (
+        "Spearman correlation of the per-class FC weight norm with the training class counts"
+    ),
+    "epochs_run": "passes over the training set (steps_run / steps per epoch; may be fractional)",
+    "steps_run": "optimiser steps taken (fewer than planned when training diverged)",
+    "fold_max_abs_diff": (
+        "max |logit| difference on the test set between the eval model and the model with the "
+        "BN directly before the final FC folded into it; NaN for heads without such a BN"
+    ),
 }
 
 # -- statuses ---------------------------------------------------------------------------

@@ -146,3 +146,14 @@ def _ranks(a: np.ndarray) -> np.ndarray:
     _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
     first_rank = np.cumsum(counts) - counts + 1
     return (first_rank + (counts - 1) / 2)[inverse]
+
+
+def max_abs_difference(a: ArrayLike, b: ArrayLike) -> float:
+    """Largest absolute elementwise difference of two same-shape arrays (e.g. logits (n, C)).
+
+    Computed in float64; NaN when either holds a NaN, 0 for empty arrays.
+    """
+    a, b = _np(a).astype(np.float64), _np(b).astype(np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"max_abs_difference: shapes differ, {a.shape} vs {b.shape}")
+    return float(np.max(np.abs(a - b))) if a.size else 0.0

@@ -29,7 +29,7 @@ import time
 import traceback
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +39,13 @@ from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from bnstudy import __version__
 from bnstudy.catalogue import METRICS
-from bnstudy.protocol import Protocol, Trial
+from bnstudy.protocol import Protocol, ProtocolError, Trial
 from bnstudy.store import CONSOLIDATE_EVERY, ResultStore, StoreError
 from bnstudy.train import TrialResult, run_trial
 
-TrialFn = Callable[[Trial, str], TrialResult]
+#: Trains one trial: ``(trial, device, data_options)``, where ``data_options`` are the
+#: resolved options of the trial's dataset (paths included), for ``build_dataset``.
+TrialFn = Callable[[Trial, str, Mapping[str, Any]], TrialResult]
 
 
 @dataclass
@@ -175,10 +177,11 @@ def _run_locked(
     finished = store.finished_ids()
     todo = [t for t in trials if t.trial_id not in finished]
     summary = RunSummary(store.path, total=len(trials), skipped=len(trials) - len(todo))
+    data_options = prepare_datasets(protocol, {t.dataset for t in todo})
     start = time.perf_counter()
     results: Iterable[tuple[Trial, TrialResult]] = ()
     try:
-        results = _execute(todo, jobs or default_jobs(), device, trial_fn)
+        results = _execute(todo, jobs or default_jobs(), device, trial_fn, data_options)
         for trial, result in results:
             store.append(trial_row(trial, result), metadata)  # explains itself if killed
             summary.statuses[result.status] += 1
@@ -203,16 +206,39 @@ def _run_locked(
     return summary
 
 
+def prepare_datasets(protocol: Protocol, names: set[str]) -> dict[str, dict[str, Any]]:
+    """Build each dataset's cached pool once, here in the parent; its resolved options.
+
+    Workers then only load the cache: nothing regenerates MNIST-1D or re-reads CIFAR per
+    trial. A dataset that cannot be read is the user's error, before any trial starts.
+    """
+    from bnstudy.data import DatasetError, prepare_dataset
+
+    options = {}
+    for name in sorted(names):
+        options[name] = protocol.dataset_options(name)
+        try:
+            prepare_dataset(name, options[name])
+        except DatasetError as exc:
+            raise ProtocolError(f"datasets.{name}: {exc}") from None
+    return options
+
+
 def _execute(
-    trials: list[Trial], jobs: int, device: str, trial_fn: TrialFn
+    trials: list[Trial],
+    jobs: int,
+    device: str,
+    trial_fn: TrialFn,
+    data_options: Mapping[str, Mapping[str, Any]],
 ) -> Iterable[tuple[Trial, TrialResult]]:
     if not trials:
         return iter(())
     parent_pid = os.getpid()
+    calls = ((trial_fn, t, device, data_options[t.dataset], parent_pid) for t in trials)
     if jobs == 1:  # in-process: easier to debug, no worker start-up
-        return (_run_one(trial_fn, t, device, parent_pid) for t in trials)
+        return (_run_one(*call) for call in calls)
     parallel = joblib.Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
-    return parallel(joblib.delayed(_run_one)(trial_fn, t, device, parent_pid) for t in trials)
+    return parallel(joblib.delayed(_run_one)(*call) for call in calls)
 
 
 def _stop(results: Iterable[tuple[Trial, TrialResult]]) -> None:
@@ -225,7 +251,11 @@ def _stop(results: Iterable[tuple[Trial, TrialResult]]) -> None:
 
 
 def _run_one(
-    trial_fn: TrialFn, trial: Trial, device: str, parent_pid: int
+    trial_fn: TrialFn,
+    trial: Trial,
+    device: str,
+    data_options: Mapping[str, Any],
+    parent_pid: int,
 ) -> tuple[Trial, TrialResult]:
     """Worker entry point: one torch thread, and every exception becomes a failed row."""
     _exit_with_parent(parent_pid)
@@ -235,7 +265,7 @@ def _run_one(
     torch.set_num_threads(1)
     started = dt.datetime.now(dt.UTC)
     try:
-        return trial, trial_fn(trial, device)
+        return trial, trial_fn(trial, device, data_options)
     except Exception as exc:  # noqa: BLE001 - failure is data, recorded with its cause
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}"
         return trial, TrialResult.failed(error, started_at=started, device=device)

@@ -85,9 +85,8 @@ def check_feasible(protocol: Protocol, source: str) -> None:
                 check_architecture_input(arch, shape)
             except ValueError as exc:
                 raise ProtocolError(
-                    f"{source}: factors.architecture: {exc}, but dataset {name!r} gives "
-                    f"{shape}; leave the pair out with exclude: [{{architecture: {arch}, "
-                    f"dataset: {name}}}]"
+                    f"{source}: factors.architecture: {exc} (dataset {name!r}); leave the "
+                    f"pair out with exclude: [{{architecture: {arch}, dataset: {name}}}]"
                 ) from None
         settings = ("train_per_class", "imbalance_ratio", "imbalance_profile", "step_fraction")
         for key in dict.fromkeys(tuple(c[k] for k in (*settings, "batch_size")) for c in of_data):

@@ -1,7 +1,15 @@
 import pytest
 import torch
+from torch import nn
 
-from bnstudy.models import architecture_names, build_model, head_names
+from bnstudy.models import (
+    architecture_info,
+    architecture_names,
+    build_model,
+    head_names,
+    hidden_relu,
+    registry,
+)
 
 HEADS = [
     "plain",
@@ -22,7 +30,17 @@ def seed_of(name: str) -> int:
 
 def test_registries_hold_all_variants():
     assert sorted(HEADS) == head_names()
-    assert architecture_names() == ["cnn", "mlp"]
+    assert architecture_names() == [
+        "cnn",
+        "cnn1d",
+        "cnn_flatten",
+        "mlp",
+        "preact_resnet20",
+        "resnet20",
+        "resnet32",
+        "vgg11",
+        "vgg11_bn",
+    ]
 
 
 @pytest.mark.parametrize("architecture", ["mlp", "cnn"])
@@ -34,6 +52,55 @@ def test_every_head_runs_forward_and_backward(architecture, head):
     logits.logsumexp(1).mean().backward()
     assert model.head.fc.weight.grad is not None
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("architecture", architecture_names())
+@pytest.mark.parametrize("head", ["bn", "hidden_relu_bn", "logit_bn"])
+def test_heads_run_on_every_architecture(architecture, head):
+    shape = (1, 40) if architecture_info(architecture).inputs == ("signal",) else (3, 8, 8)
+    model = build_model(architecture, head, shape, 10, seed_of)
+    logits = model(torch.randn(4, *shape))
+    assert logits.shape == (4, 10)
+    logits.logsumexp(1).mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+class BareHead(nn.Module):
+    """A head that follows only the contract: no ``pre``, no ``post``, a final ``fc``."""
+
+    def __init__(self, d: int, num_classes: int):
+        super().__init__()
+        self.project = nn.Linear(d, 8)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, features):
+        return self.fc(self.act(self.project(features)))
+
+
+def test_any_module_with_a_final_fc_is_a_head(monkeypatch):
+    monkeypatch.setitem(registry._HEADS, "bare", BareHead)
+    model = build_model("cnn", "bare", (3, 8, 8), 10, seed_of)
+    assert model(torch.randn(4, 3, 8, 8)).shape == (4, 10)
+    assert hidden_relu(model.head) is model.head.act
+    reference = build_model("cnn", "plain", (3, 8, 8), 10, seed_of)
+    assert torch.equal(model.body.blocks[0][0].weight, reference.body.blocks[0][0].weight)
+
+
+def test_a_head_without_fc_is_refused(monkeypatch):
+    monkeypatch.setitem(registry._HEADS, "nofc", lambda d, c: nn.Sequential(nn.Linear(d, c)))
+    with pytest.raises(TypeError, match="no final nn.Linear named 'fc'"):
+        build_model("mlp", "nofc", (3, 8, 8), 10, seed_of)
+
+
+@pytest.mark.parametrize(
+    ("head", "relu"),
+    [("plain", None), ("bn", None), ("hidden", "pre.relu"), ("hidden_relu_bn", "pre.relu")],
+)
+def test_hidden_relu_finds_the_units_feeding_fc(head, relu):
+    model = build_model("mlp", head, (3, 8, 8), 10, seed_of)
+    expected = None if relu is None else model.head.get_submodule(relu)
+    assert hidden_relu(model.head) is expected
 
 
 def test_bnneck_has_frozen_shift_and_no_fc_bias():

@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from bnstudy.models import build_model
+from bnstudy.models import architecture_info, architecture_names, build_model
 from bnstudy.protocol import Trial
 from bnstudy.train import batch_order
 
@@ -13,24 +14,41 @@ def arm(make_trial, head: str) -> Trial:
     )  # fmt: skip
 
 
+def input_shape(architecture: str) -> tuple[int, ...]:
+    return (1, 40) if architecture_info(architecture).inputs == ("signal",) else (3, 16, 16)
+
+
 def build(trial: Trial, architecture: str = "cnn"):
     return build_model(
         architecture,
         trial.head,
-        (3, 16, 16),
+        input_shape(architecture),
         10,
         init_seed=lambda name: trial.stream_seed("init/" + name),
     )
 
 
-def test_arms_of_a_block_share_body_and_fc_init(make_trial):
-    for architecture in ["cnn", "mlp"]:
-        plain = build(arm(make_trial, "plain"), architecture)
-        for head in ["bn", "bnneck", "hidden_relu_bn", "logit_bn", "ln"]:
-            other = build(arm(make_trial, head), architecture)
-            for key, value in plain.body.state_dict().items():
-                assert torch.equal(value, other.body.state_dict()[key]), (head, key)
-            assert torch.equal(plain.head.fc.weight, other.head.fc.weight), head
+@pytest.mark.parametrize("architecture", architecture_names())
+def test_arms_of_a_block_share_body_and_fc_init(make_trial, architecture):
+    plain = build(arm(make_trial, "plain"), architecture)
+    for head in ["bn", "bnneck", "hidden_relu_bn", "logit_bn", "ln"]:
+        other = build(arm(make_trial, head), architecture)
+        assert plain.body.state_dict().keys() == other.body.state_dict().keys()
+        for key, value in plain.body.state_dict().items():
+            assert torch.equal(value, other.body.state_dict()[key]), (head, key)
+        assert torch.equal(plain.head.fc.weight, other.head.fc.weight), head
+
+
+@pytest.mark.parametrize("architecture", architecture_names())
+def test_body_init_differs_across_seeds_and_layers(make_trial, architecture):
+    a = build(arm(make_trial, "plain"), architecture)
+    b = build(Trial(**{**arm(make_trial, "plain").settings(), "seed": 4}), architecture)
+    weights = {k: v for k, v in a.body.state_dict().items() if k.endswith("weight") and v.ndim > 1}
+    assert len(weights) >= 2
+    for key, value in weights.items():
+        assert not torch.equal(value, b.body.state_dict()[key]), key
+    first, second = list(weights.values())[:2]
+    assert not torch.equal(first.flatten()[:10], second.flatten()[:10])
 
 
 def test_hidden_heads_share_the_hidden_layer_init(make_trial):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from bnstudy.models.registry import register_architecture
+from bnstudy.models.registry import check_architecture_input, register_architecture
 
 WIDTHS = (16, 32, 64)
 
@@ -43,8 +43,13 @@ class CNNBody(nn.Module):
         return self.pool(self.blocks(x))
 
 
-@register_architecture("cnn")
+@register_architecture(
+    "cnn",
+    inputs=("image",),
+    ends_in_norm=True,
+    pooling="global_avg",
+    tail="conv -> BN -> ReLU -> GAP",
+)
 def cnn(input_shape: tuple[int, ...]) -> CNNBody:
-    if len(input_shape) != 3:
-        raise ValueError(f"cnn needs image inputs (channels, height, width); got {input_shape}")
+    check_architecture_input("cnn", input_shape)
     return CNNBody(input_shape)

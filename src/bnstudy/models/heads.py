@@ -1,10 +1,18 @@
 """The head variants (the treatment of SCIENCE.md), placed after the body's pooled features.
 
-Every head is ``post(fc(pre(features)))``. Layers before the final FC live in ``pre`` with
-descriptive names (``pre.hidden``, ``pre.bn``, ...), the final FC is always ``fc`` and a norm
-on the logits is ``post``. Shared names mean shared initial weights across heads: ``head.fc``
-in every head, ``head.pre.hidden`` in the three hidden-layer heads. The hidden layer keeps
-the feature width, so ``head.fc`` has the same shape in every head.
+**The contract** (what the rest of bnstudy may assume of any head, built-in or registered
+elsewhere): an ``nn.Module`` mapping features ``(n, in_features)`` to logits
+``(n, num_classes)`` whose final linear layer is the attribute ``fc`` (an ``nn.Linear``; its
+bias may be ``None``, as in ``bnneck``). Nothing else: no ``pre``/``post`` attributes, no
+``nn.Sequential`` structure. Code looking for the hidden ReLU units feeding ``fc`` calls
+:func:`hidden_relu`, which works on any module; code looking for the input of the final FC
+hooks ``head.fc`` (``register_forward_pre_hook``).
+
+**The built-in heads** are all :class:`Head`, ``post(fc(pre(features)))``. Layers before the
+final FC live in ``pre`` with descriptive names (``pre.hidden``, ``pre.bn``, ...), the final FC
+is always ``fc`` and a norm on the logits is ``post``. Shared names mean shared initial weights
+across heads: ``head.fc`` in every head, ``head.pre.hidden`` in the three hidden-layer heads.
+The hidden layer keeps the feature width, so ``head.fc`` has the same shape in every head.
 """
 
 from __future__ import annotations
@@ -34,6 +42,17 @@ class Head(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.post(self.fc(self.pre(features)))
+
+
+def hidden_relu(head: nn.Module) -> nn.ReLU | None:
+    """The last ``nn.ReLU`` registered in ``head`` (the hidden units feeding ``fc``), or None.
+
+    Works on any head that follows the contract, not only :class:`Head`: it searches
+    ``head.modules()`` in registration order. In ``hidden`` and ``hidden_bn_relu`` its output is
+    the input of ``fc``; in ``hidden_relu_bn`` a BN sits between them.
+    """
+    relus = [module for module in head.modules() if isinstance(module, nn.ReLU)]
+    return relus[-1] if relus else None
 
 
 def _bnneck_bn(d: int) -> nn.BatchNorm1d:

@@ -6,7 +6,7 @@ import math
 
 from torch import nn
 
-from bnstudy.models.registry import register_architecture
+from bnstudy.models.registry import check_architecture_input, register_architecture
 
 WIDTH = 256
 
@@ -29,6 +29,13 @@ class MLPBody(nn.Module):
         return self.layers(x)
 
 
-@register_architecture("mlp")
+@register_architecture(
+    "mlp",
+    inputs=("any",),
+    ends_in_norm=False,
+    pooling="none",
+    tail="linear -> ReLU (no normalization anywhere)",
+)
 def mlp(input_shape: tuple[int, ...]) -> MLPBody:
+    check_architecture_input("mlp", input_shape)
     return MLPBody(input_shape)
