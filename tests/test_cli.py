@@ -308,3 +308,21 @@ def test_rows_written_before_a_setting_existed_take_its_default():
     assert (current.table["imbalance_profile"] == "exp").all()
     assert (current.table["steps"] == 0).all()
     assert (current.table["label_smoothing"] == 0.0).all()
+
+
+def test_report_exports_markdown_figures_and_latex(finished_run, capsys, monkeypatch, tmp_path):
+    root, _ = finished_run
+    monkeypatch.chdir(root)
+    out, figures, latex = tmp_path / "r.md", tmp_path / "figs", tmp_path / "est.tex"
+    argv = ["report", "data/results/tiny.parquet", "--format", "md", "-o", str(out)]
+    assert main([*argv, "--figures", str(figures), "--latex", str(latex)]) == 0
+    text = out.read_text()
+    assert text.startswith("# tiny") and "What the evidence shows" in text
+    prose = text.split("```")[::2]  # outside code blocks (the protocol text is one)
+    assert not any("<script>" in part for part in prose)  # the description's markup is escaped
+    svgs = {p.stem for p in figures.glob("*.svg")}
+    assert svgs and svgs == {p.stem for p in figures.glob("*.png")} == {
+        p.stem for p in figures.glob("*.pdf")
+    }
+    assert list((tmp_path / "r_figures").glob("*.svg"))  # the Markdown's own figures
+    assert "\\begin{tabular" in latex.read_text()

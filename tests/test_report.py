@@ -112,3 +112,83 @@ def test_report_shows_intention_to_treat_and_the_ok_only_check():
     # the verdict grid holds primary rows only: one row per variant
     grid = html.split("Overall effect of each variant")[1].split("<h3>Every trial counts")[0]
     assert "unadjusted" not in grid and grid.count(f"{primary['estimate']:+.2f} pp") == 1
+
+
+# -- shared by tests/test_report_*.py ---------------------------------------------------
+
+
+def simulated_with_detail(failed: float = 0.05, seed: int = 3):
+    """The simulated study with failures and the list/mechanism columns a real run records."""
+    from bnstudy.report.synthetic import with_detail_columns
+
+    protocol = parse_protocol(PROTOCOL, "sim.yaml")
+    table = with_detail_columns(simulate_results(protocol, effect=-1.0, seed=seed, failed=failed))
+    return protocol, table, analyze(table, protocol)
+
+
+class PageStructure:
+    """What an HTML page holds, parsed with the standard library: element ids, in-page links,
+    figures (and whether each holds an inline SVG), tables (their header rows), h2 titles,
+    and every attribute of every element."""
+
+    def __init__(self, html: str):
+        from html.parser import HTMLParser
+
+        self.ids: list[str] = []
+        self.links: list[str] = []
+        self.figures: dict[str, bool] = {}
+        self.table_header_rows: list[int] = []
+        self.empty_header_cells = 0
+        self.h2: list[str] = []
+        self.attributes: list[tuple[str, str, str]] = []  # (tag, name, value)
+        page = self
+
+        class Parser(HTMLParser):
+            figure: str | None = None
+            in_thead = False
+            in_th = False
+            th_text = ""
+            in_h2 = False
+
+            def handle_starttag(self, tag, attrs):
+                a = dict(attrs)
+                page.attributes += [(tag, k, v or "") for k, v in attrs]
+                if "id" in a:
+                    page.ids.append(a["id"])
+                if tag == "a" and "href" in a:
+                    page.links.append(a["href"])
+                if tag == "figure":
+                    self.figure = a.get("id", "")
+                    page.figures[self.figure] = False
+                if tag == "svg" and self.figure is not None:
+                    page.figures[self.figure] = True
+                if tag == "table":
+                    page.table_header_rows.append(0)
+                if tag == "thead":
+                    self.in_thead = True
+                if tag == "tr" and self.in_thead:
+                    page.table_header_rows[-1] += 1
+                if tag == "th":
+                    self.in_th, self.th_text = True, ""
+                if tag == "h2":
+                    self.in_h2 = True
+                    page.h2.append("")
+
+            def handle_endtag(self, tag):
+                if tag == "figure":
+                    self.figure = None
+                if tag == "thead":
+                    self.in_thead = False
+                if tag == "th":
+                    self.in_th = False
+                    page.empty_header_cells += not self.th_text.strip()
+                if tag == "h2":
+                    self.in_h2 = False
+
+            def handle_data(self, data):
+                if self.in_th:
+                    self.th_text += data
+                if self.in_h2:
+                    page.h2[-1] += data
+
+        Parser().feed(html)

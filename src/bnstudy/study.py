@@ -11,7 +11,7 @@ Default locations: ``protocols/NAME.yaml`` -> ``data/results/NAME.parquet`` ->
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +29,7 @@ from bnstudy.protocol import (
 from bnstudy.store import Results, ResultStore, StoreError, read_results
 
 if TYPE_CHECKING:  # keep torch out of analysis-only imports
+    from bnstudy.progress import Progress
     from bnstudy.runner import RunSummary
     from bnstudy.stats import Analysis
     from bnstudy.train import TrialResult
@@ -114,8 +115,8 @@ def results_path(protocol: Protocol) -> Path:
     return RESULTS_DIR / f"{protocol.name}.parquet"
 
 
-def report_path(protocol: Protocol) -> Path:
-    return REPORTS_DIR / f"{protocol.name}.html"
+def report_path(protocol: Protocol, format: str = "html") -> Path:
+    return REPORTS_DIR / f"{protocol.name}.{format}"
 
 
 # -- plan -------------------------------------------------------------------------------
@@ -179,14 +180,27 @@ def run(
     jobs: int | None = None,
     results: str | Path | None = None,
     report: str | Path | None = None,
-    device: str = "cpu",
+    device: str | None = None,
     analyse: bool = True,
     on_result: Callable[[int, int, Trial, TrialResult], None] | None = None,
     adopt_foreign: bool = False,
+    *,
+    devices: str | Sequence[str] = "auto",
+    per_device: int | None = None,
+    pack: int | str = "auto",
+    deterministic: bool = True,
+    timeout_s: float | None = None,
+    backend: str | None = None,
+    scheduler: str | None = None,
+    threads: int | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> Outcome:
     """Train every missing trial, then (unless ``analyse`` is False) analyse and report.
 
-    A results file written by another study is refused unless ``adopt_foreign``.
+    Execution options (``devices``, ``per_device``, ``pack``, ``deterministic``,
+    ``timeout_s``, ``backend``, ``scheduler``, ``threads``; ``device`` is the older spelling
+    of one device) are those of :func:`bnstudy.runner.run_protocol`. A results file written
+    by another study is refused unless ``adopt_foreign``.
     """
     from bnstudy.runner import run_protocol
 
@@ -198,6 +212,15 @@ def run(
         device=device,
         on_result=on_result,
         adopt_foreign=adopt_foreign,
+        devices=devices,
+        per_device=per_device,
+        pack=pack,
+        deterministic=deterministic,
+        timeout_s=timeout_s,
+        backend=backend,
+        scheduler=scheduler,
+        threads=threads,
+        on_progress=on_progress,
     )
     if summary.interrupted or summary.aborted or not analyse:
         return Outcome(summary, results, None, None)
@@ -277,22 +300,54 @@ def analyze(path: str | Path) -> Analysis:
     return analyze_recorded(load_results(path))
 
 
-def write_report(recorded: Recorded, analysis: Analysis, out: str | Path) -> Path:
-    from bnstudy.report import render
+def write_report(
+    recorded: Recorded,
+    analysis: Analysis,
+    out: str | Path,
+    format: str = "html",
+    figures: str | Path | None = None,
+    latex: str | Path | None = None,
+) -> Path:
+    """Write the report as one self-contained HTML file, or as Markdown with its figures in
+    ``OUT_figures/``; optionally every figure as SVG, PNG and PDF into ``figures`` and the
+    estimates as a LaTeX table into ``latex``."""
+    from bnstudy import report as R
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = recorded.results
-    html = render(analysis, results.table, recorded.protocol, results.metadata)
-    out.write_text(html, encoding="utf-8")
+    results, protocol = recorded.results, recorded.protocol
+    if format == "md":
+        text = R.render_markdown(
+            analysis,
+            results.table,
+            protocol,
+            results.metadata,
+            figures_dir=out.with_name(out.stem + "_figures"),
+        )
+    elif format == "html":
+        text = R.render(analysis, results.table, protocol, results.metadata)
+    else:
+        raise ValueError(f"unknown report format {format!r}; allowed: html, md")
+    out.write_text(text, encoding="utf-8")
+    if figures is not None:
+        R.write_figures(analysis, results.table, protocol, Path(figures), results.metadata)
+    if latex is not None:
+        Path(latex).write_text(R.estimates_latex(analysis), encoding="utf-8")
     return out
 
 
-def report(path: str | Path, out: str | Path | None = None) -> Path:
-    """Analyse a results file and write its HTML report (default ``reports/NAME.html``)."""
+def report(
+    path: str | Path,
+    out: str | Path | None = None,
+    format: str = "html",
+    figures: str | Path | None = None,
+    latex: str | Path | None = None,
+) -> Path:
+    """Analyse a results file and write its report (default ``reports/NAME.html`` or ``.md``)."""
     recorded = load_results(path)
     analysis = analyze_recorded(recorded)
-    return write_report(recorded, analysis, out or report_path(recorded.protocol))
+    out = out or report_path(recorded.protocol, format)
+    return write_report(recorded, analysis, out, format, figures, latex)
 
 
 def status(protocol: Protocol, results: str | Path | None = None) -> pd.DataFrame:

@@ -1,0 +1,214 @@
+"""The report's sentences: the verdict, intention to treat, moderators and arm levels in words.
+
+Plain strings; the HTML template escapes them, the Markdown writer prints them as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+from bnstudy.catalogue import COLLAPSED, MEASURED_STATUSES, METRICS
+from bnstudy.report.roles import Roles, primary_rows
+from bnstudy.report.views import level_text
+from bnstudy.stats import Analysis
+from bnstudy.stats.imputation import NOT_IMPUTABLE
+
+VERDICT_WORDS = {
+    "better": "Better.",
+    "worse": "Worse.",
+    "equivalent": "Equivalent within the margin.",
+    "equivalent (PI within margin)": (
+        "Equivalent in every condition we can foresee: the prediction interval for a new "
+        "condition lies within the margin."
+    ),
+    "equivalent (on average)": (
+        "Equivalent on average: the mean effect lies within the margin, but the effect in a "
+        "new condition may not."
+    ),
+    "inconclusive": "Inconclusive: neither a difference nor equivalence is shown.",
+}
+RULE_WORDS = {
+    "chance": "chance (a uniform random guesser's score)",
+    "worst": "the worst value measured in their condition (any arm)",
+}
+
+
+def signed(x: float) -> str:
+    """+1.23 / −1.23, with the minus sign the headline uses."""
+    return f"{x:+.2f}".replace("-", "−")
+
+
+def headline(analysis: Analysis, metric: str, variant: str) -> dict[str, str]:
+    """The verdict sentence of one metric x variant, its verdict word and the ok-only check."""
+    row = analysis.headline(metric, variant)
+    if not row:
+        return {}
+    imputed = (
+        f", {row['n_imputed']} of whose values are declared scores of trials without metrics"
+        if row.get("n_imputed")
+        else ""
+    )
+    return {
+        "sentence": f"{row['text']}; {row['n_pairs']} pairs{imputed}.",
+        "verdict": str(row["verdict"]),
+        "verdict_words": VERDICT_WORDS.get(row["verdict"], str(row["verdict"])),
+        "sensitivity": sensitivity_sentence(analysis, row),
+    }
+
+
+def sensitivity_sentence(analysis: Analysis, primary: Mapping) -> str:
+    """The ok-only overall effect beside the headline, when it rests on other trials."""
+    sens = analysis.sensitivity()
+    rows = sens[
+        (sens["metric"] == primary["metric"])
+        & (sens["variant"] == primary["variant"])
+        & (sens["scope"] == "overall")
+    ]
+    if rows.empty:  # every ok pair is also an intention-to-treat pair: these differ
+        return "Sensitivity check (ok trials only): no estimate, fewer than 2 pairs of ok trials."
+    r = rows.iloc[0]
+    if r.n_pairs == primary["n_pairs"] and not primary.get("n_imputed"):
+        return ""  # the same trials: nothing to add
+    unit = analysis.units.get(r.metric, "")
+    return (
+        "Sensitivity check (ok trials only, dropping every block with a collapsed, diverged "
+        f"or failed arm): {signed(r.estimate)} {unit} ({100 * analysis.confidence:g}% CI "
+        f"{signed(r.ci_low)} to {signed(r.ci_high)}), {r.n_pairs} pairs; not the verdict."
+    ).replace("  ", " ")
+
+
+def itt_summary(analysis: Analysis, table: pd.DataFrame, treatment: str) -> dict:
+    """What intention to treat did to this table: collapsed trials kept, and which score the
+    trials without metrics got, per metric (the rule actually used and the values)."""
+    status = table["status"].astype(str) if len(table) else pd.Series(dtype=str)
+    arms = table[treatment] if len(table) else pd.Series(dtype=str)
+    collapsed = arms[status == COLLAPSED]
+    no_metrics = ~status.isin(MEASURED_STATUSES)
+
+    def by(values: pd.Series) -> str:
+        counts = values.value_counts(sort=False)
+        return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+    per_metric = []
+    imp = analysis.imputations
+    for metric in analysis.metrics:
+        rows = imp[imp["metric"] == metric] if imp is not None and len(imp) else imp
+        if rows is None or rows.empty:
+            continue
+        unit = analysis.units.get(metric, "")
+        parts = []
+        for rule, part in rows.groupby("rule", sort=False):
+            n = int(part["n_trials"].sum())
+            if rule == NOT_IMPUTABLE:
+                parts.append(
+                    f"{n} could not be scored (no measured value in their condition, or the "
+                    "metric undefined there); their blocks drop out"
+                )
+                continue
+            low, high = part["value_low"].min(), part["value_high"].max()
+            value = f"{low:.4g}" if low == high else f"{low:.4g} to {high:.4g}"
+            # Say the rule only where it is not the declared one (a fallback to "worst").
+            info = METRICS.get(metric)
+            why = (
+                f"{metric} has no chance level"
+                if info is None or info.chance is None
+                else "the number of classes is unknown"
+            )
+            fallback = (
+                f", {RULE_WORDS.get(rule, rule)}, since {why}"
+                if rule != analysis.failed_score
+                else ""
+            )
+            parts.append(f"{n} trial(s) scored {value} {unit}".rstrip() + fallback)
+        per_metric.append(f"{metric}: " + "; ".join(parts))
+    return {
+        "rule": analysis.failed_score,
+        "rule_words": RULE_WORDS.get(analysis.failed_score, analysis.failed_score),
+        "n_collapsed": len(collapsed),
+        "collapsed_by_head": by(collapsed),
+        "n_no_metrics": int(no_metrics.sum()),
+        "no_metrics_by_status": by(status[no_metrics]),
+        "no_metrics_by_head": by(arms[no_metrics]),
+        "per_metric": per_metric,
+    }
+
+
+def slope_moderator(scope: str, moderators: Mapping[str, str]) -> str | None:
+    """The moderator a slope row's scope names ("log_imbalance_ratio_slope" -> imbalance_ratio):
+    the longest moderator name contained in it."""
+    found = [m for m in moderators if m in scope]
+    return max(found, key=len) if found else None
+
+
+def moderator_sentences(analysis: Analysis, roles: Roles) -> list[dict[str, str]]:
+    """Does a moderator change the effect? Each slope row, with the effect at each level."""
+    est = primary_rows(analysis.primary(), analysis)
+    slopes = est[est["level"].astype(str) == "slope"]
+    out = []
+    for row in slopes.itertuples():
+        factor = slope_moderator(str(row.scope), roles.moderators)
+        if factor is None:
+            continue
+        unit = analysis.units.get(row.metric, "")
+        levels = est[
+            (est["metric"] == row.metric)
+            & (est["variant"] == row.variant)
+            & (est["scope"] == factor)
+        ]
+        try:
+            levels = levels.sort_values("level", key=lambda s: s.astype(float))
+            at = ", ".join(f"{float(r.level):g}: {r.estimate:+.2f}" for r in levels.itertuples())
+        except (TypeError, ValueError):
+            at = ", ".join(f"{r.level}: {r.estimate:+.2f}" for r in levels.itertuples())
+        per = f"ln({factor})" if roles.log_scale(factor) else factor
+        sentence = (
+            f"{row.variant} − {roles.control} on {row.metric} changes by {row.estimate:+.2f} "
+            f"{unit} per unit of {per} ({100 * analysis.confidence:g}% CI "
+            f"{row.ci_low:+.2f} to {row.ci_high:+.2f}; p = {row.p:.2g})"
+            + (f"; effect at {factor} {at}." if at else ".")
+        )
+        out.append(
+            {"sentence": sentence.replace("  ", " "), "verdict": str(row.verdict),
+             "method": str(row.method)}
+        )  # fmt: skip
+    return out
+
+
+def few_conditions(analysis: Analysis, below: int = 5) -> dict[str, float] | None:
+    """The overall model's condition count and df, when too few conditions make its CI wide."""
+    fits = analysis.model_summaries
+    if fits is None or fits.empty:
+        return None
+    overall = fits[(fits["model"] == "overall") & (fits["population"] == "intention-to-treat")]
+    if overall.empty or overall["n_groups"].max() >= below:
+        return None
+    return {"n": int(overall["n_groups"].max()), "df": float(overall["df"].max())}
+
+
+def no_estimate_reason(analysis: Analysis) -> str:
+    diag = analysis.diagnostics
+    if diag is not None and len(diag):
+        warnings = diag[diag["level"] == "warning"]
+        return str((warnings if len(warnings) else diag)["message"].iloc[0])
+    return "no complete pairs of trials."
+
+
+def levels_sentence(overall: pd.DataFrame, metric: str, arms: tuple[str, ...]) -> str:
+    """ "Averaged over every trial: plain 79.9% [79.1, 80.7], bn 78.9% [...]" for one metric."""
+    rows = overall[overall["metric"] == metric]
+    if rows.empty:
+        return ""
+    unit = str(rows["unit"].iloc[0])
+    parts = []
+    for arm in arms:
+        r = rows[rows["arm"] == arm]
+        if r.empty:
+            continue
+        r = r.iloc[0]
+        mean, _, rest = level_text(r["mean"], r["ci_low"], r["ci_high"]).partition(" ")
+        parts.append(f"{arm} {mean}{unit if unit == '%' else ' ' + unit if unit else ''} {rest}")
+    return (
+        f"{metric}, mean over all trials of each arm: " + "; ".join(p.strip() for p in parts) + "."
+    )
