@@ -55,3 +55,21 @@ def test_val_images_are_new_draws():
     flat = lambda x: {r.numpy().tobytes() for r in x.flatten(1)}  # noqa: E731
     assert not flat(pool.x_val) & flat(pool.x_test)
     assert not flat(pool.x_val[:100]) & flat(pool.x_train)
+
+
+def test_the_pool_is_float32_whatever_the_default_dtype():
+    import torch
+
+    from bnstudy.data.synthetic import _sample, _smooth
+
+    generator = torch.Generator().manual_seed(0)
+    reference = _sample(_smooth(10, generator), 2, generator)[0]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        under_float64 = _sample(_smooth(10, generator), 2, generator)[0]
+    finally:
+        torch.set_default_dtype(previous)
+    assert under_float64.dtype == torch.float32
+    assert torch.equal(under_float64, reference)

@@ -34,8 +34,8 @@ _NOISE_STD = 1.0
 def _smooth(n: int, generator: torch.Generator) -> torch.Tensor:
     """n smooth random patterns (n, 3, 16, 16): coarse 4x4 and 8x8 noise, upsampled, summed."""
     channels, height, width = IMAGE_SHAPE
-    coarse = torch.randn(n, channels, 4, 4, generator=generator)
-    medium = torch.randn(n, channels, 8, 8, generator=generator)
+    coarse = torch.randn(n, channels, 4, 4, generator=generator, dtype=torch.float32)
+    medium = torch.randn(n, channels, 8, 8, generator=generator, dtype=torch.float32)
     size = (height, width)
     return F.interpolate(coarse, size=size, mode="bilinear") + 0.5 * F.interpolate(
         medium, size=size, mode="bilinear"
@@ -55,9 +55,12 @@ def _sample(
             rows = torch.nonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx)).flatten()
             x[rows] = torch.roll(x[rows], shifts=(dy, dx), dims=(2, 3))
     low, high = _CONTRAST
-    contrast = low + (high - low) * torch.rand(len(y), 1, 1, 1, generator=generator)
+    # float32 whatever the default dtype: the pool is cached, and every trial must see one pool.
+    contrast = low + (high - low) * torch.rand(
+        len(y), 1, 1, 1, generator=generator, dtype=torch.float32
+    )
     nuisance = _NUISANCE_AMPLITUDE * _smooth(len(y), generator)
-    noise = _NOISE_STD * torch.randn(x.shape, generator=generator)
+    noise = _NOISE_STD * torch.randn(x.shape, generator=generator, dtype=torch.float32)
     return contrast * x + nuisance + noise, y
 
 

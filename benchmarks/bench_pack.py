@@ -1,0 +1,164 @@
+"""Benchmark: seed packing, per-trial throughput packed vs one at a time (issue #8).
+
+    python benchmarks/bench_pack.py [--device cuda|cpu] [--ks 1,4,16,32,64] [--epochs 10]
+                                    [--singles 3] [--threads 1] [--quick]
+
+The trial is the quick study's CNN (``protocols/quick.yaml``: ``cnn`` with head ``bn`` on the
+synthetic 3x16x16 images, 300 per class at imbalance ratio 10, batches of 64, SGD lr 0.05,
+weight decay 5e-4, 10 epochs), whole: dataset, training and every evaluation metric.
+
+- **one at a time**: ``run_trial`` on ``--singles`` seeds in sequence, before and again after
+  the packs; the median wall time of a trial over both.
+- **packed**: ``run_pack`` on K seeds; its wall time over K is the time per trial; the speedup
+  is one-at-a-time over packed, per trial. Same process, same device, after a warm-up.
+- **steps**: milliseconds per training step of the packed model alone (forward, backward,
+  SGD) on random data, as in the prototype table of MEASURED.md.
+- **agreement**: the seeds run both ways are compared: largest difference of the final
+  training loss and of the balanced accuracy, and whether the statuses match (float32 on the
+  device, so rounding, not zero).
+
+``--quick`` (2 single trials, 20 timed steps; still the whole 10-epoch trials, since shorter
+ones overweight the fixed costs of a pack) keeps the whole run well under a minute on a GPU
+(about 15 s on an H200). The machine is described first; CPU runs use ``--threads`` torch threads
+(default 1, as in a runner worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import zlib
+
+import torch
+import torch.nn.functional as F
+from bench_train import describe_machine  # same folder
+
+from bnstudy.models import build_model
+from bnstudy.models.packed import pack_inputs, pack_models
+from bnstudy.packing import run_pack
+from bnstudy.protocol import Trial
+from bnstudy.train import run_trial
+
+
+def quick_trial(seed: int, epochs: int) -> Trial:
+    return Trial(
+        seed=seed, architecture="cnn", head="bn", dataset="synthetic", imbalance_ratio=10.0,
+        train_per_class=300, epochs=epochs, batch_size=64, lr=0.05, optimizer="sgd",
+        weight_decay=5e-4,
+    )  # fmt: skip
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(device: str, fn):
+    sync(device)
+    start = time.perf_counter()
+    result = fn()
+    sync(device)
+    return time.perf_counter() - start, result
+
+
+def step_ms(copies: int, device: str, steps: int) -> float:
+    """Mean wall milliseconds of one training step of K packed quick CNNs (batch 64 each)."""
+    models = [
+        build_model("cnn", "bn", (3, 16, 16), 10, lambda n, k=k: zlib.crc32(f"{k}/{n}".encode()))
+        for k in range(copies)
+    ]
+    model = pack_models(models).to(device).train()
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+    x = pack_inputs(torch.randn(64, copies, 3, 16, 16, device=device))
+    y = torch.randint(0, 10, (64 * copies,), device=device)
+
+    def step():
+        loss = F.cross_entropy(model(x).view(64 * copies, 10), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(5):
+        step()
+    seconds, _ = timed(device, lambda: [step() for _ in range(steps)])
+    return 1e3 * seconds / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--ks", default="1,4,16,32,64", help="pack sizes, comma-separated")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--singles", type=int, default=3, help="trials run one at a time")
+    parser.add_argument("--steps", type=int, default=50, help="timed steps per K (steps table)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
+    parser.add_argument("--quick", action="store_true", help="2 singles, 20 timed steps")
+    args = parser.parse_args()
+    if args.quick:
+        args.singles, args.steps = 2, 20
+    ks = [int(k) for k in args.ks.split(",")]
+    device = args.device
+    torch.set_num_threads(args.threads)
+
+    print(describe_machine(args.threads))
+    print(
+        f"device {device}; quick CNN trial (cnn, head bn), synthetic 3x16x16, 300/class at "
+        f"ratio 10, batch 64, SGD, {args.epochs} epochs\n"
+    )
+    run_trial(quick_trial(10_000, 1), device)  # warm-up: pool cache, kernels, cuDNN
+    run_pack([quick_trial(10_000 + k, 1) for k in range(2)], device)
+
+    def one_at_a_time() -> tuple[list[float], list]:
+        seconds, results = [], []
+        for seed in range(args.singles):
+            trial = quick_trial(seed, args.epochs)
+            elapsed, result = timed(device, lambda trial=trial: run_trial(trial, device))
+            seconds.append(elapsed)
+            results.append(result)
+        return seconds, results
+
+    before, single_results = one_at_a_time()
+    print(f"one at a time: {statistics.median(before):.3f} s per trial (median of {args.singles})")
+    packs = {}
+    for copies in ks:
+        trials = [quick_trial(seed, args.epochs) for seed in range(copies)]
+        packs[copies] = timed(device, lambda trials=trials: run_pack(trials, device))
+    # Measured again after the packs, so that a change of load (a shared CPU) shows.
+    after, _ = one_at_a_time()
+    one_s = statistics.median(before + after)
+    print(
+        f"one at a time, after the packs: {statistics.median(after):.3f} s; "
+        f"baseline: {one_s:.3f} s per trial (median of all {2 * args.singles})\n"
+    )
+
+    print(f"{'K':>4} {'pack s':>8} {'s/trial':>8} {'trials/min':>11} {'speedup':>8}")
+    for copies, (seconds, _) in packs.items():
+        per_trial = seconds / copies
+        print(
+            f"{copies:>4} {seconds:>8.2f} {per_trial:>8.3f} {60 / per_trial:>11.1f} "
+            f"{one_s / per_trial:>7.1f}x"
+        )
+
+    print(f"\nms per training step, packed model alone ({args.steps} steps after 5 warm-up)")
+    print(f"{'K':>4} {'ms/step':>8} {'ms/step/copy':>13}")
+    for copies in ks:
+        ms = step_ms(copies, device, args.steps)
+        print(f"{copies:>4} {ms:>8.2f} {ms / copies:>13.3f}", flush=True)
+
+    largest = max(ks)
+    shared = min(largest, args.singles)
+    pairs = list(zip(packs[largest][1][:shared], single_results[:shared], strict=True))
+    loss = max(abs(p.metrics["train_loss"] - s.metrics["train_loss"]) for p, s in pairs)
+    acc = max(abs(p.metrics["balanced_acc"] - s.metrics["balanced_acc"]) for p, s in pairs)
+    statuses = all(p.status == s.status for p, s in pairs)
+    print(
+        f"\nagreement, seeds 0-{shared - 1} packed (K={largest}) vs alone: max |d train_loss| "
+        f"{loss:.2g}, max |d balanced_acc| {acc:.2g}, same statuses: {statuses}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,538 @@
+"""Seed packing: trials that differ only in their seed train as one packed model.
+
+Small models leave a GPU mostly idle; K copies packed into one network (grouped
+convolutions, batched matmuls, per-copy BN statistics; see :mod:`bnstudy.models.packed`)
+cost little more per step than one. Packing is an execution detail: :func:`run_pack` returns,
+for each trial, the :class:`~bnstudy.train.TrialResult` that :func:`bnstudy.train.run_trial`
+gives it, up to float rounding.
+
+**Each copy on its own random streams.** Copy ``k`` is trial ``k``: its data subset is
+``build_dataset(trial_k)``, its initial weights those of ``build_model`` with its
+``init/<module>`` streams (the K models are built as ``run_trial`` builds them, then packed),
+its batches those of its ``order/<epoch>`` streams and sampler, and its evaluation draws
+(``precise_bn``, ``eval_order``) its own. The learning-rate schedule is shared (it depends
+only on settings the trials share). The loss is the sum of the copies' mean losses, so each
+copy's gradient is that of its own loss; gradient clipping is per copy.
+
+**Divergence.** No operation mixes copies, so a copy whose loss turns non-finite cannot
+disturb the others. Like ``run_trial``, the pack looks at the losses at each curve point (one
+host sync); a copy whose curve point is non-finite stops there, as its unpacked trial would:
+its ``diverged`` result is recorded (training loss, steps run, FC weight norms at that
+moment), then its parameters, BN statistics and optimizer state are zeroed and its loss is
+given weight 0. A zero network computes finite zeros with zero gradients (and zero updates
+under SGD and AdamW, weight decay included), so the copy idles without NaN until the pack
+ends. When every copy has stopped, the pack stops.
+
+**Evaluation** mirrors ``train._evaluate`` metric for metric, each copy on its own draws:
+every forward pass (test, validation, PreciseBN, the train-mode predictions of the train/eval
+gap, the BN-fold check) runs packed on the device, the outputs come to the CPU in one
+transfer, and each copy's metrics are the :mod:`bnstudy.metrics` functions of its slice.
+
+**Precision.** In float64 on the CPU a pack equals its trials run alone to about 1e-12
+(curves, metrics, every parameter and BN statistic; ``tests/test_packing.py``). In float32 the
+packed kernels (grouped convolutions, batched matmuls) round differently from the unpacked
+ones, and training amplifies that as it amplifies any rounding: on an H200 the final training
+loss and balanced accuracy of a packed trial differed from the same trial alone about as
+much as two runs alone differ from each other there (GPU kernels are not deterministic).
+
+**Time.** Every result carries the pack's ``started_at``/``ended_at``; ``wall_s`` is the
+pack's wall time divided by K (each trial's share of the device time).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnstudy import metrics as M
+from bnstudy.data import Dataset, build_dataset
+from bnstudy.models import build_model, hidden_relu
+from bnstudy.models.packed import PackedLinear, copy_view, pack_inputs, pack_models
+from bnstudy.protocol import Trial
+from bnstudy.train import (
+    CURVE_EVERY_STEPS,
+    PRECISE_BN_BATCHES,
+    TrialResult,
+    _check_batch_size,
+    _nan_metrics,
+    _now,
+    _optimizer,
+    lr_factor,
+    sample_indices,
+)
+
+#: Architectures whose bodies act per channel and are built only of layers that
+#: :mod:`bnstudy.models.packed` packs (conv, BN, linear, ReLU, pooling, flatten).
+PACKABLE_ARCHITECTURES = ("cnn", "cnn1d", "cnn_flatten", "mlp")
+#: Every built-in head: ``post(fc(pre(x)))`` of linear, BN, ReLU and LayerNorm layers.
+PACKABLE_HEADS = (
+    "bn",
+    "bn_noaffine",
+    "bnneck",
+    "hidden",
+    "hidden_bn_relu",
+    "hidden_relu_bn",
+    "ln",
+    "logit_bn",
+    "plain",
+)
+#: Image-copies per packed evaluation forward (bounds memory at large K); evaluation in eval
+#: mode is per example, so chunking changes nothing but the memory used.
+EVAL_CHUNK = 8192
+
+
+def packable(trial: Trial) -> bool:
+    """Whether ``trial`` can train in a pack: its architecture and head are supported.
+
+    Every other setting (optimizer, schedule, sampler, steps, label smoothing, clipping,
+    dataset) is supported. Unsupported trials run unpacked with ``run_trial``.
+    """
+    return trial.architecture in PACKABLE_ARCHITECTURES and trial.head in PACKABLE_HEADS
+
+
+def check_pack(trials: Sequence[Trial]) -> None:
+    """Raise ``ValueError`` unless ``trials`` can train as one pack.
+
+    They must be at least one, all :func:`packable`, and equal in every setting but ``seed``.
+    """
+    if not trials:
+        raise ValueError("run_pack: no trials given")
+    first = dataclasses.replace(trials[0], seed=0)
+    for trial in trials:
+        if not packable(trial):
+            raise ValueError(
+                f"run_pack: architecture {trial.architecture!r} with head {trial.head!r} is "
+                f"not packable; packable architectures: {', '.join(PACKABLE_ARCHITECTURES)}"
+            )
+        if dataclasses.replace(trial, seed=0) != first:
+            differ = [
+                f.name
+                for f in dataclasses.fields(trial)
+                if f.name != "seed" and getattr(trial, f.name) != getattr(first, f.name)
+            ]
+            raise ValueError(f"run_pack: trials differ in {', '.join(differ)}, not only seed")
+
+
+def run_pack(
+    trials: Sequence[Trial], device: str = "cpu", data_options: Mapping[str, Any] | None = None
+) -> list[TrialResult]:
+    """Train ``trials`` (equal but for their seeds) as one packed model; one result each.
+
+    The results are, in order, those of ``run_trial(trial, device, data_options)`` for each
+    trial (see the module docstring). Models are built in the default dtype (float32, or
+    float64 under ``torch.set_default_dtype``) and the data cast to it. Raises ``ValueError``
+    for trials that cannot be packed (see :func:`check_pack`); any exception fails the whole
+    pack, and the runner records each of its trials as failed.
+    """
+    started_at, start_s = _now(), time.perf_counter()
+    check_pack(trials)
+    trial, copies = trials[0], len(trials)
+    datas = [build_dataset(t, data_options) for t in trials]
+    data = datas[0]
+    models = [
+        build_model(
+            t.architecture,
+            t.head,
+            d.input_shape,
+            d.num_classes,
+            init_seed=lambda name, t=t: t.stream_seed("init/" + name),
+        )
+        for t, d in zip(trials, datas, strict=True)
+    ]
+    _check_same_splits(datas)
+    n = len(data.y_train)
+    _check_batch_size(trial, n, models[0])
+    model = pack_models(models).to(device)
+    dtype = next(model.parameters()).dtype
+    # (K, n, *input_shape) and (K, n): copy k's training set is x_train[k]; a batch of
+    # indices (B, K) gathers x_train[every_copy, index], (B, K, *input_shape).
+    x_train = torch.stack([d.x_train.to(device, dtype) for d in datas])
+    y_train = torch.stack([d.y_train.to(device) for d in datas])
+    every_copy = torch.arange(copies, device=device)
+
+    batch = trial.batch_size
+    steps_per_epoch = n // batch  # the incomplete last batch is dropped
+    total_steps = trial.steps or steps_per_epoch * trial.epochs
+    if total_steps < 1:
+        raise ValueError("a trial needs epochs >= 1 or steps >= 1; got neither")
+    curve_every = CURVE_EVERY_STEPS if trial.steps else steps_per_epoch
+    optimizer = _optimizer(trial, model)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(trial, step, total_steps)
+    )
+
+    losses: list[list[float]] = [[] for _ in trials]
+    stopped_at: list[int | None] = [None] * copies  # steps run when a copy diverged
+    fc_norms: list[list[float] | None] = [None] * copies
+    loss_weight = torch.ones(copies, device=device, dtype=dtype)  # 0: a stopped copy
+    steps_run = logged = 0
+    loss_sum = torch.zeros(copies, device=device, dtype=dtype)
+    model.train()
+    for step in range(total_steps):
+        epoch, within = divmod(step, steps_per_epoch)
+        if within == 0:
+            order = torch.stack(
+                [
+                    sample_indices(t, d.y_train, steps_per_epoch * batch, f"order/{epoch}")
+                    for t, d in zip(trials, datas, strict=True)
+                ],
+                dim=1,
+            ).to(device)  # (steps_per_epoch * batch, K)
+        index = order[within * batch : (within + 1) * batch]
+        logits = model(pack_inputs(x_train[every_copy, index]))
+        loss = _per_copy_cross_entropy(logits, y_train[every_copy, index], trial.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        (loss * loss_weight).sum().backward()
+        if trial.grad_clip > 0:
+            _clip_grad_norm_per_copy(params, copies, trial.grad_clip)
+        optimizer.step()
+        schedule.step()
+        loss_sum += loss.detach()
+        steps_run = step + 1
+        if steps_run % curve_every == 0 or steps_run == total_steps:
+            sums = loss_sum.tolist()  # the one host sync
+            for k in range(copies):
+                if stopped_at[k] is None:
+                    losses[k].append(sums[k] / (steps_run - logged))
+                    if not math.isfinite(losses[k][-1]):
+                        stopped_at[k] = steps_run
+                        fc_norms[k] = model.head.fc.weight[k].detach().norm(dim=1).tolist()
+                        _stop_copy(model, optimizer, copies, k)
+                        loss_weight[k] = 0
+            loss_sum, logged = torch.zeros_like(loss_sum), steps_run
+            if all(s is not None for s in stopped_at):
+                break
+
+    live = [s is None for s in stopped_at]
+    final_norms = model.head.fc.weight.detach().norm(dim=2).tolist()  # (K, C)
+    fc_norms = [final_norms[k] if live[k] else fc_norms[k] for k in range(copies)]
+    outs = [_nan_metrics() for _ in trials]
+    evaluated = _evaluate_pack(trials, model, datas, x_train, live, outs)
+    wall_s = (time.perf_counter() - start_s) / copies
+    ended_at = _now()
+    results = []
+    for k, metrics in enumerate(outs):
+        run = stopped_at[k] or steps_run
+        metrics["train_loss"] = losses[k][-1]
+        metrics["steps_run"] = float(run)
+        metrics["epochs_run"] = run / steps_per_epoch
+        metrics["wall_s"] = wall_s
+        per_class = {
+            "class_counts": list(datas[k].class_counts),
+            "recall": [],
+            "fc_weight_norm": fc_norms[k],
+        }
+        status = "diverged"
+        if evaluated[k] is not None:
+            per_class["recall"], collapsed = evaluated[k]
+            status = "collapsed" if collapsed else "ok"
+        results.append(
+            TrialResult(
+                status=status,
+                error=None,
+                metrics=metrics,
+                curves={"train_loss": losses[k]},
+                per_class=per_class,
+                started_at=started_at,
+                ended_at=ended_at,
+                device=device,
+            )
+        )
+    return results
+
+
+def _check_same_splits(datas: Sequence[Dataset]) -> None:
+    """The copies share the evaluation splits and the training-set size; check it."""
+    first = datas[0]
+    for data in datas[1:]:
+        if len(data.y_train) != len(first.y_train) or data.class_counts != first.class_counts:
+            raise ValueError("run_pack: the copies' training sets differ in size")
+        if not (torch.equal(data.x_test, first.x_test) and torch.equal(data.y_test, first.y_test)):
+            raise ValueError("run_pack: the copies' test sets differ")
+        if not (torch.equal(data.x_val, first.x_val) and torch.equal(data.y_val, first.y_val)):
+            raise ValueError("run_pack: the copies' validation sets differ")
+
+
+# -- training ---------------------------------------------------------------------------
+
+
+def _per_copy_cross_entropy(
+    logits: torch.Tensor, y: torch.Tensor, label_smoothing: float
+) -> torch.Tensor:
+    """Packed logits (B, K * C) and labels (B, K) -> each copy's mean loss, (K,)."""
+    batch, copies = y.shape
+    per_example = F.cross_entropy(
+        logits.reshape(batch * copies, -1),
+        y.reshape(-1),
+        reduction="none",
+        label_smoothing=label_smoothing,
+    )
+    return per_example.view(batch, copies).mean(dim=0)
+
+
+@torch.no_grad()
+def _clip_grad_norm_per_copy(params: list[torch.Tensor], copies: int, max_norm: float) -> None:
+    """``nn.utils.clip_grad_norm_`` applied to each copy's gradients on their own."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.stack([g.view(copies, -1).norm(dim=1) for g in grads])  # (P, K)
+    coef = (max_norm / (norms.norm(dim=0) + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.view(copies, -1).mul_(coef[:, None])
+
+
+@torch.no_grad()
+def _stop_copy(model: nn.Module, optimizer: torch.optim.Optimizer, copies: int, k: int) -> None:
+    """Zero copy ``k``'s parameters, buffers and optimizer state (see "Divergence")."""
+    tensors = [*model.parameters(), *model.buffers()]
+    tensors += [v for state in optimizer.state.values() for v in state.values()]
+    for tensor in tensors:
+        if torch.is_tensor(tensor) and tensor.dim() > 0:  # 0-d: shared counters
+            copy_view(tensor, copies, k).zero_()
+
+
+# -- evaluation -------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _shared_forward(module: nn.Module, x: torch.Tensor, copies: int) -> torch.Tensor:
+    """Every copy of a packed ``module`` on the same inputs x (N, ...) -> (N, K * out)."""
+    rows = max(1, EVAL_CHUNK // copies)
+    outputs = []
+    for chunk in x.split(rows):
+        per_copy = chunk.unsqueeze(1).expand(-1, copies, *chunk.shape[1:])
+        outputs.append(module(pack_inputs(per_copy)))
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def _head_forward_pack(
+    head: nn.Module, features: torch.Tensor, copies: int
+) -> tuple[torch.Tensor, torch.Tensor | None, list[bool]]:
+    """``train._head_forward`` for every copy: logits (N, K, C), units (N, K, u) or None, and
+    whether each copy has such units.
+
+    The units are the output of the head's last ``nn.ReLU`` where it has one; else the input
+    of ``head.fc`` where that is not the features and, for that copy, never negative.
+    """
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [head.fc.register_forward_pre_hook(lambda m, args: seen.update(fc_input=args[0]))]
+    relu = hidden_relu(head)
+    if relu is not None:
+        hooks.append(relu.register_forward_hook(lambda m, args, output: seen.update(relu=output)))
+    try:
+        logits = head(features)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    n = len(features)
+    logits = logits.view(n, copies, -1)
+    if "relu" in seen:
+        return logits, seen["relu"].view(n, copies, -1), [True] * copies
+    fc_input = seen["fc_input"]
+    if fc_input.shape == features.shape and fc_input.data_ptr() == features.data_ptr():
+        return logits, None, [False] * copies
+    units = fc_input.view(n, copies, -1)
+    return logits, units, units.ge(0).all(dim=2).all(dim=0).tolist()
+
+
+@torch.no_grad()
+def _fold_max_abs_diff_pack(
+    head: nn.Module, features: torch.Tensor, logits: torch.Tensor, copies: int
+) -> torch.Tensor:
+    """``train._fold_max_abs_diff`` for every copy: (K,) float64, NaN where it does not apply.
+
+    Each copy's BN is folded into its ``fc`` as :func:`bnstudy.models.fold_bn_into_linear`
+    folds it (in float64, cast back), all copies at once.
+    """
+    pre = getattr(head, "pre", None)
+    nan = torch.full((copies,), math.nan, dtype=torch.float64)
+    if not (isinstance(pre, nn.Sequential) and len(pre) > 0):
+        return nan
+    bn = pre[-1]
+    if not (isinstance(bn, nn.BatchNorm1d) and bn.track_running_stats):
+        return nan
+    mean = bn.running_mean.double().view(copies, -1)
+    sigma = torch.sqrt(bn.running_var.double().view(copies, -1) + bn.eps)
+    gamma = bn.weight.double().view(copies, -1) if bn.weight is not None else 1.0
+    beta = bn.bias.double().view(copies, -1) if bn.bias is not None else 0.0
+    weight = head.fc.weight.double()  # (K, C, d)
+    bias = head.fc.bias.double() if head.fc.bias is not None else 0.0
+    scale = gamma / sigma  # (K, d)
+    shift = (weight @ (beta - scale * mean).unsqueeze(2)).squeeze(2)  # (K, C)
+    folded = copy.deepcopy(head)
+    folded.pre[-1] = nn.Identity()
+    folded.fc = PackedLinear(copies, head.fc.in_features, head.fc.out_features).to(weight.device)
+    folded.fc.weight.copy_(weight * scale.unsqueeze(1))
+    folded.fc.bias.copy_(bias + shift)
+    difference = (folded(features).view(logits.shape).double() - logits.double()).abs()
+    return difference.amax(dim=(0, 2)).cpu()
+
+
+@torch.no_grad()
+def _precise_bn_pack(
+    trials: Sequence[Trial], model: nn.Module, x_train: torch.Tensor, datas: Sequence[Dataset]
+) -> nn.Module | None:
+    """``train.precise_bn`` for every copy at once: a packed copy in eval mode, or None."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not any(m.track_running_stats for m in norms):
+        return None
+    trial = trials[0]
+    precise = copy.deepcopy(model)
+    for module in precise.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            module.reset_running_stats()
+            module.momentum = None
+    batches = min(PRECISE_BN_BATCHES, len(datas[0].y_train) // trial.batch_size)
+    order = torch.stack(
+        [
+            sample_indices(t, d.y_train, batches * t.batch_size, "precise_bn")
+            for t, d in zip(trials, datas, strict=True)
+        ],
+        dim=1,
+    ).to(x_train.device)
+    every_copy = torch.arange(len(trials), device=x_train.device)
+    precise.train()
+    for index in order.split(trial.batch_size):  # (batch, K) each
+        precise(pack_inputs(x_train[every_copy, index]))
+    return precise.eval()
+
+
+@torch.no_grad()
+def _train_mode_predictions(
+    trials: Sequence[Trial], model: nn.Module, x_test: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``train._train_eval_gap``'s draws for every copy: (order, predictions), each (m, K).
+
+    Column k: copy k's ``eval_order`` shuffle of the test set (whole batches only) and its
+    train-mode predictions on those images. None when the test set is smaller than a batch.
+    """
+    n, batch = len(x_test), trials[0].batch_size
+    batches = n // batch
+    if batches == 0:
+        return None
+    orders = []
+    for trial in trials:
+        generator = torch.Generator().manual_seed(trial.stream_seed("eval_order"))
+        orders.append(torch.randperm(n, generator=generator)[: batches * batch])
+    order = torch.stack(orders, dim=1).to(x_test.device)
+    train_mode = copy.deepcopy(model).train()
+    predictions = [
+        train_mode(pack_inputs(x_test[index])).view(batch, len(trials), -1).argmax(dim=2)
+        for index in order.split(batch)
+    ]
+    return order, torch.cat(predictions)
+
+
+@torch.no_grad()
+def _evaluate_pack(
+    trials: Sequence[Trial],
+    model: nn.Module,
+    datas: Sequence[Dataset],
+    x_train: torch.Tensor,
+    live: Sequence[bool],
+    outs: Sequence[dict[str, float]],
+) -> list[tuple[list[float], bool] | None]:
+    """``train._evaluate`` for every live copy: fill ``outs[k]``; (recalls, collapsed) or None.
+
+    The forward passes run packed on the device; their outputs come to the CPU in one go, and
+    each copy's metrics are the :mod:`bnstudy.metrics` functions of its slice, as in
+    ``train._evaluate``.
+    """
+    copies, data = len(trials), datas[0]
+    device, dtype = x_train.device, x_train.dtype
+    x_test = data.x_test.to(device, dtype)
+    model.eval()
+    features = _shared_forward(model.body, x_test, copies)  # (N, K * d)
+    logits, units, has_units = _head_forward_pack(model.head, features, copies)
+    fold = _fold_max_abs_diff_pack(model.head, features, logits, copies)
+    device_outputs = {
+        "features": features.view(len(x_test), copies, -1),
+        **({"units": units} if any(has_units) else {}),
+        "logits": logits,
+        "probs": torch.softmax(logits.double(), dim=2),
+        "fc_norms": model.head.fc.weight.norm(dim=2),  # (K, C)
+    }
+
+    x_val, y_val = getattr(data, "x_val", None), getattr(data, "y_val", None)
+    has_val = x_val is not None and y_val is not None and len(y_val) > 0
+    if has_val:
+        x_val = x_val.to(device, dtype)
+        device_outputs["val_logits"] = _shared_forward(model, x_val, copies).view(
+            len(x_val), copies, -1
+        )
+    precise = _precise_bn_pack(trials, model, x_train, datas)
+    if precise is not None:
+        precise_test = _shared_forward(precise, x_test, copies).view(len(x_test), copies, -1)
+        device_outputs["precise_test"] = precise_test.argmax(dim=2)
+        if has_val:
+            precise_val = _shared_forward(precise, x_val, copies).view(len(x_val), copies, -1)
+            device_outputs["precise_val"] = precise_val.argmax(dim=2)
+    gap = _train_mode_predictions(trials, model, x_test)
+    if gap is not None:
+        device_outputs["gap_order"], device_outputs["gap_pred"] = gap
+    host = {name: tensor.cpu() for name, tensor in device_outputs.items()}  # one sync
+    y_test = data.y_test.cpu()
+
+    evaluated: list[tuple[list[float], bool] | None] = []
+    for k in range(copies):
+        if not live[k]:
+            evaluated.append(None)
+            continue
+        out = outs[k]
+        if has_units[k]:
+            out["head_dead_frac"] = M.dead_unit_fraction(host["units"][:, k])
+            out["head_inactive_frac"] = M.inactive_unit_fraction(host["units"][:, k])
+        out["feature_dead_frac"] = M.dead_unit_fraction(host["features"][:, k])
+        out["feature_inactive_frac"] = M.inactive_unit_fraction(host["features"][:, k])
+
+        logits_k, probs = host["logits"][:, k], host["probs"][:, k]
+        y_pred = logits_k.argmax(dim=1)
+        recalls = M.per_class_recall(y_test, y_pred, data.num_classes)
+        out["test_acc"] = M.accuracy(y_test, y_pred)
+        out["balanced_acc"] = M.balanced_accuracy(y_test, y_pred, data.num_classes)
+        out["macro_f1"] = M.macro_f1(y_test, y_pred, data.num_classes)
+        out["minority_recall"] = M.minority_recall(recalls, data.minority_classes)
+        out["worst_class_recall"] = M.worst_class_recall(recalls)
+        out["ece"] = M.expected_calibration_error(probs, y_test)
+        out["nll"] = M.nll(logits_k, y_test)
+        out["brier"] = M.brier(probs, y_test)
+        out["mean_max_prob"] = M.mean_max_prob(probs)
+        out["fc_weight_norm_rank_corr"] = M.rank_correlation(host["fc_norms"][k], data.class_counts)
+        if gap is None:
+            out["train_eval_gap"] = math.nan
+        else:
+            order, y_pred_train = host["gap_order"][:, k], host["gap_pred"][:, k]
+            out["train_eval_gap"] = M.accuracy(y_test[order], y_pred_train) - M.accuracy(
+                y_test[order], y_pred[order]
+            )
+        out["fold_max_abs_diff"] = float(fold[k])
+
+        if has_val:
+            val_logits = host["val_logits"][:, k]
+            y_val_pred = val_logits.argmax(dim=1)
+            out["val_acc"] = M.accuracy(y_val, y_val_pred)
+            out["val_balanced_acc"] = M.balanced_accuracy(y_val, y_val_pred, data.num_classes)
+            out["val_nll"] = M.nll(val_logits, y_val)
+
+        if precise is None:  # no BN: recomputing nothing leaves the same model
+            out["balanced_acc_precise"] = out["balanced_acc"]
+            out["val_balanced_acc_precise"] = out["val_balanced_acc"]
+        else:
+            out["balanced_acc_precise"] = M.balanced_accuracy(
+                y_test, host["precise_test"][:, k], data.num_classes
+            )
+            if has_val:
+                out["val_balanced_acc_precise"] = M.balanced_accuracy(
+                    y_val, host["precise_val"][:, k], data.num_classes
+                )
+        evaluated.append((recalls, M.is_collapsed(y_pred)))
+    return evaluated
