@@ -8,7 +8,16 @@ from statsmodels.stats.proportion import confint_proportions_2indep
 from bnstudy.stats.bootstrap import block_bootstrap
 from bnstudy.stats.effect_sizes import d_z, probability_of_improvement
 from bnstudy.stats.failures import paired_difference_interval, wilson_interval
-from bnstudy.stats.inference import adjust, p_value, t_interval, tost_p, verdict
+from bnstudy.stats.inference import (
+    UNADJUSTED_WORDS,
+    VERDICTS,
+    adjust,
+    p_value,
+    t_interval,
+    tost_p,
+    unadjusted_words,
+    verdict,
+)
 
 
 def test_holm_by_hand():
@@ -89,3 +98,23 @@ def test_paired_failure_interval_is_newcombe():
     assert (low, high) == pytest.approx((-upper, upper)) and high > 0.1
     low, high = paired_difference_interval(0, 10, 0, 0, 0.95)  # variant always fails
     assert -1 <= low < 1.0 == high
+
+
+def test_adjust_matches_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = rng.uniform(size=rng.integers(1, 15)) ** 3
+        p[rng.random(len(p)) < 0.2] = p[0]  # ties
+        for method in ("holm", "fdr_bh"):
+            np.testing.assert_allclose(adjust(p, method), multipletests(p, method=method)[1])
+
+
+def test_unadjusted_rows_describe_and_never_judge():
+    assert unadjusted_words(-1.0, 0.001, np.nan, 0.05) == "unadjusted: lower"
+    assert unadjusted_words(1.0, 0.001, np.nan, 0.05) == "unadjusted: higher"
+    assert unadjusted_words(1.0, 0.001, np.nan, 0.05, slope=True) == "unadjusted: increasing"
+    assert unadjusted_words(0.1, 0.4, 0.01, 0.05) == "unadjusted: within margin"
+    assert unadjusted_words(0.1, 0.4, 0.2, 0.05) == "unadjusted: inconclusive"
+    assert set(VERDICTS).isdisjoint(UNADJUSTED_WORDS)

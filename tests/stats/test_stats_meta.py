@@ -3,8 +3,15 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
-from bnstudy.stats.meta import heterogeneity, i_squared, per_condition_effects, tau2_dl
+from bnstudy.stats.meta import (
+    heterogeneity,
+    i_squared,
+    per_condition_effects,
+    pooled_effect,
+    tau2_dl,
+)
 
 # Colditz et al. (1994), metafor's dat.bcg: tpos, tneg, cpos, cneg per trial
 BCG = np.array(
@@ -63,3 +70,31 @@ def test_per_condition_effects_by_hand():
     assert out.loc[0.1, "estimate"] == 2.0 and out.loc[0.1, "n_pairs"] == 3
     assert out.loc[0.1, "ci_high"] == pytest.approx(2 + 4.302653 * 1 / np.sqrt(3), rel=1e-6)
     assert out.loc[0.5, "se"] == 0.0
+
+
+def test_pooled_ci_is_hartung_knapp_on_k_minus_1_df():
+    """The normal quantile ignored that tau^2 comes from k effects: with 6 conditions the DL
+    interval excluded 0 where the model's t interval did not (issue #9)."""
+    from statsmodels.stats.meta_analysis import combine_effects
+
+    y, v = bcg_log_rr()
+    table = heterogeneity(y, v, 0.95).set_index("estimator")
+    ref = combine_effects(y, v, method_re="dl", use_t=True)
+    # q = 12.2 >= 1 here: the Hartung-Knapp(-Sidik-Jonkman) interval of statsmodels / metafor
+    low, high = ref.conf_int(alpha=0.05, use_t=True)[3]
+    assert (table.loc["DL", "pooled_ci_low"], table.loc["DL", "pooled_ci_high"]) == (
+        pytest.approx((low, high), rel=1e-8)
+    )
+    assert table.loc["DL", "ci_method"].startswith("Hartung-Knapp")
+    # wider than the old normal interval
+    half_normal = 1.959964 / np.sqrt(np.sum(1 / (v + table.loc["DL", "tau2"])))
+    assert table.loc["DL", "pooled_ci_high"] - table.loc["DL", "pooled"] > half_normal
+
+
+def test_hartung_knapp_scale_is_truncated_at_one():
+    # effects closer together than their variances predict (q < 1): never narrower than t
+    y, v = np.array([0.10, 0.12, 0.09, 0.11]), np.array([0.04, 0.05, 0.04, 0.06])
+    mean, low, high = pooled_effect(y, v, 0.0, 0.95)
+    half = stats.t.ppf(0.975, 3) / np.sqrt(np.sum(1 / v))
+    assert (low, high) == pytest.approx((mean - half, mean + half))
+    assert np.isnan(pooled_effect(y[:1], v[:1], 0.0, 0.95)[1])

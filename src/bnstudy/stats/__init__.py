@@ -1,5 +1,7 @@
-"""Estimands from a results table: paired mixed-model effects, equivalence, heterogeneity,
-multiplicity, robustness, failure rates and seed planning. Imports no torch."""
+"""Estimands from a results table and a plain design description (``bnstudy.design.Design``):
+paired mixed-model effects with prediction intervals for a new condition, equivalence,
+heterogeneity, multiplicity, moderator contrasts and slopes, tuned comparisons, robustness,
+failure rates and seed planning. Imports neither torch nor pydantic."""
 
 from bnstudy.stats.analysis import Analysis, analyze
 from bnstudy.stats.mixed import MixedFit, fit_mixed

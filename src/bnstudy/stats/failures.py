@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from scipy import special, stats
 
 from bnstudy.catalogue import OK
-from bnstudy.protocol import TREATMENT, Protocol
+from bnstudy.design import Design
+from bnstudy.stats.paired import as_design
 
+#: ``arm`` is the treatment level (e.g. a head variant); ``head`` repeats it under its old
+#: name for readers written before the treatment was named by the design (deprecated).
 FAILURE_COLUMNS = [
+    "arm",
     "head",
     "comparison",
     "status",
@@ -57,18 +63,21 @@ def paired_difference_interval(
     return float(max(-1.0, p1 - p2 - lower)), float(min(1.0, p1 - p2 + upper))
 
 
-def failure_rates(table: pd.DataFrame, protocol: Protocol, confidence: float) -> pd.DataFrame:
-    """Failure rate (status != ok) per head, overall and per status kind, with Wilson CIs;
+def failure_rates(table: pd.DataFrame, design: Design | Any, confidence: float) -> pd.DataFrame:
+    """Failure rate (status != ok) per arm, overall and per status kind, with Wilson CIs;
     plus, per variant, the paired difference in failure rate against the control over blocks
     where both arms have a row (Newcombe's hybrid score CI for paired proportions, exact
     McNemar p).
 
-    Returns columns :data:`FAILURE_COLUMNS`; rows with comparison "rate" (per head) or
+    ``design`` names the treatment column and the arms (a Protocol is accepted too).
+    Returns columns :data:`FAILURE_COLUMNS`; rows with comparison "rate" (per arm) or
     "variant - control".
     """
+    design = as_design(design)
+    treatment, control = design.treatment, design.control
     rows = []
     kinds = sorted(set(table["status"].astype(str)) - {OK})
-    for head, sub in table.groupby(TREATMENT, sort=False):
+    for arm, sub in table.groupby(treatment, sort=False):
         n = len(sub)
         status = sub["status"].astype(str)
         for kind in ["any", *kinds]:
@@ -76,7 +85,8 @@ def failure_rates(table: pd.DataFrame, protocol: Protocol, confidence: float) ->
             low, high = wilson_interval(k, n, confidence)
             rows.append(
                 dict(
-                    head=head,
+                    arm=arm,
+                    head=arm,
                     comparison="rate",
                     status=kind,
                     n=n,
@@ -89,15 +99,15 @@ def failure_rates(table: pd.DataFrame, protocol: Protocol, confidence: float) ->
                 )
             )
     failed = table.assign(_f=(table["status"].astype(str) != OK).astype(int))
-    wide = failed.pivot_table(index="block_id", columns=TREATMENT, values="_f", aggfunc="max")
-    for variant in protocol.variants:
-        if variant not in wide or protocol.control not in wide:
+    wide = failed.pivot_table(index="block_id", columns=treatment, values="_f", aggfunc="max")
+    for variant in design.variants:
+        if variant not in wide or control not in wide:
             continue
-        both = wide[[variant, protocol.control]].dropna()
+        both = wide[[variant, control]].dropna()
         n = len(both)
         if n == 0:
             continue
-        fv, fc = both[variant].to_numpy(), both[protocol.control].to_numpy()
+        fv, fc = both[variant].to_numpy(), both[control].to_numpy()
         b, c = int(((fv == 1) & (fc == 0)).sum()), int(((fv == 0) & (fc == 1)).sum())
         a = int(((fv == 1) & (fc == 1)).sum())
         diff = (b - c) / n
@@ -105,8 +115,9 @@ def failure_rates(table: pd.DataFrame, protocol: Protocol, confidence: float) ->
         p = stats.binomtest(b, b + c).pvalue if b + c > 0 else 1.0
         rows.append(
             dict(
+                arm=variant,
                 head=variant,
-                comparison=f"{variant} - {protocol.control}",
+                comparison=f"{variant} - {control}",
                 status="any",
                 n=n,
                 n_failed=b + c,

@@ -3,20 +3,43 @@
 How TOST and multiplicity interact: the difference tests (H0: effect = 0) and the
 equivalence tests (H0: |effect| >= margin) are two families over the same estimates; each is
 adjusted with the protocol's correction over the same set of estimates. An estimate is
-``equivalent`` when its adjusted TOST p < alpha (with no correction, that is exactly "the
+equivalent when its adjusted TOST p < alpha (with no correction, that is exactly "the
 (1 - 2 alpha) CI lies inside +-margin"); otherwise ``better``/``worse`` when its adjusted
 difference p < alpha, the sign read through the metric's direction; else ``inconclusive``.
 Equivalence takes precedence: an effect shown to be smaller than the margin is practically
 negligible even if it is also statistically non-zero (the estimate and CI still show it).
+
+Equivalence comes in two strengths, and the verdict says which:
+
+- ``equivalent (on average)``: the *mean* effect over conditions is inside +-margin (TOST);
+  the effect in a particular new condition may still lie outside it.
+- ``equivalent (PI within margin)``: in addition, the prediction interval for the effect in
+  a new condition (see ``mixed.EffectFit.prediction_interval``) lies inside +-margin: no
+  condition like the ones studied is expected to show a difference beyond the margin. The
+  analysis asks this only of a between-condition variance estimated from about 20
+  conditions or more (``analysis.PI_CLAIM_MIN_DF``).
+
+Rows outside the multiplicity family (moderator levels, slopes and contrasts with family
+"overall") are descriptive, never verdicts: :func:`unadjusted_words` words them
+"unadjusted: higher" / "unadjusted: lower" (the sign of the difference, not a judgement),
+"unadjusted: within margin" or "unadjusted: inconclusive".
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
-VERDICTS = ("better", "worse", "equivalent", "inconclusive")
+EQUIVALENT_ON_AVERAGE = "equivalent (on average)"
+EQUIVALENT_PI = "equivalent (PI within margin)"
+#: Verdicts of rows in the multiplicity family.
+VERDICTS = ("better", "worse", EQUIVALENT_PI, EQUIVALENT_ON_AVERAGE, "inconclusive")
+#: Prefix of every row outside the family: a description, not a verdict.
+UNADJUSTED = "unadjusted: "
+UNADJUSTED_WORDS = tuple(
+    UNADJUSTED + w
+    for w in ("higher", "lower", "increasing", "decreasing", "within margin", "inconclusive")
+)
 
 
 def t_interval(estimate: float, se: float, df: float, confidence: float) -> tuple[float, float]:
@@ -58,30 +81,72 @@ def tost_p(estimate: float, se: float, df: float, margin: float | None) -> float
 def adjust(p: np.ndarray, correction: str) -> np.ndarray:
     """Multiplicity-adjusted p-values; nan entries stay nan and do not count as tests.
 
-    ``correction``: "holm", "fdr_bh" or "none" (passed explicitly: multipletests' default is
-    Holm-Sidak, not Holm).
+    ``correction``: "holm" (Holm's step-down), "fdr_bh" (Benjamini-Hochberg) or "none".
+    Computed here (statsmodels' ``multipletests`` gives the same values but runs a full
+    garbage collection on every call, a tenth of a second).
     """
     p = np.asarray(p, float)
     out = np.full_like(p, np.nan)
     ok = np.isfinite(p)
+    if correction not in ("holm", "fdr_bh", "none"):
+        raise ValueError(f"unknown correction {correction!r}; allowed: holm, fdr_bh, none")
     if correction == "none" or ok.sum() == 0:
         out[ok] = p[ok]
         return out
-    if correction not in ("holm", "fdr_bh"):
-        raise ValueError(f"unknown correction {correction!r}; allowed: holm, fdr_bh, none")
-    out[ok] = multipletests(p[ok], method=correction)[1]
+    x = p[ok]
+    m = len(x)
+    order = np.argsort(x, kind="stable")
+    ranked = x[order]
+    if correction == "holm":
+        steps = np.maximum.accumulate((m - np.arange(m)) * ranked)
+    else:
+        steps = np.minimum.accumulate((m / np.arange(1, m + 1) * ranked)[::-1])[::-1]
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(steps, 1.0)
+    out[ok] = adjusted
     return out
 
 
-def verdict(estimate: float, p_diff: float, p_equiv: float, alpha: float, direction: str) -> str:
+def verdict(
+    estimate: float,
+    p_diff: float,
+    p_equiv: float,
+    alpha: float,
+    direction: str,
+    pi_within_margin: bool | None = None,
+) -> str:
     """better / worse / equivalent / inconclusive (see the module docstring).
 
     ``direction``: "higher" or "lower" is better. A non-significant difference is never read
-    as "no effect": without equivalence it is inconclusive.
+    as "no effect": without equivalence it is inconclusive. ``pi_within_margin``: whether
+    the prediction interval for a new condition lies inside the margin (True: "equivalent
+    (PI within margin)"; False: "equivalent (on average)"; None, no prediction interval
+    considered: plain "equivalent").
     """
     if np.isfinite(p_equiv) and p_equiv < alpha:
-        return "equivalent"
+        if pi_within_margin is None:
+            return "equivalent"
+        return EQUIVALENT_PI if pi_within_margin else EQUIVALENT_ON_AVERAGE
     if np.isfinite(p_diff) and p_diff < alpha:
         improves = estimate > 0 if direction == "higher" else estimate < 0
         return "better" if improves else "worse"
     return "inconclusive"
+
+
+def unadjusted_words(
+    estimate: float, p_diff: float, p_equiv: float, alpha: float, slope: bool = False
+) -> str:
+    """A row outside the multiplicity family, in words that are not a verdict.
+
+    The sign of the difference ("higher"/"lower"; "increasing"/"decreasing" for a slope)
+    when the unadjusted p < alpha, "within margin" when the unadjusted TOST passes, else
+    "inconclusive"; always prefixed :data:`UNADJUSTED`. Never "better"/"worse": with many
+    such rows some reach p < alpha by chance.
+    """
+    if np.isfinite(p_equiv) and p_equiv < alpha:
+        return UNADJUSTED + "within margin"
+    if np.isfinite(p_diff) and p_diff < alpha:
+        if slope:
+            return UNADJUSTED + ("increasing" if estimate > 0 else "decreasing")
+        return UNADJUSTED + ("higher" if estimate > 0 else "lower")
+    return UNADJUSTED + "inconclusive"

@@ -71,13 +71,30 @@ def tau2_pm(y: np.ndarray, v: np.ndarray) -> tuple[float, list[str]]:
     return max(0.0, tau2), [str(w.message) for w in caught]
 
 
+#: How :func:`pooled_effect` builds its interval (the heterogeneity table's ``ci_method``).
+POOLED_CI_METHOD = "Hartung-Knapp, t on k-1 df, variance scale truncated at 1"
+
+
 def pooled_effect(
     y: np.ndarray, v: np.ndarray, tau2: float, confidence: float
 ) -> tuple[float, float, float]:
-    """Inverse-variance random-effects mean with a normal CI, given ``tau2``."""
+    """Inverse-variance random-effects mean with a Hartung-Knapp interval, given ``tau2``.
+
+    The interval is mean +- t_{k-1} sqrt(max(1, q) / sum(w)), w = 1 / (v + tau2),
+    q = sum(w (y - mean)^2) / (k - 1): the Hartung-Knapp(-Sidik-Jonkman) variance on k - 1
+    degrees of freedom, with the scale q truncated at 1 (Roever, Knapp & Friede 2015) so the
+    interval is never narrower than the t interval with the usual variance 1 / sum(w). The
+    normal quantile used before ignored that tau2 is estimated from k effects, and gave too
+    narrow intervals with few conditions. With k = 1 the interval is nan.
+    """
+    y = np.asarray(y, float)
     w = 1 / (np.asarray(v, float) + tau2)
+    k = len(y)
     mean = float(np.sum(w * y) / np.sum(w))
-    half = float(stats.norm.ppf(0.5 + confidence / 2) / np.sqrt(np.sum(w)))
+    if k < 2:
+        return mean, float("nan"), float("nan")
+    q = float(np.sum(w * (y - mean) ** 2) / (k - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, k - 1) * np.sqrt(max(1.0, q) / np.sum(w)))
     return mean, mean - half, mean + half
 
 
@@ -85,7 +102,8 @@ def heterogeneity(y: np.ndarray, v: np.ndarray, confidence: float) -> pd.DataFra
     """Random-effects meta-analysis of k effects ``y`` with variances ``v``, two estimators.
 
     Returns one row per estimator (DerSimonian-Laird, Paule-Mandel): estimator, k, tau2, tau,
-    i2 (fraction), q, q_df, q_p, pooled, pooled_ci_low, pooled_ci_high, note (warnings met).
+    i2 (fraction), q, q_df, q_p, pooled, pooled_ci_low, pooled_ci_high (see
+    :func:`pooled_effect`), ci_method, note (warnings met).
     Caveat: v are per-condition sampling variances from few seeds; their noise inflates Q and
     the moment estimators somewhat (the paired model's REML tau^2 pools them instead).
     """
@@ -111,6 +129,7 @@ def heterogeneity(y: np.ndarray, v: np.ndarray, confidence: float) -> pd.DataFra
                 pooled=pooled,
                 pooled_ci_low=low,
                 pooled_ci_high=high,
+                ci_method=POOLED_CI_METHOD,
                 note="; ".join(dict.fromkeys(note)),
             )
         )

@@ -7,21 +7,32 @@ Which trials bring a value, and which value, depends on the analysis population 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bnstudy.catalogue import METRICS, OK
-from bnstudy.protocol import TREATMENT, Factors, Protocol
+from bnstudy.design import Design
 from bnstudy.stats.imputation import ITT, Scored, score_trials
 
 
-def condition_columns(protocol: Protocol, table: pd.DataFrame | None = None) -> list[str]:
+def as_design(design: Design | Any) -> Design:
+    """A :class:`~bnstudy.design.Design`, from itself or from anything with a ``design()``
+    method (a ``Protocol``: accepted for compatibility, without importing pydantic here)."""
+    if isinstance(design, Design):
+        return design
+    if callable(getattr(design, "design", None)):
+        return design.design()
+    raise TypeError(f"expected a bnstudy Design (or a Protocol), got {type(design).__name__}")
+
+
+def condition_columns(design: Design | Any, table: pd.DataFrame | None = None) -> list[str]:
     """The factor columns that define a condition: every factor except the treatment.
 
     With ``table``, only those present in it (a table may omit constant factors).
     """
-    cols = [f for f in Factors.model_fields if f != TREATMENT]
+    cols = list(as_design(design).conditions)
     return cols if table is None else [c for c in cols if c in table.columns]
 
 
@@ -68,7 +79,7 @@ def usable(table: pd.DataFrame, metric: str) -> pd.Series:
 
 def paired_differences(
     table: pd.DataFrame,
-    protocol: Protocol,
+    design: Design | Any,
     metric: str,
     variant: str,
     population: str = ITT,
@@ -76,8 +87,9 @@ def paired_differences(
 ) -> Pairs:
     """Block-level differences variant - control of ``metric`` on the analysis scale.
 
-    ``population``: "intention-to-treat" (default, the primary analysis: collapsed trials
-    with their metrics, trials without metrics at the protocol's ``failed_score``) or
+    ``design``: a :class:`~bnstudy.design.Design` (or a Protocol). ``population``:
+    "intention-to-treat" (default, the primary analysis: collapsed trials with their
+    metrics, trials without metrics at the design's ``failed_score``) or
     "ok only". ``scored``: the rows' values from :func:`~bnstudy.stats.imputation.
     score_trials` when already computed (it then decides the population). Blocks missing
     an arm (absent, no value in this population, or a non-finite value) drop out and are
@@ -88,23 +100,25 @@ def paired_differences(
     which would only shrink the variance and push towards "equivalent" (a study in which
     every trial diverged would be declared equivalent). The failure-rate analysis counts it.
     """
-    cols = condition_columns(protocol, table)
+    design = as_design(design)
+    cols = condition_columns(design, table)
     if scored is None:
-        spec = protocol.analysis.metrics.get(metric)
+        spec = design.metrics.get(metric)
         scored = score_trials(
             table,
             metric,
             cols,
             population,
-            protocol.analysis.failed_score,
+            design.failed_score,
             spec.direction if spec is not None else None,
         )
-    in_arms = table[TREATMENT].isin([protocol.control, variant]).to_numpy()
+    arm = table[design.treatment]
+    in_arms = arm.isin([design.control, variant]).to_numpy()
     arms = table[in_arms].assign(_value=scored.values[in_arms], _imputed=scored.imputed[in_arms])
     n_blocks = int(arms["block_id"].nunique())
     ok = arms[np.isfinite(arms["_value"].to_numpy(dtype=float))]
-    ctrl = ok[ok[TREATMENT] == protocol.control].drop_duplicates("block_id")
-    var = ok[ok[TREATMENT] == variant].drop_duplicates("block_id")
+    ctrl = ok[ok[design.treatment] == design.control].drop_duplicates("block_id")
+    var = ok[ok[design.treatment] == variant].drop_duplicates("block_id")
     scale = METRICS[metric].scale
     frame = ctrl[["block_id", *cols, "_value", "_imputed"]].merge(
         var[["block_id", "_value", "_imputed"]], on="block_id", suffixes=("_c", "_v"), sort=False

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from bnstudy.catalogue import METRICS
-from bnstudy.protocol import Protocol
+from bnstudy.design import Design
 from bnstudy.stats.mixed import paired_effect_fit
-from bnstudy.stats.paired import condition_columns, paired_differences
+from bnstudy.stats.paired import as_design, condition_columns, paired_differences
 
 PLAN_COLUMNS = [
     "metric",
@@ -121,13 +122,13 @@ def seeds_for_power(
 
 
 def _per_metric(
-    name: str, given: Mapping[str, float] | None, protocol: Protocol, positive: bool
+    name: str, given: Mapping[str, float] | None, design: Design, positive: bool
 ) -> dict[str, float]:
     """Validate a metric -> value mapping: primary metrics only, finite values, > 0 (or
     non-zero with ``positive`` False). Raises ValueError with a one-line message."""
     if given is None:
         return {}
-    primary = list(protocol.analysis.metrics)
+    primary = list(design.metrics)
     if not isinstance(given, Mapping):
         raise ValueError(
             f"{name} must map metric names to values in the metric's units, e.g. "
@@ -152,12 +153,26 @@ def _per_metric(
     return out
 
 
+def design_conditions(design: Design | Any, table: pd.DataFrame) -> int:
+    """How many conditions the study has: from a Protocol's factor levels (exclusions
+    applied), else the number of distinct conditions in ``table``."""
+    combinations = getattr(design, "combinations", None)
+    d = as_design(design)
+    if callable(combinations):
+        return len({tuple(str(c.get(k)) for k in d.conditions) for c in combinations()})
+    cols = condition_columns(d, table)
+    if table.empty:
+        return 0
+    return int(table.groupby(cols, dropna=False).ngroups) if cols else 1
+
+
 def plan_seeds(
     table: pd.DataFrame,
-    protocol: Protocol,
+    design: Design | Any,
     halfwidth: Mapping[str, float] | None = None,
     power: float = 0.8,
     effect: Mapping[str, float] | None = None,
+    n_conditions: int | None = None,
 ) -> pd.DataFrame:
     """Seeds per cell (pairs per condition) needed, per primary metric x variant.
 
@@ -166,37 +181,39 @@ def plan_seeds(
     to detect with ``power`` at the protocol's alpha (two-sided; the half-width that does so
     is |effect| t_{1-alpha/2} / (t_{1-alpha/2} + t_{power})). A metric named in neither
     takes its equivalence margin as the half-width target. Variance components come from the
-    pilot ``table``'s intention-to-treat pairs; the number of conditions from the protocol's
-    design. Returns one row per metric x variant with :data:`PLAN_COLUMNS`.
+    pilot ``table``'s intention-to-treat pairs; the number of conditions is
+    ``n_conditions``, else the protocol's (when ``design`` is a Protocol: its factor levels
+    with exclusions applied), else the pilot's. Returns one row per metric x variant with
+    :data:`PLAN_COLUMNS`.
 
     Raises ValueError for a metric that is not a primary metric of ``protocol``, a
     half-width that is not finite and > 0, an effect that is not finite and non-zero, a
     metric given both, or a power outside [0.5, 1).
     """
-    widths = _per_metric("halfwidth", halfwidth, protocol, positive=True)
-    effects = _per_metric("effect", effect, protocol, positive=False)
+    G = int(n_conditions) if n_conditions is not None else design_conditions(design, table)
+    design = as_design(design)
+    widths = _per_metric("halfwidth", halfwidth, design, positive=True)
+    effects = _per_metric("effect", effect, design, positive=False)
     both = [m for m in widths if m in effects]
     if both:
         raise ValueError(f"give a half-width or an effect for metric {both[0]!r}, not both")
     if effects and not (0.5 <= power < 1):
         raise ValueError(f"power must be in [0.5, 1), got {power!r}")
-    conf = protocol.analysis.confidence
-    cond_cols = condition_columns(protocol)
-    G = int(np.prod([len(getattr(protocol.factors, c)) for c in cond_cols]))
+    conf = design.confidence
     rows = []
-    for metric, spec in protocol.analysis.metrics.items():
-        for variant in protocol.variants:
+    for metric, spec in design.metrics.items():
+        for variant in design.variants:
             row = dict(
                 metric=metric,
                 variant=variant,
-                control=protocol.control,
+                control=design.control,
                 unit=METRICS[metric].unit,
                 n_conditions=G,
             )
             if metric not in table.columns:
                 rows.append(dict(row, feasible=False, note=f"no column {metric!r} in pilot"))
                 continue
-            pairs = paired_differences(table, protocol, metric, variant)
+            pairs = paired_differences(table, design, metric, variant)
             if pairs.n_pairs < 3 or pairs.n_pairs <= pairs.n_conditions:
                 rows.append(
                     dict(
@@ -228,7 +245,7 @@ def plan_seeds(
             if imputed:
                 notes.append(
                     f"{imputed} pilot values are failed trials' declared scores "
-                    f"({protocol.analysis.failed_score})"
+                    f"({design.failed_score})"
                 )
             note = "; ".join(notes)
             if target is None:

@@ -3,12 +3,18 @@
 The generative model, in analysis units (pp for accuracies), for trial (condition c, block b,
 arm h) is::
 
-    y = base + a_c + b_b + [h != control] * (effect_h + slope_h * log(ratio_c) + u_ch) + e
+    y = base + a_c + b_b + [h != control] * (effect_h + slope_h * log(ratio_c) + u_ch + v_ch)
+          - lr_curvature * (ln lr - ln lr*_h)^2 + e
 
 with condition intercepts a_c ~ N(0, condition_sd), block intercepts b_b ~ N(0, block_sd),
-the effect's condition-level deviation u_ch ~ N(0, tau) (heterogeneity) and residual
+the effect's condition-level deviations u_ch ~ N(0, tau) and v_ch ~ Uniform(-spread,
+spread) (heterogeneity), an optional learning-rate optimum lr*_h per arm, and residual
 e ~ N(0, sigma). The paired difference of one block therefore has SD sigma * sqrt(2) around
 its condition's effect. Stored values are divided by the metric's scale, as the runner does.
+
+With tuning factors in the protocol, the selection metric (``select_by``, a validation
+metric) is simulated from the first primary metric's mean (everything but the residual) plus
+its own residual ~ N(0, val_sigma): what a validation split of the same trial would show.
 
 Failures mimic the runner: a diverged or failed trial keeps its row with NaN metrics (a failed
 one also has an empty ``class_counts``), a collapsed one is measured at the metric's chance
@@ -18,14 +24,15 @@ level (a uniform guesser over ``num_classes`` classes).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from bnstudy.catalogue import METRICS
-from bnstudy.protocol import TREATMENT, Factors, Protocol
 
-FACTOR_COLUMNS: list[str] = list(Factors.model_fields)
+if TYPE_CHECKING:  # the protocol (pydantic) is imported only by the functions that need it
+    from bnstudy.protocol import Protocol
 
 
 def simulate_results(
@@ -41,6 +48,10 @@ def simulate_results(
     failed: float = 0.0,
     num_classes: int = 10,
     seed: int = 0,
+    spread: float = 0.0,
+    lr_optimum: Mapping[str, float] | None = None,
+    lr_curvature: float = 0.0,
+    val_sigma: float = 1.0,
 ) -> pd.DataFrame:
     """A results table (one row per trial of ``protocol.expand()``) with known effects.
 
@@ -48,21 +59,27 @@ def simulate_results(
     units of every primary metric. ``missing`` is the fraction of trial rows dropped (never
     run); ``failed`` the fraction kept with a non-ok status: diverged or failed (NaN
     metrics) or collapsed (metrics at chance where the metric has a chance level).
+    ``spread``: condition-level deviations of each variant's effect drawn uniformly from
+    [-spread, spread] (added to the normal ones of SD ``tau``). ``lr_optimum`` maps arm ->
+    its best learning rate; each trial loses ``lr_curvature`` (ln(lr / optimum))^2 analysis
+    units (a tuned comparison's ground truth).
     Returns the runner's columns: trial_id, block_id, status, error, seed, the factors,
     ``class_counts`` (an exponential profile of ``num_classes`` classes at the row's
-    imbalance ratio; empty for failed trials) and one column per primary metric (stored
-    scale).
+    imbalance ratio; empty for failed trials), one column per primary metric (stored
+    scale) and, with tuning factors, the selection metric.
     """
+    design = protocol.design()
+    treatment = design.treatment
     rng = np.random.default_rng(seed)
     trials = protocol.expand()
     rows = pd.DataFrame([t.settings() for t in trials])
     rows.insert(0, "trial_id", [t.trial_id for t in trials])
     rows.insert(1, "block_id", [t.block_id for t in trials])
-    condition_cols = [c for c in FACTOR_COLUMNS if c != TREATMENT]
+    condition_cols = [c for c in design.conditions if c in rows.columns]
     condition = rows.groupby(condition_cols, sort=False).ngroup().to_numpy()
     block = pd.factorize(rows["block_id"])[0]
-    heads = list(getattr(protocol.factors, TREATMENT))
-    arm = pd.Categorical(rows[TREATMENT], categories=heads).codes
+    heads = list(getattr(protocol.factors, treatment))
+    arm = pd.Categorical(rows[treatment], categories=heads).codes
     n_cond, n_block, n_arm = condition.max() + 1, block.max() + 1, len(heads)
 
     def per_head(value: float | Mapping[str, float]) -> np.ndarray:
@@ -72,20 +89,30 @@ def simulate_results(
 
     is_variant = np.array([h != protocol.control for h in heads])
     log_ratio = np.log(rows["imbalance_ratio"].to_numpy(dtype=float))
-    for metric in protocol.analysis.metrics:
+    lr_loss = np.zeros(len(rows))
+    if lr_optimum:
+        best = np.array([lr_optimum.get(h, np.nan) for h in heads])[arm]
+        lr_loss = lr_curvature * np.log(rows["lr"].to_numpy(dtype=float) / best) ** 2
+    metrics = list(design.metrics)
+    for i, metric in enumerate(metrics):
         info = METRICS[metric]
         base = 80.0 if info.unit == "pp" else 1.0
         u = rng.normal(0.0, tau, (n_cond, n_arm)) * is_variant
-        y = (
+        if spread:  # drawn only when asked for, so other tables keep their random streams
+            u += rng.uniform(-spread, spread, (n_cond, n_arm)) * is_variant
+        mean = (
             base
             + rng.normal(0.0, condition_sd, n_cond)[condition]
             + rng.normal(0.0, block_sd, n_block)[block]
             + per_head(effect)[arm]
             + per_head(slope)[arm] * log_ratio
             + u[condition, arm]
-            + rng.normal(0.0, sigma, len(rows))
+            - lr_loss
         )
-        rows[metric] = y / info.scale
+        rows[metric] = (mean + rng.normal(0.0, sigma, len(rows))) / info.scale
+        if i == 0 and design.select_by and design.select_by not in metrics:
+            val = METRICS[design.select_by]
+            rows[design.select_by] = (mean + rng.normal(0.0, val_sigma, len(rows))) / val.scale
 
     status = np.full(len(rows), "ok", dtype=object)
     fail = rng.random(len(rows)) < failed
@@ -93,7 +120,8 @@ def simulate_results(
     rows.insert(2, "status", status)
     rows.insert(3, "error", np.where(fail, "simulated failure", None))
     collapsed = status == "collapsed"
-    for metric in protocol.analysis.metrics:
+    scored = metrics + ([design.select_by] if design.select_by in rows.columns else [])
+    for metric in dict.fromkeys(scored):
         chance = METRICS[metric].chance
         rows.loc[fail & ~collapsed, metric] = np.nan
         # A collapsed network predicts one class: at chance where "chance" means something.
@@ -105,6 +133,30 @@ def simulate_results(
     ]
     keep = rng.random(len(rows)) >= missing
     return rows.loc[keep].reset_index(drop=True)
+
+
+def simulate_paired(
+    n_conditions: int,
+    n_pairs: int,
+    effect: float = 0.0,
+    *,
+    tau: float = 0.0,
+    spread: float = 0.0,
+    sigma: float = float(np.sqrt(2.0)),
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paired differences straight from the paired model, for fast simulations.
+
+    ``n_pairs`` pairs in each of ``n_conditions`` conditions; condition effects effect +
+    N(0, tau) + Uniform(-spread, spread); pair noise N(0, sigma) (sigma = sqrt(2) matches
+    :func:`simulate_results` with its default residual SD 1 per arm). Returns (d (N,),
+    condition codes (N,), the conditions' true effects (G,)).
+    """
+    rng = np.random.default_rng(seed)
+    theta = effect + rng.normal(0.0, tau, n_conditions) + rng.uniform(-spread, spread, n_conditions)
+    groups = np.repeat(np.arange(n_conditions), n_pairs)
+    d = theta[groups] + rng.normal(0.0, sigma, len(groups))
+    return d, groups, theta
 
 
 def _class_counts(num_classes: int, ratio: float, n_max: int = 100) -> list[int]:
