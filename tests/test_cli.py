@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from bnstudy.cli import main
+from bnstudy.stats.analysis import ESTIMATE_COLUMNS
 
 TINY = """\
 name: tiny
@@ -31,11 +32,6 @@ analysis:
   metrics: [balanced_acc, nll]
   bootstrap: {replicates: 200}
 """
-
-ESTIMATE_COLUMNS = [
-    "metric", "variant", "control", "population", "scope", "level", "estimate", "ci_low",
-    "ci_high", "p", "p_adj", "verdict", "n_pairs", "n_imputed", "method",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +91,10 @@ def test_analyze_formats(finished_run, capsys, monkeypatch):
     monkeypatch.chdir(root)
     path = "data/results/tiny.parquet"
     assert main(["analyze", path, "--format", "json"]) == 0
-    records = json.loads(capsys.readouterr().out)
+    document = json.loads(capsys.readouterr().out)
+    for table in ["estimates", "equivalence", "heterogeneity", "robustness", "failures"]:
+        assert table in document["tables"], table  # every table, not only the estimates
+    records = document["tables"]["estimates"]
     assert records and all(list(r) == ESTIMATE_COLUMNS for r in records)
     overall = [r for r in records if r["scope"] == "overall"]
     assert {(r["metric"], r["variant"]) for r in overall} == {("balanced_acc", "bn"), ("nll", "bn")}
@@ -193,7 +192,7 @@ def test_failed_trials_are_recorded_and_the_run_exits_1(tmp_path: Path, monkeypa
     assert main(["analyze", "data/results/tiny.parquet"]) == 3
     assert capsys.readouterr().out.startswith("no estimates: ")
     assert main(["analyze", "data/results/tiny.parquet", "--format", "json"]) == 3
-    assert json.loads(capsys.readouterr().out) == []
+    assert json.loads(capsys.readouterr().out)["tables"]["estimates"] == []
 
 
 def test_a_run_with_nothing_to_estimate_exits_3(tmp_path: Path, monkeypatch, capsys):

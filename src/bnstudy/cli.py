@@ -1,27 +1,25 @@
 """Command line: a thin shell over :mod:`bnstudy.study`.
 
-Exit codes: 0 success; 1 a run finished but some trials failed (they are retried by the
-next run); 2 bad input (a one-line message per problem, no traceback); 3 the results hold
-no estimate (no metric x variant had two complete pairs: every trial diverged, say);
-130 interrupted.
+Exit codes: 0 success; 1 a run finished but some trials failed or ran out of memory (they
+are retried by the next run) or timed out; 2 bad input (a one-line message per problem, no
+traceback); 3 the results hold no estimate (no metric x variant had two complete pairs:
+every trial diverged, say); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bnstudy import __version__, study
-from bnstudy.protocol import WARN_TRIALS, Protocol, ProtocolError, Trial
+from bnstudy.protocol import WARN_TRIALS, Protocol, ProtocolError
 from bnstudy.store import StoreError
 
 if TYPE_CHECKING:
-    from bnstudy.train import TrialResult
+    from bnstudy.progress import ProgressBar, ProgressLines
 
 EXIT_FAILED_TRIALS = 1
 EXIT_USAGE = 2
@@ -76,8 +74,58 @@ def _parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("run", help="train missing trials, then analyse and report")
     p.add_argument("protocol", type=Path)
-    p.add_argument("--jobs", "-j", type=int, help="parallel workers (default: all cores)")
-    p.add_argument("--device", default="cpu", help="torch device for training (default cpu)")
+    p.add_argument("--jobs", "-j", type=int, help="parallel workers (default: one per device slot)")
+    p.add_argument(
+        "--devices",
+        "--device",
+        dest="devices",
+        default="auto",
+        metavar="auto|cpu|cuda:0,cuda:1,...",
+        help="devices to train on (default auto: every visible GPU, honouring "
+        "CUDA_VISIBLE_DEVICES, else the CPU); --device is the older spelling",
+    )
+    p.add_argument(
+        "--per-device",
+        type=int,
+        metavar="K",
+        help="trials at once on each device (default: one per core on the CPU, 4 per GPU)",
+    )
+    p.add_argument(
+        "--pack",
+        default="auto",
+        metavar="K|auto|off",
+        help="train up to K seeds of one arm as one packed model (default auto: 16 on GPUs, "
+        "off on the CPU)",
+    )
+    p.add_argument(
+        "--fast-nondeterministic",
+        action="store_true",
+        help="allow nondeterministic GPU kernels: faster (1.6x measured), but the same command "
+        "can give different numbers; each row records which way it ran",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads per CPU trial (default: the cores divided among the CPU workers; "
+        "with one job, torch's own setting); CPU numbers can differ in the last digits by N",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop a trial after this long and record it as 'timeout', which a resume retries "
+        "only with a longer limit (default: no limit)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["loky", "dask-local", "dask"],
+        help="where workers run: loky processes here (default), a Dask cluster started here "
+        "(dask-local), or an existing one (dask, with --scheduler)",
+    )
+    p.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT", help="the Dask scheduler of --backend dask"
+    )
     p.add_argument("--results", type=Path, help="results file (default data/results/NAME.parquet)")
     p.add_argument("--report", type=Path, help="report file (default reports/NAME.html)")
     p.add_argument("--no-report", action="store_true", help="only train and store")
@@ -96,12 +144,25 @@ def _parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("analyze", help="print the effect estimates of a results file")
     p.add_argument("results", type=Path)
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="table or csv: the estimates; json: every table of the analysis, named",
+    )
     p.set_defaults(func=_analyze)
 
-    p = verbs.add_parser("report", help="write the HTML report of a results file")
+    p = verbs.add_parser("report", help="write the report of a results file")
     p.add_argument("results", type=Path)
-    p.add_argument("-o", "--output", type=Path, help="HTML file (default reports/NAME.html)")
+    p.add_argument("-o", "--output", type=Path, help="report file (default reports/NAME.html|md)")
+    p.add_argument(
+        "--format",
+        choices=["html", "md"],
+        default="html",
+        help="one self-contained HTML file, or Markdown with a NAME_figures/ folder",
+    )
+    p.add_argument("--figures", type=Path, help="also write every figure as SVG, PNG and PDF here")
+    p.add_argument("--latex", type=Path, help="also write the estimates as a LaTeX table here")
     p.set_defaults(func=_report)
     return parser
 
@@ -167,26 +228,43 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     protocol = _load(args.protocol)
-    if args.jobs is not None and args.jobs < 1:
-        raise ProtocolError(f"--jobs must be at least 1, got {args.jobs}")
-    from bnstudy.runner import check_device
+    from bnstudy.runner import plan_execution
 
+    options = dict(
+        jobs=args.jobs,
+        devices=args.devices,
+        per_device=args.per_device,
+        pack=args.pack,
+        deterministic=not args.fast_nondeterministic,
+        timeout_s=args.timeout,
+        backend=args.backend,
+        scheduler=args.scheduler,
+        threads=args.threads,
+    )
     try:
-        check_device(args.device)
+        execution = plan_execution(**options)
     except ValueError as exc:
         raise ProtocolError(str(exc)) from None
-    on_result = None if args.quiet else _progress_printer(protocol)
-    outcome = study.run(
-        protocol,
-        jobs=args.jobs,
-        results=args.results,
-        report=args.report,
-        device=args.device,
-        analyse=not args.no_report,
-        on_result=on_result,
-        adopt_foreign=args.adopt_foreign,
-    )
+    display = None if args.quiet else _progress_printer(protocol)
+    if display is not None:
+        print(f"training on {execution.describe()}", flush=True)
+    try:
+        outcome = study.run(
+            protocol,
+            results=args.results,
+            report=args.report,
+            analyse=not args.no_report,
+            on_progress=display,
+            adopt_foreign=args.adopt_foreign,
+            **options,
+        )
+    finally:
+        if display is not None:
+            display.close()
     summary = outcome.summary
+    if args.quiet:
+        for note in summary.notes:
+            print(f"note: {note}")
     print(summary.describe())
     print(f"results: {outcome.results_path}")
     if summary.interrupted:
@@ -204,33 +282,42 @@ def _run(args: argparse.Namespace) -> int:
     headline = outcome.analysis.headline() if outcome.analysis is not None else {}
     if outcome.analysis is not None:
         print(headline.get("text", "no effect could be estimated; see the report's diagnostics"))
-    if summary.failed:
-        print(f"{summary.failed} trials failed; see the 'error' column", file=sys.stderr)
+    if summary.unfinished:
+        print(_unfinished(summary.statuses), file=sys.stderr)
         return EXIT_FAILED_TRIALS
     if outcome.analysis is not None and not headline:
         return EXIT_NO_ESTIMATE
     return 0
 
 
-def _progress_printer(protocol: Protocol) -> Callable[[int, int, Trial, TrialResult], None]:
-    """A line per finished trial: what varied, the outcome, the first metric, time left."""
-    shown = protocol.factors.varying()
-    metric = next(iter(protocol.analysis.metrics))
-    start = time.perf_counter()
+def _unfinished(statuses: dict[str, int]) -> str:
+    """What became of the trials that gave no metrics, and what a resume does with them."""
+    counts = [
+        (statuses.get("failed", 0), "failed"),
+        (statuses.get("oom", 0), "ran out of memory"),
+        (statuses.get("timeout", 0), "timed out"),
+    ]
+    said = []
+    for n, what in counts:
+        if n:
+            noun = "" if said else (" trial" if n == 1 else " trials")
+            said.append(f"{n}{noun} {what}")
+    retried = [p for p in said if not p.endswith("timed out")]
+    parts = [f"{' and '.join(retried)} (retried by the next run)"] if retried else []
+    if said[-1].endswith("timed out"):
+        parts.append(f"{said[-1]} (retried only with a longer --timeout)")
+    return f"{'; '.join(parts)}; see the 'error' column"
 
-    def show(done: int, todo: int, trial: Trial, result: TrialResult) -> None:
-        elapsed_s = time.perf_counter() - start
-        left_s = elapsed_s / done * (todo - done)
-        settings = " ".join(f"{f}={getattr(trial, f)}" for f in shown)
-        value = result.metrics.get(metric, float("nan"))
-        print(
-            f"[{done}/{todo}] {settings} seed={trial.seed}: {result.status} "
-            f"{metric}={value:.4g} ({result.metrics.get('wall_s', float('nan')):.1f} s; "
-            f"~{left_s:.0f} s left)",
-            flush=True,
-        )
 
-    return show
+def _progress_printer(protocol: Protocol) -> ProgressLines | ProgressBar:
+    """A bar on a terminal; elsewhere (a log, a pipe) a line per finished trial: what varied,
+    the outcome, the first metric, the time left. Both count from the trials already done."""
+    from bnstudy.progress import ProgressBar, ProgressLines
+
+    shown = list(protocol.factors.varying())
+    if sys.stdout.isatty():
+        return ProgressBar(shown)
+    return ProgressLines(shown, next(iter(protocol.analysis.metrics)))
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -247,16 +334,20 @@ def _analyze(args: argparse.Namespace) -> int:
         print(f"no estimates: {reasons}")
     elif args.format == "csv":
         print(estimates.to_csv(index=False), end="")
-    elif args.format == "json":
-        print(json.dumps(json.loads(estimates.to_json(orient="records")), indent=2))
+    elif args.format == "json":  # every table, named: estimates, equivalence, failures, ...
+        print(analysis.to_json())
     else:
         print(estimates.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     return EXIT_NO_ESTIMATE if estimates.empty else 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    out = study.report(args.results, args.output)
+    out = study.report(args.results, args.output, args.format, args.figures, args.latex)
     print(f"report: {out}")
+    if args.figures is not None:
+        print(f"figures: {args.figures}")
+    if args.latex is not None:
+        print(f"latex: {args.latex}")
     return 0
 
 

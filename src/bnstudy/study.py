@@ -292,7 +292,7 @@ def load_results(path: str | Path) -> Recorded:
 def analyze_recorded(recorded: Recorded) -> Analysis:
     from bnstudy.stats import analyze as stats_analyze
 
-    return stats_analyze(recorded.results.table, recorded.protocol)
+    return stats_analyze(recorded.results.table, recorded.protocol.design())
 
 
 def analyze(path: str | Path) -> Analysis:
