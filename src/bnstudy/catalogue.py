@@ -99,8 +99,16 @@ COLLAPSED = "collapsed"
 DIVERGED = "diverged"
 #: The trial raised; no metrics. Retried when a run resumes.
 FAILED = "failed"
+#: The trial ran past the run's per-trial time limit (``--timeout``); no metrics. Final for
+#: that limit: a resume skips it unless the new run allows more time (or no limit), since the
+#: same limit would only spend the same time again.
+TIMEOUT = "timeout"
+#: The device ran out of memory (CUDA OOM) during the trial; no metrics. Retried when a run
+#: resumes, like ``failed``: it depends on what else shared the device (``--per-device``,
+#: packing), so a resume with fewer trials per device can succeed.
+OOM = "oom"
 
-#: Outcomes that are final: a re-run skips these trials.
-FINAL_STATUSES = (OK, DIVERGED, COLLAPSED)
+#: Outcomes that are final: a re-run skips these trials (``timeout``: see :data:`TIMEOUT`).
+FINAL_STATUSES = (OK, DIVERGED, COLLAPSED, TIMEOUT)
 #: Outcomes whose metrics were measured (they enter every analysis with their values).
 MEASURED_STATUSES = (OK, COLLAPSED)

@@ -1,0 +1,222 @@
+"""Benchmark: what the framework costs, and how it scales with workers.
+
+    python benchmarks/bench_runner.py [--only overhead|scaling] [--repeats 5] [--epochs 10]
+
+``overhead``: one quick-study CNN trial (``cnn``, ``bn`` head, ratio 10, 300 images per class)
+three ways, on one CPU thread, alternating, ``--repeats`` times each:
+
+- a bare PyTorch loop: the same model, data tensors and SGD steps, then the test accuracy;
+- ``train.run_trial``: the same training plus every metric bnstudy records (validation,
+  PreciseBN, fold check, calibration, ...);
+- the framework: ``bnstudy.runner.run_protocol`` on a one-trial protocol with one job (in
+  process): dataset preparation, slot lease, determinism switches, the row written durably
+  (fsync) and folded into the Parquet table with its metadata.
+
+``scaling``: 24 trials (mlp and cnn, 2 heads, 3 ratios, 2 seeds, ``--scaling-epochs``) with
+``bnstudy run`` in a fresh process, 1 worker against 2 (one torch thread each), and 1 worker
+with the default thread division (every core). Times: the run as the summary reports it
+(worker start-up included) and the whole command (Python start-up, imports, validation).
+
+The machine is described first, with its load average: other work on it moves the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bnstudy import runner, study
+from bnstudy.data import build_dataset
+from bnstudy.models import build_model
+from bnstudy.protocol import Trial, parse_protocol
+from bnstudy.train import run_trial
+
+
+def describe_machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    return (
+        f"cpu: {cpu}, {os.cpu_count()} logical cores; load average (1, 5, 15 min): {load}\n"
+        f"torch {torch.__version__}, python {platform.python_version()}, "
+        f"{platform.system()}; gpu: {gpu}"
+    )
+
+
+QUICK = dict(
+    architecture="cnn", head="bn", dataset="synthetic", imbalance_ratio=10.0,
+    train_per_class=300, batch_size=64, lr=0.05, optimizer="sgd", weight_decay=5e-4,
+)  # fmt: skip
+
+
+def bare_loop(trial: Trial) -> float:
+    """The trial as a bare PyTorch loop: same data, model, SGD steps; test accuracy."""
+    start = time.perf_counter()
+    data = build_dataset(trial, None)
+    model = build_model(
+        trial.architecture,
+        trial.head,
+        data.input_shape,
+        data.num_classes,
+        init_seed=lambda name: trial.stream_seed("init/" + name),
+    )
+    x, y = data.x_train, data.y_train
+    steps_per_epoch = len(y) // trial.batch_size
+    total = steps_per_epoch * trial.epochs
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=trial.lr, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total))
+    )
+    generator = torch.Generator().manual_seed(trial.seed)
+    model.train()
+    for _ in range(trial.epochs):
+        order = torch.randperm(len(y), generator=generator)
+        for i in range(steps_per_epoch):
+            index = order[i * trial.batch_size : (i + 1) * trial.batch_size]
+            loss = F.cross_entropy(model(x[index]), y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        if not math.isfinite(loss.item()):  # the one host sync per pass, as train.py does
+            break
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(data.x_test).argmax(1) == data.y_test).float().mean().item()
+    assert 0 <= accuracy <= 1
+    return time.perf_counter() - start
+
+
+def framework(protocol_text: str, work: Path, n: int) -> float:
+    protocol = parse_protocol(protocol_text, "bench.yaml", known=study.known_names())
+    start = time.perf_counter()
+    summary = runner.run_protocol(protocol, work / f"run{n}.parquet", jobs=1, threads=1)
+    assert summary.ran == 1 and summary.unfinished == 0, summary.describe()
+    return time.perf_counter() - start
+
+
+def bench_overhead(repeats: int, epochs: int) -> None:
+    torch.set_num_threads(1)
+    trial = Trial(seed=0, epochs=epochs, **QUICK)
+    settings = {**QUICK, "epochs": epochs, "head": "[bn, plain]"}
+    text = "name: bench\nseeds: [0]\nfactors:\n" + "".join(
+        f"  {k}: {v}\n" for k, v in settings.items()
+    )
+    text += "control: plain\nexclude: [{head: plain}]\n"  # the one trial: cnn with bn
+    run_trial(trial)  # warm-up: dataset pool cached, allocator, kernels
+    times: dict[str, list[float]] = {"bare": [], "run_trial": [], "framework": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in range(repeats):
+            times["bare"].append(bare_loop(trial))
+            start = time.perf_counter()
+            run_trial(trial)
+            times["run_trial"].append(time.perf_counter() - start)
+            times["framework"].append(framework(text, Path(tmp), n))
+    bare_min, bare_med = min(times["bare"]), statistics.median(times["bare"])
+    print(f"\none quick CNN trial ({epochs} epochs), 1 CPU thread, {repeats} runs each")
+    print(f"{'what':<34} {'min s':>7} {'median s':>9} {'vs bare (min)':>14} {'(median)':>9}")
+    for name, label in [
+        ("bare", "bare PyTorch loop"),
+        ("run_trial", "train.run_trial (all metrics)"),
+        ("framework", "runner, 1 job (stored row)"),
+    ]:
+        lo, mid = min(times[name]), statistics.median(times[name])
+        print(f"{label:<34} {lo:>7.2f} {mid:>9.2f} {lo / bare_min:>13.3f}x {mid / bare_med:>8.3f}x")
+    over = min(times["framework"]) / min(times["run_trial"])
+    print(f"runner overhead over run_trial (min): {over:.3f}x")
+
+
+SCALING = """\
+name: scaling
+seeds: 2
+factors:
+  architecture: [mlp, cnn]
+  head: [plain, bn]
+  dataset: synthetic
+  imbalance_ratio: [1, 10, 100]
+  train_per_class: 300
+  epochs: {epochs}
+  batch_size: 64
+  lr: 0.05
+control: plain
+"""
+
+
+def run_cli(protocol: Path, results: Path, *flags: str) -> tuple[float, float]:
+    """``bnstudy run`` in a fresh process: (the run's own seconds, the whole command's)."""
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "bnstudy", "run", str(protocol), "--results", str(results),
+         "--no-report", "-q", "--devices", "cpu", *flags],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    total = time.perf_counter() - start
+    match = re.search(r"run \(.*\) in ([\d.]+) s", out.stdout)
+    assert match and "24 run" in out.stdout, out.stdout + out.stderr
+    return float(match.group(1)), total
+
+
+def bench_scaling(repeats: int, epochs: int) -> None:
+    configs = [
+        ("1 worker, 1 thread", ["--jobs", "1", "--threads", "1"]),
+        ("2 workers, 1 thread each", ["--jobs", "2", "--threads", "1"]),
+        ("1 worker, default threads", ["--jobs", "1"]),
+    ]
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in configs}
+    with tempfile.TemporaryDirectory() as tmp:
+        protocol = Path(tmp) / "scaling.yaml"
+        protocol.write_text(textwrap.dedent(SCALING.format(epochs=epochs)))
+        for n in range(repeats):
+            for k, (name, flags) in enumerate(configs):
+                results = Path(tmp) / f"{n}-{k}.parquet"
+                runs[name].append(run_cli(protocol, results, *flags))
+    print(f"\n24 trials (mlp+cnn, {epochs} epochs) with `bnstudy run`, {repeats} runs each")
+    print(f"{'workers':<28} {'run s (min)':>11} {'speed-up':>9} {'command s':>10} {'speed-up':>9}")
+    base_run = min(r for r, _ in runs[configs[0][0]])
+    base_cmd = min(c for _, c in runs[configs[0][0]])
+    for name, _ in configs:
+        run_s, cmd_s = min(r for r, _ in runs[name]), min(c for _, c in runs[name])
+        print(
+            f"{name:<28} {run_s:>11.1f} {base_run / run_s:>8.2f}x {cmd_s:>10.1f} "
+            f"{base_cmd / cmd_s:>8.2f}x"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["overhead", "scaling"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=10, help="of the overhead trial")
+    parser.add_argument("--scaling-repeats", type=int, default=2)
+    parser.add_argument("--scaling-epochs", type=int, default=5)
+    args = parser.parse_args()
+    print(describe_machine())
+    if args.only in (None, "overhead"):
+        bench_overhead(args.repeats, args.epochs)
+    if args.only in (None, "scaling"):
+        bench_scaling(args.scaling_repeats, args.scaling_epochs)
+    print(f"\nload average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Progress: counts from the trials already done, ETA from the trials' own durations, the
+bar on a terminal and plain lines elsewhere."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import math
+import sys
+import textwrap
+import time
+from collections import Counter
+
+import pytest
+from joblib.externals.loky.backend.reduction import cloudpickle
+
+from bnstudy import runner, study
+from bnstudy.catalogue import METRICS
+from bnstudy.progress import Progress, ProgressBar, ProgressLines, format_s
+from bnstudy.protocol import parse_protocol
+from bnstudy.store import ResultStore
+from bnstudy.train import TrialResult
+
+TINY = """\
+name: tiny
+seeds: 2
+factors:
+  architecture: mlp
+  head: [plain, bn]
+  dataset: synthetic
+  imbalance_ratio: [1, 10]
+  train_per_class: 40
+  epochs: 2
+  batch_size: 32
+control: plain
+"""
+
+
+def tiny():
+    return parse_protocol(textwrap.dedent(TINY), "tiny.yaml", known=study.known_names())
+
+
+def instant(trial, device, data_options=None):
+    now = dt.datetime.now(dt.UTC)
+    metrics = {name: 0.5 for name in METRICS}
+    return TrialResult("ok", None, metrics, {"train_loss": [math.nan]}, {}, now, now, device)
+
+
+def slow_failing(trial, device, data_options=None):
+    time.sleep(0.05)
+    if trial.head == "bn" and trial.seed == 1:
+        raise RuntimeError("simulated failure")
+    return instant(trial, device)
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def test_a_resumed_run_counts_from_the_trials_already_done(tmp_path, monkeypatch):
+    path = tmp_path / "tiny.parquet"
+    real_append = ResultStore.append
+    stored = []
+
+    def append_then_stop(self, row, *args, **kwargs):
+        real_append(self, row, *args, **kwargs)
+        stored.append(row)
+        if len(stored) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ResultStore, "append", append_then_stop)
+    assert runner.run_protocol(tiny(), path, jobs=1, trial_fn=instant).interrupted
+    monkeypatch.setattr(ResultStore, "append", real_append)
+
+    seen, out = [], io.StringIO()
+    lines = ProgressLines(["head", "imbalance_ratio"], "balanced_acc", out=out)
+
+    def record(progress: Progress) -> None:
+        seen.append((progress.done, progress.total, progress.skipped))
+        lines(progress)
+
+    runner.run_protocol(tiny(), path, jobs=1, trial_fn=instant, on_progress=record)
+    assert seen == [(3, 8, 3)] + [(n, 8, 3) for n in range(4, 9)]
+    text = out.getvalue().splitlines()
+    assert text[0] == "resuming: 3 of 8 trials already done"
+    assert text[1].startswith("[4/8] head=")  # not [1/5]
+    assert text[-1].startswith("[8/8] ") and text[-1].endswith("~0s left)")
+
+
+def test_eta_comes_from_the_trials_own_durations_not_the_wall_clock():
+    progress = Progress(total=12, skipped=2, workers=2)
+    assert progress.eta_s() is None  # nothing finished yet
+    progress.started_at -= 100  # a slow start-up must not count
+    for _ in range(2):
+        progress.record_task(busy_s=3.0, trials=1)
+        progress.statuses["ok"] += 1
+    progress.updated_at = now = time.monotonic()
+    # 8 trials left, 3 s each, 2 at once
+    assert progress.eta_s(now) == pytest.approx(12.0)
+    assert progress.eta_s(now + 5) == pytest.approx(7.0)  # counts down between results
+    packed = Progress(total=66, skipped=0, workers=2)
+    packed.record_task(busy_s=4.0, trials=4)  # a pack of 4 seeds in 4 s: 1 s per trial
+    packed.statuses["ok"] += 4
+    packed.updated_at = now
+    assert packed.eta_s(now) == pytest.approx(62 * 1.0 / 2)
+    last = Progress(total=3, skipped=0, workers=4)
+    last.record_task(busy_s=2.0, trials=1)
+    last.statuses["ok"] += 1
+    last.updated_at = now
+    assert last.eta_s(now) == pytest.approx(2.0)  # 2 left run side by side
+
+
+def test_outcomes_and_time_are_worded_for_people():
+    progress = Progress(total=10, skipped=0, workers=1)
+    progress.statuses.update(Counter(ok=5, collapsed=1, failed=2, oom=1, timeout=1))
+    assert progress.outcomes() == "6 ok, 2 failed, 1 out of memory, 1 timed out"
+    assert [format_s(s) for s in (None, 4.4, 75, 3725)] == ["?", "4s", "1m15s", "1h02m"]
+
+
+def test_the_bar_shows_done_outcomes_eta_and_trials_in_flight_per_device(tmp_path):
+    out = io.StringIO()
+    bar = ProgressBar(["head"], out=out, refresh_s=0.05)
+    in_flight = {"cuda:0": 4, "cuda:1": 3}
+    progress = Progress(total=16, skipped=4, workers=8, in_flight=lambda: dict(in_flight))
+    progress.notes.append("packing does not support mlp")
+    bar(progress)
+    trial = tiny().expand()[1]
+    failed = TrialResult.failed("RuntimeError: boom\ntraceback", dt.datetime.now(dt.UTC), "cuda:1")
+    progress.record_task(1.0, 1)
+    progress.statuses["failed"] += 1
+    progress.last = (trial, failed)
+    bar(progress)
+    time.sleep(0.2)  # the refresh thread redraws meanwhile
+    bar.close()
+    text = out.getvalue().replace("\r", "\n")
+    assert "note: packing does not support mlp" in text
+    assert "resuming: 4 of 16 already done" in text
+    assert "failed: head=bn seed=0 on cuda:1: RuntimeError: boom" in text
+    assert "5/16" in text and "0 ok, 1 failed" in text and "ETA" in text
+    assert "in flight: cuda:0 4, cuda:1 3" in text
+    assert bar._thread is not None and not bar._thread.is_alive()
+
+
+def test_the_cli_draws_a_bar_on_a_terminal_and_lines_elsewhere(monkeypatch):
+    from bnstudy.cli import _progress_printer
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    assert isinstance(_progress_printer(tiny()), ProgressBar)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
+    assert isinstance(_progress_printer(tiny()), ProgressLines)
+
+
+def test_lines_name_the_failure_and_the_device(tmp_path):
+    out = io.StringIO()
+    lines = ProgressLines(["head"], "balanced_acc", out=out)
+    summary = runner.run_protocol(
+        tiny(), tmp_path / "t.parquet", jobs=1, trial_fn=slow_failing, on_progress=lines
+    )
+    assert summary.failed == 2
+    failures = [line for line in out.getvalue().splitlines() if ": failed " in line]
+    assert len(failures) == 2
+    assert all("RuntimeError: simulated failure (cpu;" in line for line in failures)
