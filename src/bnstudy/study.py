@@ -11,10 +11,9 @@ Default locations: ``protocols/NAME.yaml`` -> ``data/results/NAME.parquet`` ->
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -29,10 +28,8 @@ from bnstudy.protocol import (
 from bnstudy.store import Results, ResultStore, StoreError, read_results
 
 if TYPE_CHECKING:  # keep torch out of analysis-only imports
-    from bnstudy.progress import Progress
     from bnstudy.runner import RunSummary
     from bnstudy.stats import Analysis
-    from bnstudy.train import TrialResult
 
 RESULTS_DIR = Path("data/results")
 REPORTS_DIR = Path("reports")
@@ -177,51 +174,23 @@ class Outcome:
 
 def run(
     protocol: Protocol,
-    jobs: int | None = None,
     results: str | Path | None = None,
     report: str | Path | None = None,
-    device: str | None = None,
     analyse: bool = True,
-    on_result: Callable[[int, int, Trial, TrialResult], None] | None = None,
-    adopt_foreign: bool = False,
-    *,
-    devices: str | Sequence[str] = "auto",
-    per_device: int | None = None,
-    pack: int | str = "auto",
-    deterministic: bool = True,
-    timeout_s: float | None = None,
-    backend: str | None = None,
-    scheduler: str | None = None,
-    threads: int | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    **execution: Any,
 ) -> Outcome:
     """Train every missing trial, then (unless ``analyse`` is False) analyse and report.
 
-    Execution options (``devices``, ``per_device``, ``pack``, ``deterministic``,
-    ``timeout_s``, ``backend``, ``scheduler``, ``threads``; ``device`` is the older spelling
-    of one device) are those of :func:`bnstudy.runner.run_protocol`. A results file written
-    by another study is refused unless ``adopt_foreign``.
+    ``execution`` holds the options of :func:`bnstudy.runner.run_protocol`, passed on as
+    they are (``jobs``, ``devices``, ``per_device``, ``pack``, ``deterministic``,
+    ``timeout_s``, ``backend``, ``scheduler``, ``threads``, ``on_result``, ``on_progress``,
+    ``adopt_foreign``; a results file written by another study is refused unless
+    ``adopt_foreign``).
     """
     from bnstudy.runner import run_protocol
 
     results = Path(results) if results else results_path(protocol)
-    summary = run_protocol(
-        protocol,
-        results,
-        jobs=jobs,
-        device=device,
-        on_result=on_result,
-        adopt_foreign=adopt_foreign,
-        devices=devices,
-        per_device=per_device,
-        pack=pack,
-        deterministic=deterministic,
-        timeout_s=timeout_s,
-        backend=backend,
-        scheduler=scheduler,
-        threads=threads,
-        on_progress=on_progress,
-    )
+    summary = run_protocol(protocol, results, **execution)
     if summary.interrupted or summary.aborted or not analyse:
         return Outcome(summary, results, None, None)
     recorded = load_results(results)
