@@ -249,3 +249,21 @@ def test_a_pack_must_differ_only_in_seed(make_trial):
         check_pack([make_trial(seed=0), make_trial(seed=1, head="bn", lr=0.1)])
     with pytest.raises(ValueError, match="no trials"):
         run_pack([])
+
+
+# -- head options (issue #7) ------------------------------------------------------------
+
+
+def test_head_and_mlp_options_pack_as_separate_runs(float64, trained):
+    options = dict(hidden_width=16, bn_momentum=0.01, arch_options='{"depth":3,"width":32}')
+    compare(seeds(architecture="mlp", head="hidden_relu_bn", **options), trained)
+    single = trained["singles"][0]
+    assert single.head.pre.bn.momentum == 0.01 and single.head.fc.in_features == 16
+    assert len([m for m in single.body.modules() if isinstance(m, torch.nn.Linear)]) == 3
+
+
+def test_head_dropout_runs_unpacked(make_trial):
+    assert packable(make_trial(head="bn", bn_momentum=0.01, hidden_width=8))
+    assert not packable(make_trial(head="bn", dropout=0.5))
+    with pytest.raises(ValueError, match="dropout 0.5"):
+        run_pack([make_trial(head="bn", dropout=0.5)])

@@ -29,6 +29,10 @@ class MetricInfo:
     #: test set (None where that is no fair stand-in for "learned nothing", e.g. ECE, which
     #: is 0 for uniform probabilities).
     chance: Callable[[int], float] | None = None
+    #: False: the intention-to-treat analysis uses the stored value as is and never a
+    #: declared score: ``failure`` is defined for every trial, and a diverged network's dead
+    #: units are no number to stand in for (its trial drops out, as it does in the levels).
+    imputed: bool = True
 
 
 def _one_in(num_classes: int) -> float:
@@ -62,6 +66,22 @@ METRICS: dict[str, MetricInfo] = {
     "val_balanced_acc": MetricInfo("higher", **_PP, chance=_one_in),
     "val_nll": MetricInfo("lower", scale=1.0, unit="nats", default_margin=0.02, chance=math.log),
     "val_balanced_acc_precise": MetricInfo("higher", **_PP, chance=_one_in),
+    # Fraction of the head's hidden ReLU units (the units feeding the final FC) inactive on
+    # every test input, in pp; NaN for heads without hidden units. A metric (not only
+    # recorded) so that hypotheses about dead units can name it.
+    "head_dead_frac": MetricInfo(
+        "lower", scale=100.0, unit="pp", default_margin=None, imputed=False
+    ),
+    # 1 when the trial did not end ok (collapsed, diverged, failed, timed out, out of memory),
+    # else 0; derived from ``status`` before analysis (see DERIVED_METRICS). In pp, so an
+    # effect reads as a difference in failure rate.
+    "failure": MetricInfo("lower", scale=100.0, unit="pp", default_margin=None, imputed=False),
+}
+
+#: Metrics of :data:`METRICS` that training does not record: the analysis derives them from
+#: other columns of the results table (``stats.derived.with_derived_metrics``).
+DERIVED_METRICS: dict[str, str] = {
+    "failure": "1 when the trial's status is not ok (a failure of any kind), else 0",
 }
 
 #: Everything else a trial records (name -> meaning). Every trial result holds every key of
@@ -72,10 +92,6 @@ RECORDED_METRICS: dict[str, str] = {
     "train_eval_gap": (
         "test accuracy with BN on batch statistics (training batch size) minus eval mode (fraction)"
     ),
-    "head_dead_frac": (
-        "fraction of the head's hidden ReLU units (the units feeding the final FC) inactive on "
-        "every test input; NaN for heads without hidden units"
-    ),
     "head_inactive_frac": "mean fraction of those units inactive per test input",
     "feature_dead_frac": "fraction of the body's feature units inactive on every test input",
     "feature_inactive_frac": "mean fraction of the body's feature units inactive per input",
@@ -84,6 +100,9 @@ RECORDED_METRICS: dict[str, str] = {
     ),
     "epochs_run": "passes over the training set (steps_run / steps per epoch; may be fractional)",
     "steps_run": "optimiser steps taken (fewer than planned when training diverged)",
+    "pretrain_train_loss": (
+        "the pre-training stage's training loss over its last 100 steps; NaN without pre-training"
+    ),
     "fold_max_abs_diff": (
         "max |logit| difference on the test set between the eval model and the model with the "
         "BN directly before the final FC folded into it; NaN for heads without such a BN"

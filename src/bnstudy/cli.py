@@ -338,6 +338,13 @@ def _analyze(args: argparse.Namespace) -> int:
         print(analysis.to_json())
     else:
         print(estimates.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    if args.format == "table" and not analysis.hypotheses.empty:
+        # The pre-registered claims, judged: what a reader of the protocol asked first.
+        columns = ["id", "metric", "variant", "control", "subset", "expect", "estimate"]
+        columns += ["ci_low", "ci_high", "pi_low", "pi_high", "p_adj", "verdict"]
+        shown = analysis.hypotheses[columns]
+        print("\nhypotheses:")
+        print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     return EXIT_NO_ESTIMATE if estimates.empty else 0
 
 

@@ -25,6 +25,28 @@ class MetricDesign:
 
 
 @dataclasses.dataclass(frozen=True)
+class HypothesisDesign:
+    """A pre-registered hypothesis in plain data (see ``bnstudy.hypotheses``), defaults resolved.
+
+    ``where`` maps factor -> the levels the claim is about (all conditions when empty);
+    ``interaction`` is ``(factor, low, high)`` when the claim is about the effect at ``high``
+    minus the effect at ``low``; ``sha256`` is the hash the results file registers.
+    """
+
+    id: str
+    claim: str
+    metric: str
+    variant: str
+    control: str
+    where: dict[str, tuple]
+    expect: Literal["higher", "lower", "equivalent"]
+    margin: float | None
+    estimand: Literal["tuned", "fixed"]
+    sha256: str
+    interaction: tuple[str, object, object] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Design:
     """Roles of the results table's columns and the analysis settings.
 

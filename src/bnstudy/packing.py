@@ -93,9 +93,17 @@ def packable(trial: Trial) -> bool:
     """Whether ``trial`` can train in a pack: its architecture and head are supported.
 
     Every other setting (optimizer, schedule, sampler, steps, label smoothing, clipping,
-    dataset) is supported. Unsupported trials run unpacked with ``run_trial``.
+    dataset) is supported, except a pre-trained body (``pretrain``): packs build their copies
+    from the seed's random streams only, and head dropout (a pack cannot draw each copy's
+    dropout masks as its separate run would; ``hidden_width`` and ``bn_momentum`` pack).
+    Unsupported trials run unpacked with ``run_trial``.
     """
-    return trial.architecture in PACKABLE_ARCHITECTURES and trial.head in PACKABLE_HEADS
+    return (
+        trial.architecture in PACKABLE_ARCHITECTURES
+        and trial.head in PACKABLE_HEADS
+        and not trial.pretrain_stage
+        and trial.dropout == 0
+    )
 
 
 def check_pack(trials: Sequence[Trial]) -> None:
@@ -109,8 +117,9 @@ def check_pack(trials: Sequence[Trial]) -> None:
     for trial in trials:
         if not packable(trial):
             raise ValueError(
-                f"run_pack: architecture {trial.architecture!r} with head {trial.head!r} is "
-                f"not packable; packable architectures: {', '.join(PACKABLE_ARCHITECTURES)}"
+                f"run_pack: architecture {trial.architecture!r} with head {trial.head!r} "
+                f"(dropout {trial.dropout:g}) is not packable; packable architectures: "
+                f"{', '.join(PACKABLE_ARCHITECTURES)}, without head dropout"
             )
         if dataclasses.replace(trial, seed=0) != first:
             differ = [
@@ -144,6 +153,8 @@ def run_pack(
             d.input_shape,
             d.num_classes,
             init_seed=lambda name, t=t: t.stream_seed("init/" + name),
+            options=t.settings(),
+            architecture_options=t.architecture_options,
         )
         for t, d in zip(trials, datas, strict=True)
     ]

@@ -34,16 +34,26 @@ from pydantic import (
     model_validator,
 )
 
+from bnstudy import arch_options
 from bnstudy.catalogue import METRICS, Direction
 from bnstudy.data.spec import SPECS as DATASET_SPECS
 from bnstudy.data.spec import DatasetError, identity_options, resolve_options
 from bnstudy.design import Design, MetricDesign, Transform
+from bnstudy.head_options import DEFAULTS as HEAD_OPTION_DEFAULTS
+from bnstudy.head_options import options_of as head_options_of
+from bnstudy.head_options import resolve as resolve_head_options
+from bnstudy.hypotheses import Hypothesis, Interaction
 
 #: The factor that defines the arms of a pairing block. Everything else is the condition.
 TREATMENT = "head"
+#: The derived column naming the arm when head options belong to the arms (see
+#: ``Protocol.arm_options``): the head plus those options, e.g. ``bn[bn_momentum=0.01]``.
+ARM = "arm"
 #: The scale a moderator's slope is estimated on when the protocol does not say: ratios
 #: act multiplicatively (10 -> 100 is like 1 -> 10).
 DEFAULT_TRANSFORMS: dict[str, Transform] = {"imbalance_ratio": "log"}
+#: The ``pretrain`` level of a body trained from its random initialisation only.
+NO_PRETRAIN = "none"
 
 
 class ProtocolError(ValueError):
@@ -88,6 +98,8 @@ PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
 OpenFraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+#: A BatchNorm momentum: the weight of the newest batch in the running statistics.
+Momentum = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 #: A study name is also its file name (results, report), so it must be a safe one.
 STUDY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -96,6 +108,12 @@ class Factors(BaseModel):
     """Every factor is a non-empty list of values (a single value means a list of one).
 
     Adding a factor: add it here *and* to :class:`Trial`; ``train.run_trial`` reads it.
+
+    Head options (``hidden_width``, ``dropout``, ``dropout_at``, ``bn_momentum``) apply only
+    to the heads that take them (``bnstudy.head_options``): elsewhere they are set to their
+    defaults on expansion and duplicates dropped. One that every head of the protocol takes
+    is a condition; one that some heads do not take belongs to the arm
+    (:meth:`Protocol.arm_options`).
     """
 
     model_config = _STRICT
@@ -130,6 +148,22 @@ class Factors(BaseModel):
     #: Maximum gradient norm (0: no clipping).
     grad_clip: list[NonNegativeFloat] = Field(default=[0.0], min_length=1)
     sampler: list[Literal["instance", "class_balanced"]] = Field(default=["instance"], min_length=1)
+    # Head options (bnstudy.head_options): a head that does not take one gets its default,
+    # so listing levels never duplicates trials of such heads.
+    #: Width of the hidden layer of ``hidden``, ``hidden_bn_relu``, ``hidden_relu_bn``
+    #: (0: the feature width).
+    hidden_width: list[NonNegativeInt] = Field(default=[0], min_length=1)
+    #: Dropout rate on the input of the final FC (every head).
+    dropout: list[Fraction] = Field(default=[0.0], min_length=1)
+    #: Where the dropout goes in heads with a norm right before the FC.
+    dropout_at: list[Literal["before_norm", "after_norm"]] = Field(
+        default=["before_norm"], min_length=1
+    )
+    #: Momentum of the head's BatchNorm running statistics (PyTorch's default 0.1).
+    bn_momentum: list[Momentum] = Field(default=[0.1], min_length=1)
+    #: ``none`` or the name of a stage of the protocol's ``pretraining:`` section: the body
+    #: starts from that stage's weights (see :class:`PretrainStage`).
+    pretrain: list[Name] = Field(default=[NO_PRETRAIN], min_length=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -191,6 +225,37 @@ class _UnknownName(ValueError):
         close = difflib.get_close_matches(value, list(known), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         super().__init__(f"unknown name {value!r}{hint}; allowed: {', '.join(sorted(known))}")
+
+
+class PretrainStage(BaseModel):
+    """One pre-training stage: the body is trained on ``dataset`` first, then fine-tuned.
+
+    The stage trains with a ``plain`` head (GAP -> FC), the one head that favours no arm
+    (it adds nothing before the FC), with a cosine schedule, the ``instance`` sampler and
+    balanced data, for exactly ``steps`` optimiser steps; the head is thrown away.
+    ``options`` are the stage dataset's options; without them, those of the protocol's
+    ``datasets:`` section for that dataset. A field added here later must be left out of
+    :meth:`Protocol.stage_identity` at its default, or cached bodies and trial ids change.
+    """
+
+    model_config = _STRICT
+
+    dataset: Name
+    options: dict[str, Any] | None = None
+    steps: PositiveInt
+    lr: PositiveFloat = 0.05
+    batch_size: PositiveInt = 64
+    train_per_class: PositiveInt = 500
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    weight_decay: NonNegativeFloat = 5e-4
+
+    @field_validator("dataset")
+    @classmethod
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
+        known = (info.context or {}).get("dataset")
+        if known is not None and value not in known:
+            raise _UnknownName(0, value, known)
+        return value
 
 
 class MetricSpec(BaseModel):
@@ -296,10 +361,18 @@ class Protocol(BaseModel):
     #: Options per dataset, e.g. ``{cifar10: {path: ~/data/cifar-10-batches-py}}``. Options
     #: that change the data are part of trial identity; ``path`` only locates it.
     datasets: dict[str, dict[str, Any] | None] = Field(default={})
+    #: Options per architecture, e.g. ``{mlp: {width: 512, depth: 3}}`` (see
+    #: ``bnstudy.arch_options``); those not at their defaults are part of trial identity.
+    architectures: dict[str, dict[str, Any] | None] = Field(default={})
+    #: Named pre-training stages, the levels of the ``pretrain`` factor besides ``none``.
+    pretraining: dict[Name, PretrainStage] = Field(default={})
     #: Combinations not to run: each entry maps factor names to a value or a list of
     #: values; a trial matching every key of an entry is left out.
     exclude: list[dict[str, Any]] = Field(default=[])
     analysis: AnalysisSettings = AnalysisSettings()
+    #: Pre-registered claims (see ``bnstudy.hypotheses``); their hashes are recorded with
+    #: the first results, and one added later is exploratory.
+    hypotheses: list[Hypothesis] = Field(default=[])
     #: Refuse protocols that expand to more trials than this (a guard against typos).
     max_trials: PositiveInt = DEFAULT_MAX_TRIALS
     #: The YAML text the protocol was read from (recorded in every output).
@@ -376,14 +449,19 @@ class Protocol(BaseModel):
                     f"{name!r} is not a factor; allowed: {', '.join(allowed)}",
                 )
         self._check_datasets()
+        self._check_head_options()
+        self._check_architectures()
+        self._check_pretraining()
         self._check_exclusions()
+        self._check_hypotheses()
         self._check_size()
         return self
 
     def _check_datasets(self) -> None:
         levels = self.factors.dataset
+        staged = [s.dataset for s in self.pretraining.values() if s.options is None]
         for name in self.datasets:
-            if name not in levels:
+            if name not in levels and name not in staged:
                 raise _FieldError(
                     ("datasets", name),
                     f"{name!r} is not a dataset of this protocol; its datasets: "
@@ -398,9 +476,79 @@ class Protocol(BaseModel):
                 where, _, message = str(exc).partition(": ")
                 raise _FieldError(tuple(where.split(".")), message) from None
 
+    def _check_architectures(self) -> None:
+        levels = self.factors.architecture
+        for name, options in self.architectures.items():
+            if name not in levels:
+                raise _FieldError(
+                    ("architectures", name),
+                    f"{name!r} is not an architecture of this protocol; its architectures: "
+                    f"{', '.join(levels)}",
+                )
+            try:
+                arch_options.resolve(name, options)
+            except arch_options.ArchitectureOptionError as exc:
+                where, _, message = str(exc).partition(": ")
+                raise _FieldError(tuple(where.split(".")), message) from None
+
+    def architecture_options(self, name: str) -> dict[str, int]:
+        """Every option of architecture ``name`` (given ones checked, the rest at defaults)."""
+        return arch_options.resolve(name, self.architectures.get(name))
+
     def dataset_options(self, name: str) -> dict[str, Any]:
         """Every option of dataset ``name`` (given ones checked, the rest at defaults)."""
         return resolve_options(name, self.datasets.get(name))
+
+    def _check_pretraining(self) -> None:
+        if NO_PRETRAIN in self.pretraining:
+            raise _FieldError(
+                ("pretraining", NO_PRETRAIN), f"{NO_PRETRAIN!r} means no pre-training; rename it"
+            )
+        for i, level in enumerate(self.factors.pretrain):
+            if level != NO_PRETRAIN and level not in self.pretraining:
+                allowed = ", ".join([NO_PRETRAIN, *self.pretraining])
+                raise _FieldError(
+                    ("factors", "pretrain", i),
+                    f"{level!r} is not a stage of the pretraining section; allowed: {allowed}",
+                )
+        for name, stage in self.pretraining.items():
+            if stage.dataset not in DATASET_SPECS:  # read back without registries
+                continue
+            try:
+                self.stage_options(name)
+            except DatasetError as exc:
+                message = str(exc).partition(": ")[2]
+                raise _FieldError(("pretraining", name, "options"), message) from None
+        seen: dict[str, str] = {}
+        for level in self.factors.pretrain:
+            first = seen.setdefault(self.stage_identity(level), level)
+            if first != level:
+                raise _FieldError(
+                    ("pretraining", level),
+                    f"the same settings as stage {first!r}: their trials would be the same",
+                )
+
+    def stage_options(self, name: str) -> dict[str, Any]:
+        """Every option of pre-training stage ``name``'s dataset (its own, or ``datasets:``)."""
+        stage = self.pretraining[name]
+        given = stage.options if stage.options is not None else self.datasets.get(stage.dataset)
+        return resolve_options(stage.dataset, given)
+
+    def stage_identity(self, name: str) -> str:
+        """Canonical JSON of what pre-training stage ``name`` does ("" for ``none``).
+
+        Its settings, not its name: renaming a stage keeps its trials, changing it does not.
+        """
+        if name == NO_PRETRAIN:
+            return ""
+        stage = self.pretraining[name]
+        given = stage.options if stage.options is not None else self.datasets.get(stage.dataset)
+        data = identity_options(stage.dataset, given) if stage.dataset in DATASET_SPECS else {}
+        settings = stage.model_dump(exclude={"options"})
+        settings["data_options"] = (
+            json.dumps(data, sort_keys=True, separators=(",", ":")) if data else ""
+        )
+        return json.dumps(settings, sort_keys=True, separators=(",", ":"))
 
     def _check_exclusions(self) -> None:
         factors = list(Factors.model_fields)
@@ -417,6 +565,55 @@ class Protocol(BaseModel):
                             ("exclude", i, key),
                             f"{_show(v)} is not a level of {key}; levels: {_show(levels)}",
                         )
+
+    def _check_hypotheses(self) -> None:
+        """Ids unique; arms among the heads; ``where`` and ``interaction`` name factors and
+        their levels (as ``exclude`` does): a claim about a condition never run is a typo."""
+        heads = getattr(self.factors, TREATMENT)
+        factors = [f for f in Factors.model_fields if f != TREATMENT]
+        seen: set[str] = set()
+        for i, h in enumerate(self.hypotheses):
+            if h.id in seen:
+                raise _FieldError(("hypotheses", i, "id"), f"duplicate hypothesis id {h.id!r}")
+            seen.add(h.id)
+            for arm in ("variant", "control"):
+                if getattr(h, arm) not in heads:
+                    raise _FieldError(
+                        ("hypotheses", i, arm),
+                        f"{getattr(h, arm)!r} is not among the {TREATMENT}s; allowed: "
+                        f"{', '.join(heads)}",
+                    )
+            if h.estimand == "tuned" and not self.analysis.tune:
+                raise _FieldError(
+                    ("hypotheses", i, "estimand"),
+                    "tuned needs tuning factors (analysis.tune); this protocol tunes none",
+                )
+            levels_of = [(("where", k), k, v) for k, v in h.where.items()]
+            if (x := h.interaction) is not None:
+                if x.factor not in factors:
+                    raise _FieldError(
+                        ("hypotheses", i, "interaction", "factor"),
+                        str(_UnknownName(0, x.factor, factors)),
+                    )
+                ends = ("low", "high")
+                levels_of += [(("interaction", e), x.factor, [getattr(x, e)]) for e in ends]
+            for loc, key, values in levels_of:
+                if key not in factors:
+                    raise _FieldError(("hypotheses", i, *loc), str(_UnknownName(0, key, factors)))
+                levels = getattr(self.factors, key)
+                for v in values:
+                    if v not in levels:
+                        raise _FieldError(
+                            ("hypotheses", i, *loc),
+                            f"{_show(v)} is not a level of {key}; levels: {_show(levels)}",
+                        )
+            # Levels checked above, so they are hashable scalars here.
+            inside = x is None or x.factor not in h.where
+            if not inside and not {x.low, x.high} <= set(h.where[x.factor]):
+                raise _FieldError(
+                    ("hypotheses", i, "where", x.factor),
+                    f"leaves out level {x.low!r} or {x.high!r} of the interaction",
+                )
 
     def _check_size(self) -> None:
         """Refuse more than ``max_trials`` trials, counted without expanding the seeds."""
@@ -447,13 +644,19 @@ class Protocol(BaseModel):
         return [h for h in getattr(self.factors, TREATMENT) if h != self.control]
 
     def design(self) -> Design:
-        """The plain-data design description ``stats`` and ``report`` read."""
+        """The plain-data design description ``stats`` and ``report`` read.
+
+        When head options belong to the arms (see :meth:`arm_options`), the treatment is the
+        derived ``arm`` column (see :func:`arm_of`) instead of ``head``; otherwise the design
+        is exactly what it was before head options existed.
+        """
         a = self.analysis
+        arms = self.arm_options
         return Design(
-            treatment=TREATMENT,
-            control=self.control,
-            variants=tuple(self.variants),
-            conditions=tuple(f for f in Factors.model_fields if f != TREATMENT),
+            treatment=ARM if arms else TREATMENT,
+            control=self.control_arm if arms else self.control,
+            variants=tuple(self.variant_arms if arms else self.variants),
+            conditions=tuple(f for f in Factors.model_fields if f != TREATMENT and f not in arms),
             moderators={
                 m: a.transforms.get(m, DEFAULT_TRANSFORMS.get(m, "identity"))
                 for m in self.moderators
@@ -476,7 +679,69 @@ class Protocol(BaseModel):
     def moderators(self) -> list[str]:
         if self.analysis.moderators is not None:
             return list(self.analysis.moderators)
-        return [f for f in self.factors.varying() if f != TREATMENT]
+        arms = self.arm_options
+        return [f for f in self.factors.varying() if f != TREATMENT and f not in arms]
+
+    @property
+    def arm_options(self) -> tuple[str, ...]:
+        """Head options that belong to the arms: set (away from the default) in this protocol
+        while some of its heads do not take them.
+
+        Such an option cannot be a condition: the heads that do not take it have one trial
+        per seed, shared as the control of every level (``plain`` against ``bn`` at two
+        momenta is three arms: ``plain``, ``bn``, ``bn[bn_momentum=0.01]``). An option every
+        head takes stays a condition, like any other factor.
+        """
+        heads = getattr(self.factors, TREATMENT)
+        return tuple(
+            name
+            for name, default in HEAD_OPTION_DEFAULTS.items()
+            if getattr(self.factors, name) != [default]
+            and not all(name in head_options_of(h) for h in heads)
+        )
+
+    @property
+    def control_arm(self) -> str:
+        """The control's arm label (its head, plus any arm option it takes at a non-default)."""
+        return self.variant_arms_and_control()[0]
+
+    @property
+    def variant_arms(self) -> list[str]:
+        """The arm labels other than the control, in expansion order."""
+        return self.variant_arms_and_control()[1]
+
+    def variant_arms_and_control(self) -> tuple[str, list[str]]:
+        labels = dict.fromkeys(arm_of(c) for c in self.combinations())
+        control = next(a for a in labels if a.split("[")[0] == self.control)
+        return control, [a for a in labels if a != control]
+
+    def _check_head_options(self) -> None:
+        """An arm option may not vary on the control (the control would split into several
+        arms), nor be a moderator, transform or tuning factor (it is no condition)."""
+        for name in self.arm_options:
+            levels = getattr(self.factors, name)
+            if name in head_options_of(self.control) and len(levels) > 1:
+                others = [
+                    h for h in getattr(self.factors, TREATMENT) if name not in head_options_of(h)
+                ]
+                raise _FieldError(
+                    ("factors", name),
+                    f"varies on the control {self.control!r} but head(s) {', '.join(others)} "
+                    f"do not take it, so their trials could not pair with each level; give "
+                    f"{name} one value, or choose a control that does not take it",
+                )
+            roles = {
+                "moderators": self.analysis.moderators or [],
+                "transforms": list(self.analysis.transforms),
+                "tune": self.analysis.tune,
+            }
+            for role, names in roles.items():
+                if name in names:
+                    raise _FieldError(
+                        ("analysis", role),
+                        f"{name!r} is part of the arms (some heads do not take it), not a "
+                        "condition; its levels are compared as arms against the control",
+                    )
 
     @property
     def n_trials(self) -> int:
@@ -491,8 +756,36 @@ class Protocol(BaseModel):
         levels = [getattr(self.factors, n) for n in names]
         combos = (dict(zip(names, combo, strict=True)) for combo in itertools.product(*levels))
         kept = [c for c in combos if not any(_matches(c, e) for e in self.exclude)]
+        kept = self._resolve_head_options(kept)
+        arch = {name: self._architecture_identity(name) for name in self.factors.architecture}
+        kept = [{**c, "arch_options": arch[c["architecture"]]} for c in kept]
         data = {name: self._data_identity(name) for name in self.factors.dataset}
-        return [{**c, "data_options": data[c["dataset"]]} for c in kept]
+        stages = {name: self.stage_identity(name) for name in self.factors.pretrain}
+        return [
+            {**c, "data_options": data[c["dataset"]], "pretrain_stage": stages[c["pretrain"]]}
+            for c in kept
+        ]
+
+    def _architecture_identity(self, name: str) -> str:
+        """Canonical JSON of architecture ``name``'s options not at defaults ("" if none)."""
+        options = arch_options.identity_options(name, self.architectures.get(name))
+        return json.dumps(options, sort_keys=True, separators=(",", ":")) if options else ""
+
+    def _resolve_head_options(self, combos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Options a head does not take at their defaults, duplicates dropped (first kept),
+        and each combination's ``arm_options`` (its non-default arm options)."""
+        arms = self.arm_options
+        unique: dict[tuple, dict[str, Any]] = {}
+        for combo in combos:
+            resolved = resolve_head_options(combo)
+            unique.setdefault(tuple(resolved.items()), resolved)
+        return [
+            {
+                **c,
+                "arm_options": ",".join(n for n in arms if c[n] != HEAD_OPTION_DEFAULTS[n]),
+            }
+            for c in unique.values()
+        ]
 
     def _data_identity(self, name: str) -> str:
         """Canonical JSON of the options that change dataset ``name`` ("" at the defaults)."""
@@ -551,8 +844,25 @@ class Trial:
     label_smoothing: float = 0.0
     grad_clip: float = 0.0
     sampler: str = "instance"
+    # Head options (bnstudy.head_options); a head that does not take one holds its default.
+    hidden_width: int = 0
+    dropout: float = 0.0
+    dropout_at: str = "before_norm"
+    bn_momentum: float = 0.1
+    #: The head options of this trial that belong to its arm rather than its block, comma
+    #: separated ("" for none): set on a head the protocol's other heads do not take (``bn``
+    #: at ``bn_momentum`` 0.01 against ``plain``), they are left out of the block, so the
+    #: one control trial of a seed pairs with every such arm. See :meth:`Protocol.arm_options`.
+    arm_options: str = ""
+    #: The architecture's options not at their defaults, as canonical JSON ("" for none).
+    arch_options: str = ""
     #: The dataset options that change the data, as canonical JSON ("" at their defaults).
     data_options: str = ""
+    #: The ``pretrain`` stage's name: a label only, left out of the id (``pretrain_stage``
+    #: names the stage by its settings, so renaming a stage keeps its results).
+    pretrain: str = NO_PRETRAIN
+    #: The pre-training stage's settings as canonical JSON ("" without pre-training).
+    pretrain_stage: str = ""
 
     def settings(self) -> dict[str, Any]:
         """Every setting (the factor columns of the results table)."""
@@ -567,7 +877,8 @@ class Trial:
         return {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.default is dataclasses.MISSING or getattr(self, f.name) != f.default
+            if f.name not in _LABELS
+            and (f.default is dataclasses.MISSING or getattr(self, f.name) != f.default)
         }
 
     @property
@@ -575,17 +886,34 @@ class Trial:
         return _digest(self.identity())
 
     @property
-    def block_id(self) -> str:
-        """Shared by trials that differ only in the treatment (the arms of one comparison)."""
+    def architecture_options(self) -> dict[str, Any]:
+        """The architecture options not at their defaults (``arch_options`` read back)."""
+        return json.loads(self.arch_options) if self.arch_options else {}
+
+    @property
+    def arm(self) -> str:
+        """The arm: the head, with the options in ``arm_options``, e.g. ``bn[bn_momentum=0.01]``."""
+        return arm_of(self.settings())
+
+    def _block_settings(self) -> dict[str, Any]:
+        """The identity less the treatment: the head and the options that belong to its arm."""
         settings = self.identity()
         del settings[TREATMENT]
-        return _digest(settings)
+        for name in _split(self.arm_options):
+            settings.pop(name, None)
+        settings.pop("arm_options", None)
+        return settings
+
+    @property
+    def block_id(self) -> str:
+        """Shared by trials that differ only in the treatment (the arms of one comparison)."""
+        return _digest(self._block_settings())
 
     @property
     def condition_id(self) -> str:
         """Shared by all blocks of one design cell (everything but treatment and seed)."""
-        settings = self.identity()
-        del settings[TREATMENT], settings["seed"]
+        settings = self._block_settings()
+        del settings["seed"]
         return _digest(settings)
 
     def stream_seed(self, stream: str) -> int:
@@ -594,9 +922,31 @@ class Trial:
         Derived from the block's settings and the stream name only, so arms of one block
         draw identical subsets, data orders and initial weights for their shared layers.
         """
-        settings = self.identity()
-        del settings[TREATMENT]
+        settings = self._block_settings()
         return int(_digest({"block": settings, "stream": stream}), 16) >> 1
+
+
+def _split(names: str) -> list[str]:
+    return [n for n in names.split(",") if n]
+
+
+def _show_level(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def arm_of(settings: Mapping[str, Any]) -> str:
+    """The arm of a trial from its settings (a results row will do): its ``head``, followed
+    by the options named in its ``arm_options`` with their values, e.g.
+    ``bn[bn_momentum=0.01]``. Rows without ``arm_options`` (older tables) are their head."""
+    names = _split(settings.get("arm_options") or "")
+    if not names:
+        return str(settings[TREATMENT])
+    shown = ",".join(f"{n}={_show_level(settings[n])}" for n in names)
+    return f"{settings[TREATMENT]}[{shown}]"
+
+
+#: Trial fields that only label another field's content, and so are no part of its id.
+_LABELS = frozenset({"pretrain"})
 
 
 def _digest(obj: Any) -> str:
@@ -729,6 +1079,8 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     """The field names of the model found at ``loc`` inside a Protocol."""
     model: Any = Protocol
     for part in loc:
+        if isinstance(part, int) and model is Hypothesis:  # an element of hypotheses
+            continue
         field = model.model_fields.get(part) if isinstance(part, str) else None
         if field is None:
             break
@@ -737,4 +1089,10 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
             model = annotation
         elif part == "metrics":
             model = MetricSpec
+        elif part == "pretraining":
+            model = PretrainStage
+        elif part == "hypotheses":
+            model = Hypothesis
+        elif part == "interaction":
+            model = Interaction
     return [f for f in model.model_fields if f != "source_text"]

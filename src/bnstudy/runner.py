@@ -59,6 +59,8 @@ from bnstudy import __version__
 from bnstudy.backends import check_backend, joblib_backend, worker_died
 from bnstudy.catalogue import FINAL_STATUSES, METRICS, OOM, TIMEOUT
 from bnstudy.devices import SlotPool, check_device, is_cpu, parse_devices
+from bnstudy.hypotheses import registration_to_record
+from bnstudy.pretrain import checkpoint_key, ensure_checkpoints
 from bnstudy.progress import Progress
 from bnstudy.protocol import Protocol, ProtocolError, Trial
 from bnstudy.store import CONSOLIDATE_EVERY, ResultStore, StoreError
@@ -331,6 +333,11 @@ def _run_locked(
 ) -> RunSummary:
     metadata = provenance(protocol, ",".join(execution.devices), execution.metadata())
     protocol_only = {k: metadata[k] for k in PROTOCOL_KEYS}
+    # Hypotheses are registered with the first results and never re-registered: the record
+    # is what tells a pre-registered hypothesis from one added after results existed.
+    registered = registration_to_record(store.metadata(), store.exists(), protocol)
+    metadata.update(registered)
+    protocol_only.update(registered)
     # Fold in parts a killed run left behind, naming the protocol now in force; the versions
     # and machine that made those rows (recorded in the parts) stay until new rows are made.
     store.consolidate(protocol_only)
@@ -340,6 +347,11 @@ def _run_locked(
         store.path, total=len(trials), skipped=len(trials) - len(todo), execution=execution
     )
     data_options = prepare_datasets(protocol, {t.dataset for t in todo})
+    trained = ensure_checkpoints(protocol, todo)  # before any trial: every arm loads them
+    if trained:
+        summary.notes.append(
+            f"pre-trained {trained} bod{'y' if trained == 1 else 'ies'} (cached for resumes)"
+        )
     pack_fn, packable = _packing(execution, trial_fn, pack_fn, todo, summary.notes)
     tasks = make_tasks(todo, execution.pack if pack_fn is not None else 1, packable)
     start = time.perf_counter()
@@ -501,7 +513,21 @@ def _packing(
             "every trial trains on its own"
         )
         return None, None
-    refused = [t for t in todo if not packing.packable(t)]
+    pretrained = [t for t in todo if t.pretrain_stage]
+    if pretrained:
+        notes.append(
+            f"packing does not support pre-trained bodies: those {len(pretrained)} trial"
+            f"{'s' if len(pretrained) > 1 else ''} train one at a time"
+        )
+    dropped = [t for t in todo if t.dropout > 0 and not t.pretrain_stage]
+    if dropped:
+        notes.append(
+            f"packing does not support head dropout: those {len(dropped)} trial"
+            f"{'s' if len(dropped) > 1 else ''} train one at a time"
+        )
+    refused = [
+        t for t in todo if not t.pretrain_stage and t.dropout == 0 and not packing.packable(t)
+    ]
     if refused:
         heads: dict[str, set[str]] = {}
         for trial in refused:
@@ -592,6 +618,8 @@ def trial_row(
         "ended_at": result.ended_at,
         "device": result.device,
         "packed_with": packed_with,
+        # The cached body the trial started from (bnstudy.pretrain), "" without pre-training.
+        "pretrain_checkpoint": checkpoint_key(trial) if trial.pretrain_stage else "",
         "deterministic": deterministic,
         "torch_threads": torch_threads,
         "timeout_s": math.nan if timeout_s is None else float(timeout_s),

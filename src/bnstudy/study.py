@@ -11,17 +11,21 @@ Default locations: ``protocols/NAME.yaml`` -> ``data/results/NAME.parquet`` ->
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from bnstudy.head_options import DEFAULTS as HEAD_OPTION_DEFAULTS
 from bnstudy.protocol import (
+    ARM,
     Factors,
     Protocol,
     ProtocolError,
     Trial,
+    arm_of,
     load_protocol,
     parse_protocol,
 )
@@ -105,6 +109,54 @@ def check_feasible(protocol: Protocol, source: str) -> None:
                 raise ProtocolError(
                     f"{source}: factors.batch_size: {batch} exceeds the {sum(counts)} training "
                     f"images of {name!r} at train_per_class {n_max}, imbalance_ratio {ratio:g}"
+                )
+    _check_pretraining(protocol, source, combos)
+
+
+def _check_pretraining(protocol: Protocol, source: str, combos: list[dict[str, Any]]) -> None:
+    """Each stage used can train, and its body fits the network of every trial that loads it.
+
+    A stage's dataset may differ from the fine-tuning data (that is the point), so the body
+    is built for both input shapes and their parameter shapes compared.
+    """
+    from bnstudy.data import DatasetError, check_dataset, input_shape, max_train_per_class
+    from bnstudy.data import num_classes as classes_of
+    from bnstudy.models import check_architecture_input
+    from bnstudy.pretrain import body_mismatch
+
+    for name in dict.fromkeys(c["pretrain"] for c in combos if c["pretrain_stage"]):
+        stage, where = protocol.pretraining[name], f"{source}: pretraining.{name}"
+        options = protocol.stage_options(name)
+        try:
+            check_dataset(stage.dataset, options)
+            stage_shape = input_shape(stage.dataset, options)
+            pool_n = max_train_per_class(stage.dataset, options)
+            images = stage.train_per_class * classes_of(stage.dataset, options)
+        except DatasetError as exc:
+            raise ProtocolError(f"{where}: {exc}") from None
+        if stage.train_per_class > pool_n:
+            raise ProtocolError(
+                f"{where}.train_per_class: {stage.train_per_class} images per class, but the "
+                f"{stage.dataset!r} pool holds {pool_n} for its smallest class"
+            )
+        if stage.batch_size > images:
+            raise ProtocolError(
+                f"{where}.batch_size: {stage.batch_size} exceeds its {images} training images"
+            )
+        used = [c for c in combos if c["pretrain"] == name]
+        bodies = ((c["architecture"], c.get("arch_options", ""), c["dataset"]) for c in used)
+        for arch, arch_json, dataset in dict.fromkeys(bodies):
+            try:
+                check_architecture_input(arch, stage_shape)
+            except ValueError as exc:
+                raise ProtocolError(f"{where}: {exc} (dataset {stage.dataset!r})") from None
+            shape = input_shape(dataset, protocol.dataset_options(dataset))
+            arch_options = json.loads(arch_json) if arch_json else None
+            why = body_mismatch(arch, shape, stage_shape, arch_options)
+            if why:
+                raise ProtocolError(
+                    f"{where}: architecture {arch!r} pre-trained on {stage.dataset!r} "
+                    f"{stage_shape} cannot be fine-tuned on {dataset!r} {shape}: {why}"
                 )
 
 
@@ -222,16 +274,19 @@ class Recorded:
 
 
 def current_trials(results: Results, protocol: Protocol) -> Results:
-    """Only the rows of trials ``protocol`` declares.
+    """Only the rows of trials ``protocol`` declares, with the derived metric columns.
 
     A protocol edited between runs (a level dropped, epochs changed) leaves rows of trials
     it no longer contains; they are kept in the file but not analysed. Their count is in
     ``metadata["ignored_rows"]``.
     """
+    from bnstudy.stats.derived import with_derived_metrics
+
     planned = {t.trial_id for t in protocol.expand()}
     keep = results.table["trial_id"].isin(planned)
     metadata = {**results.metadata, "ignored_rows": str(int((~keep).sum()))}
     table = _with_default_settings(results.table[keep].reset_index(drop=True))
+    table = with_derived_metrics(table)  # ``failure`` for the report's levels too
     return Results(table, metadata, results.path)
 
 
@@ -248,7 +303,13 @@ def _with_default_settings(table: pd.DataFrame) -> pd.DataFrame:
             table[field.name] = field.default
         elif table[field.name].isna().any():
             table[field.name] = table[field.name].fillna(field.default)
+    # The arm (head plus its arm options) is derived, not stored: older tables get it too,
+    # and a design whose treatment is ``arm`` reads it like any other column.
+    table[ARM] = [arm_of(row) for row in table[_ARM_COLUMNS].to_dict("records")]
     return table
+
+
+_ARM_COLUMNS = ["head", "arm_options", *HEAD_OPTION_DEFAULTS]
 
 
 def load_results(path: str | Path) -> Recorded:
@@ -259,9 +320,19 @@ def load_results(path: str | Path) -> Recorded:
 
 
 def analyze_recorded(recorded: Recorded) -> Analysis:
+    from bnstudy.hypotheses import designs, registered_hashes
     from bnstudy.stats import analyze as stats_analyze
+    from bnstudy.stats.hypotheses import evaluate_hypotheses
 
-    return stats_analyze(recorded.results.table, recorded.protocol.design())
+    table, design = recorded.results.table, recorded.protocol.design()
+    analysis = stats_analyze(table, design)
+    hypotheses = designs(recorded.protocol)
+    if not hypotheses:
+        return analysis
+    # Which hypotheses came before the results is known only from the file's registration.
+    registered = registered_hashes(recorded.results.metadata)
+    judged = evaluate_hypotheses(table, design, hypotheses, registered)
+    return dataclasses.replace(analysis, hypotheses=judged)
 
 
 def analyze(path: str | Path) -> Analysis:

@@ -49,7 +49,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnstudy import metrics as M
-from bnstudy.catalogue import METRICS, RECORDED_METRICS
+from bnstudy import pretrain
+from bnstudy.catalogue import DERIVED_METRICS, METRICS, RECORDED_METRICS
 from bnstudy.data import Dataset, build_dataset
 from bnstudy.models import Classifier, build_model, fold_bn_into_linear, hidden_relu
 from bnstudy.protocol import Trial
@@ -105,7 +106,9 @@ class TrialResult:
 
 
 def _nan_metrics() -> dict[str, float]:
-    return {name: math.nan for name in (*METRICS, *RECORDED_METRICS)}
+    # Derived metrics (``failure``) are computed by the analysis from the status, not here.
+    measured = [m for m in METRICS if m not in DERIVED_METRICS]
+    return {name: math.nan for name in (*measured, *RECORDED_METRICS)}
 
 
 # -- batches ----------------------------------------------------------------------------
@@ -218,7 +221,11 @@ def run_trial(
         data.input_shape,
         data.num_classes,
         init_seed=lambda name: trial.stream_seed("init/" + name),
+        options=trial.settings(),
+        architecture_options=trial.architecture_options,
     ).to(device)
+    # A pre-trained body replaces the body's initial weights; the head stays as initialised.
+    pretrain_loss = pretrain.load_body(model, trial, device) if trial.pretrain_stage else math.nan
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     n = len(y_train)
     _check_batch_size(trial, n, model)
@@ -237,6 +244,10 @@ def run_trial(
     losses: list[float] = []
     steps_run = logged = 0
     loss_sum = torch.zeros((), device=device)
+    if trial.dropout > 0:
+        # Dropout draws from torch's global generator: seed it from the trial's own stream so
+        # a trial repeats exactly (only then, so that trials without dropout are unchanged).
+        torch.manual_seed(trial.stream_seed("dropout"))
     model.train()
     for step in range(total_steps):
         epoch, within = divmod(step, steps_per_epoch)
@@ -263,6 +274,7 @@ def run_trial(
                 break
 
     metrics = _nan_metrics()
+    metrics["pretrain_train_loss"] = pretrain_loss
     metrics["train_loss"] = losses[-1]
     metrics["steps_run"] = float(steps_run)
     metrics["epochs_run"] = steps_run / steps_per_epoch

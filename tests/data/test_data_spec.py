@@ -66,7 +66,8 @@ def test_resolve_fills_defaults_and_expands_home():
         ("mnist1d", {"num_train": 5}, r"at least 10"),
         ("digits", {"val_fraction": 0.5}, r"must be below 0\.5"),
         ("npz", {"path": "x", "layout": "nchw"}, r"'nchw' is not one of auto, nhwc, ncl, nl"),
-        ("synthetic", {"val_fraction": 0.2}, r"unknown option.*allowed: none"),
+        ("synthetic", {"val_fraction": 0.2}, r"unknown option.*allowed: task"),
+        ("synthetic", {"task": -1}, r"task"),
         ("cifar", {}, r"unknown dataset 'cifar' \(did you mean 'cifar10', 'cifar100'"),
     ],
 )

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -73,3 +74,21 @@ def test_the_pool_is_float32_whatever_the_default_dtype():
         torch.set_default_dtype(previous)
     assert under_float64.dtype == torch.float32
     assert torch.equal(under_float64, reference)
+
+
+def test_another_task_has_other_prototypes_and_leaves_task_0_unchanged():
+    from bnstudy.data.pool import load_pool
+    from bnstudy.data.spec import identity_options
+
+    task0 = load_pool("synthetic")
+    other = load_pool("synthetic", {"task": 1})
+    assert other.x_train.shape == task0.x_train.shape
+    assert not np.allclose(other.x_train, task0.x_train)
+    assert load_pool("synthetic", {"task": 0}) is task0
+    assert float(task0.x_train.sum(dtype=np.float64)) == pytest.approx(TRAIN_SUM, abs=1e-6)
+    # Class means of task 1 classify task 0 test images no better than chance: another task.
+    means = np.stack([other.x_train[other.y_train == c].mean(0) for c in range(10)])
+    d = ((task0.x_test.reshape(len(task0.x_test), 1, -1) - means.reshape(1, 10, -1)) ** 2).sum(-1)
+    assert (d.argmin(1) == task0.y_test).mean() < 0.2
+    assert identity_options("synthetic", {"task": 0}) == {}
+    assert identity_options("synthetic", {"task": 2}) == {"task": 2}

@@ -29,7 +29,7 @@ def table() -> pd.DataFrame:
                     seed=seed,
                     status="ok" if np.isfinite(acc) else "diverged",
                     balanced_acc=acc,
-                    head_dead_frac=0.1 if head == "bn" else np.nan,
+                    train_eval_gap=0.1 if head == "bn" else np.nan,
                     class_counts=[100] * 10,
                 )
             )
@@ -67,7 +67,7 @@ def test_intention_to_treat_scores_a_diverged_trial_at_chance():
 
 
 def test_recorded_columns_are_measured_values_and_missing_metrics_skipped():
-    out = arm_levels(table(), ["head_dead_frac", "no_such_metric"], by=(), **COMMON)
+    out = arm_levels(table(), ["train_eval_gap", "no_such_metric"], by=(), **COMMON)
     assert list(out["arm"]) == ["bn"]  # plain's values are all NaN
     assert out["values"].iloc[0] == MEASURED and out["unit"].iloc[0] == ""
     assert out["n"].iloc[0] == 5  # the diverged trial has no measured value

@@ -151,7 +151,7 @@ def build_pool(name: str, options: Mapping[str, Any] | None = None) -> Pool:
     """Read or generate dataset ``name`` and split off its validation images (no caching)."""
     resolved = resolve_options(name, options)
     if dataset_spec(name).in_memory:
-        return _synthetic_pool()
+        return _synthetic_pool(resolved["task"])
     source = read_source(name, resolved)
     held_out = stratified_holdout(source["y_train"], resolved["val_fraction"], f"{name}/val")
     x_train = np.ascontiguousarray(source["x_train"][~held_out])
@@ -174,24 +174,24 @@ def build_pool(name: str, options: Mapping[str, Any] | None = None) -> Pool:
     )
 
 
-#: (the synthetic Dataset, its Pool view): one Pool object per generated pool, so per-pool
-#: caches downstream hit; regenerated when ``synthetic_pool``'s own cache is cleared.
-_synthetic: list[Any] = [None, None]
+#: task -> (the synthetic Dataset, its Pool view): one Pool object per generated pool, so
+#: per-pool caches downstream hit; regenerated when ``synthetic_pool``'s own cache is cleared.
+_synthetic: dict[int, tuple[Any, Pool]] = {}
 
 
-def _synthetic_pool() -> Pool:
+def _synthetic_pool(task: int = 0) -> Pool:
     from bnstudy.data.synthetic import synthetic_pool  # torch, generated in memory
 
-    data = synthetic_pool()
-    if _synthetic[0] is not data:
+    data = synthetic_pool(task)
+    if task not in _synthetic or _synthetic[task][0] is not data:
         arrays = {
             f"{part}_{split}": getattr(data, f"{part}_{split}").numpy()
             for split in _SPLITS
             for part in ("x", "y")
         }
         pool = Pool(name="synthetic", num_classes=data.num_classes, mean=None, std=None, **arrays)
-        _synthetic[:] = [data, pool]
-    return _synthetic[1]
+        _synthetic[task] = (data, pool)
+    return _synthetic[task][1]
 
 
 # -- the cache --------------------------------------------------------------------------
@@ -252,7 +252,7 @@ def load_pool(name: str, options: Mapping[str, Any] | None = None) -> Pool:
     """Dataset ``name``'s pool, from the cache (built first if missing), once per process."""
     resolved = resolve_options(name, options)
     if dataset_spec(name).in_memory:
-        return _synthetic_pool()
+        return _synthetic_pool(resolved["task"])
     path = cache_path(name, resolved)
     if not path.is_file():  # normally prepared by the parent; harmless if built here
         prepare_dataset(name, resolved)

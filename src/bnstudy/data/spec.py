@@ -123,7 +123,17 @@ SPECS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "synthetic",
             "10-class 3x16x16 images generated from code (1000 train, 100 val, 200 test per class)",
-            {},
+            _options(
+                OptionSpec(
+                    "task",
+                    int,
+                    0,
+                    identity=True,
+                    minimum=0,
+                    doc="which set of class prototypes: 0 is the study task; any other number "
+                    "is another task of the same shape (e.g. for pre-training)",
+                )
+            ),
             num_classes=10,
             input_shape=(3, 16, 16),
             in_memory=True,

@@ -64,14 +64,17 @@ def _sample(
     return contrast * x + nuisance + noise, y
 
 
-@functools.lru_cache(maxsize=1)
-def synthetic_pool() -> Dataset:
+@functools.lru_cache(maxsize=2)
+def synthetic_pool(task: int = 0) -> Dataset:
     """The full balanced pool: 1000 train, 100 val and 200 test images per class, standardized.
 
     Seeded from the dataset name, never from a trial seed, so every trial and every process
-    sees the same images; cached per process.
+    sees the same images; cached per process. ``task`` > 0 draws other class prototypes (and
+    images): another task of the same kind and shape, e.g. for pre-training a body that is
+    then fine-tuned on task 0. Task 0 is the original pool, bit for bit.
     """
-    seed = int(hashlib.sha256(b"synthetic").hexdigest()[:15], 16)
+    name = "synthetic" if task == 0 else f"synthetic/task{task}"
+    seed = int(hashlib.sha256(name.encode()).hexdigest()[:15], 16)
     generator = torch.Generator().manual_seed(seed)
     prototypes = _smooth(NUM_CLASSES, generator)
     x_train, y_train = _sample(prototypes, TRAIN_PER_CLASS, generator)

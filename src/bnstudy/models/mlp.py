@@ -1,4 +1,9 @@
-"""``mlp``: flatten -> two ReLU hidden layers. Its "pooled features" are the last hidden layer."""
+"""``mlp``: flatten -> ReLU hidden layers. Its "pooled features" are the last hidden layer.
+
+Width and depth are options (a protocol's ``architectures: {mlp: {width: 512, depth: 3}}``,
+see :mod:`bnstudy.arch_options`); the defaults, 256 wide and 2 deep, are the first release's
+network, with the same layer names and therefore the same initial weights.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +14,19 @@ from torch import nn
 from bnstudy.models.registry import check_architecture_input, register_architecture
 
 WIDTH = 256
+DEPTH = 2
 
 
 class MLPBody(nn.Module):
-    """(n, *input_shape) -> (n, WIDTH) non-negative features; no normalization anywhere."""
+    """(n, *input_shape) -> (n, width) non-negative features; no normalization anywhere."""
 
-    def __init__(self, input_shape: tuple[int, ...], width: int = WIDTH):
+    def __init__(self, input_shape: tuple[int, ...], width: int = WIDTH, depth: int = DEPTH):
         super().__init__()
         self.out_features = width
-        self.layers = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(math.prod(input_shape), width),
-            nn.ReLU(),
-            nn.Linear(width, width),
-            nn.ReLU(),
-        )
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i in range(depth):
+            layers += [nn.Linear(math.prod(input_shape) if i == 0 else width, width), nn.ReLU()]
+        self.layers = nn.Sequential(*layers)
 
     def forward(self, x):
         return self.layers(x)
@@ -36,6 +39,6 @@ class MLPBody(nn.Module):
     pooling="none",
     tail="linear -> ReLU (no normalization anywhere)",
 )
-def mlp(input_shape: tuple[int, ...]) -> MLPBody:
+def mlp(input_shape: tuple[int, ...], width: int = WIDTH, depth: int = DEPTH) -> MLPBody:
     check_architecture_input("mlp", input_shape)
-    return MLPBody(input_shape)
+    return MLPBody(input_shape, width, depth)

@@ -9,7 +9,8 @@ wrong rank raises the same one-line ``ValueError`` as :func:`check_architecture_
 built-in bodies all end in a ReLU (then pooling or flattening), so their features are
 non-negative and 0 means "inactive".
 
-**Head contract.** A head builder takes ``(in_features, num_classes)`` and returns any
+**Head contract.** A head builder takes ``(in_features, num_classes)`` (plus, as keyword
+arguments, the head options it declares in :func:`register_head`) and returns any
 ``nn.Module`` mapping ``(n, in_features)`` features to ``(n, num_classes)`` logits whose final
 linear layer is the attribute ``fc`` (an ``nn.Linear``, bias optional). That is all callers may
 rely on: a head need not have ``pre``/``post`` attributes, nor be an ``nn.Sequential``. The
@@ -23,16 +24,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from bnstudy import head_options
 from bnstudy.models.init import CONV_INITS, ConvInit, init_weights
 
 ArchitectureBuilder = Callable[[tuple[int, ...]], nn.Module]
-HeadBuilder = Callable[[int, int], nn.Module]
+HeadBuilder = Callable[..., nn.Module]
 
 InputKind = Literal["image", "signal", "vector", "any"]
 Pooling = Literal["global_avg", "none"]
@@ -123,8 +125,18 @@ def register_architecture(
     return decorator
 
 
-def register_head(name: str) -> Callable[[HeadBuilder], HeadBuilder]:
-    """``@register_head("name")`` on a builder ``(in_features, num_classes) -> head``."""
+def register_head(
+    name: str, *, options: Sequence[str] | None = None
+) -> Callable[[HeadBuilder], HeadBuilder]:
+    """``@register_head("name", options=(...))`` on a builder ``(in_features, num_classes,
+    **options) -> head``.
+
+    ``options`` names the head options (:data:`bnstudy.head_options.DEFAULTS`) the builder
+    takes as keyword arguments; omitted, those already declared in
+    :mod:`bnstudy.head_options` (none for a new head). Options a head does not take are set to
+    their defaults when a protocol is expanded, so they never create duplicate trials.
+    """
+    head_options.declare(name, head_options.options_of(name) if options is None else options)
 
     def decorator(builder: HeadBuilder) -> HeadBuilder:
         if name in _HEADS:
@@ -196,6 +208,8 @@ def build_model(
     input_shape: tuple[int, ...],
     num_classes: int,
     init_seed: Callable[[str], int],
+    options: Mapping[str, Any] | None = None,
+    architecture_options: Mapping[str, Any] | None = None,
 ) -> Classifier:
     """Build a classifier and initialise every layer from its own seeded generator.
 
@@ -203,12 +217,18 @@ def build_model(
     :func:`bnstudy.models.init.init_weights`), so classifiers that differ only in the head
     share the body's and ``head.fc``'s initial weights exactly. Raises ``KeyError`` for an
     unknown name and ``ValueError`` (see :func:`check_architecture_input`) for an input the
-    architecture cannot take.
+    architecture cannot take. ``options`` holds head options (e.g. a trial's settings); the
+    head builder receives those it declared, at their defaults where not given.
+    ``architecture_options`` (a protocol's ``architectures:`` entry, e.g. ``{"width": 512}``
+    for ``mlp``) are keyword arguments of the architecture builder.
     """
     builder = _lookup(_ARCHITECTURES, "architecture", architecture)
     check_architecture_input(architecture, input_shape)
-    body = builder(tuple(input_shape))
-    head_module = _lookup(_HEADS, "head", head)(body.out_features, num_classes)
+    body = builder(tuple(input_shape), **(architecture_options or {}))
+    builder_of_head = _lookup(_HEADS, "head", head)
+    given = options or {}
+    kwargs = {o: given.get(o, default) for o, default in head_options.of_head(head).items()}
+    head_module = builder_of_head(body.out_features, num_classes, **kwargs)
     if not isinstance(getattr(head_module, "fc", None), nn.Linear):
         raise TypeError(f"head {head!r} has no final nn.Linear named 'fc' (see the head contract)")
     model = Classifier(body, head_module)

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from bnstudy import __version__
 from bnstudy.catalogue import METRICS
+from bnstudy.hypotheses import registered_at
 from bnstudy.protocol import Protocol
 from bnstudy.report import detail, figures, figures_arms, text, views
 from bnstudy.report.roles import Roles, primary_rows, roles_of
@@ -37,6 +38,9 @@ SECTIONS = (
     ("diagnostics", "Diagnostics"),
     ("provenance", "How this was made"),
 )
+
+#: (anchor, title) of the section that opens the report when the protocol states hypotheses.
+HYPOTHESES_SECTION = ("hypotheses", "Pre-registered hypotheses")
 
 #: Recorded columns shown as mechanisms: (what it is, display scale, unit, log axis).
 MECHANISMS: dict[str, tuple[str, float, str, bool]] = {
@@ -149,13 +153,19 @@ class Content:
     figures: list[FigureItem]
     #: Per section, sentences saying which figures could not be drawn and why.
     missing: dict[str, list[str]]
+    #: The protocol's hypotheses judged (``views.hypotheses_view``; ``href``: the anchor of
+    #: each row's evidence); empty when the protocol states none.
+    hypotheses_table: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    #: When the results file registered its hypotheses ("" when it never did).
+    hypotheses_registered_at: str = ""
 
     def figures_in(self, section: str) -> list[FigureItem]:
         return [f for f in self.figures if f.section == section]
 
     @property
     def sections(self) -> tuple[tuple[str, str], ...]:
-        return SECTIONS
+        # The claims stated before the run open the report, when there are any.
+        return ((HYPOTHESES_SECTION,) if not self.hypotheses_table.empty else ()) + SECTIONS
 
 
 def now_utc() -> str:
@@ -242,7 +252,18 @@ def build(
         ),
         figures=builder.items,
         missing=missing,
+        hypotheses_table=views.hypotheses_view(
+            getattr(analysis, "hypotheses", None), _evidence_anchors(builder.items)
+        ),
+        hypotheses_registered_at=registered_at(metadata) or "",
     )
+
+
+def _evidence_anchors(items: list[FigureItem]) -> dict[str, str]:
+    """metric -> the anchor of its effect figure in the evidence section (the figure ids
+    are ``evidence-effect-METRIC``, see :func:`_moderator_figures`)."""
+    prefix = "evidence-effect-"
+    return {f.id[len(prefix) :]: f.id for f in items if f.id.startswith(prefix)}
 
 
 class _Figures:
@@ -595,7 +616,7 @@ def _mechanisms(b: _Figures, table: pd.DataFrame, roles: Roles, missing) -> pd.D
             continue
         rows = "; ".join(
             f"{metric}: {MECHANISMS[metric][0]}"
-            + (" (measured values)" if metric not in METRICS else " (intention-to-treat values)")
+            + (" (intention-to-treat values)" if _imputed(metric) else " (measured values)")
             for metric, *_ in grid
         )
         caption = (
@@ -615,6 +636,12 @@ def _mechanisms(b: _Figures, table: pd.DataFrame, roles: Roles, missing) -> pd.D
             wide=True,
         )
     return summary
+
+
+def _imputed(metric: str) -> bool:
+    """Whether failed trials get a declared score for ``metric`` (a catalogue metric whose
+    ``imputed`` is set); otherwise its levels are of measured values only."""
+    return metric in METRICS and METRICS[metric].imputed
 
 
 def _any_finite(values: pd.Series) -> bool:

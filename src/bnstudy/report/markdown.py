@@ -57,6 +57,32 @@ def _figures(c: Content, section: str, href: str) -> list[str]:
     return out
 
 
+def _hypotheses(c: Content) -> list[str]:
+    """The hypotheses table that opens the report; each id links to its evidence."""
+    hyp = c.hypotheses_table
+    if hyp.empty:
+        return []
+    if c.hypotheses_registered_at:
+        when = (
+            f"The results file registered their hashes with its first results "
+            f"({c.hypotheses_registered_at}); one added or changed since is exploratory "
+            "(unadjusted, outside the confirmatory family)."
+        )
+    else:
+        when = "The results file has no registration, so every hypothesis is exploratory."
+    # Markdown has heading anchors only (GitHub slugs), so a figure link becomes its section.
+    # The id is a safe name and the anchor one of ours: no user text in the link syntax.
+    anchors = ["what-the-evidence-shows" if a != "estimates" else a for a in hyp["href"]]
+    shown = hyp.drop(columns="href").assign(
+        id=[f"[{i}](#{a})" for i, a in zip(hyp["id"], anchors, strict=True)]
+    )
+    intro = (
+        "The claims the protocol stated, each judged on its own subset (intention to treat); "
+        f"the pre-registered ones Holm-adjusted together at alpha = {c.alpha}. {when}"
+    )
+    return ["## Pre-registered hypotheses", "", _para(intro), "", markdown_table(shown), ""]
+
+
 def _markdown(c: Content, href: str) -> str:
     lines = [f"# {_para(c.name)}", ""]
     meta = (
@@ -71,6 +97,7 @@ def _markdown(c: Content, href: str) -> str:
     lines += ["Contents: " + " · ".join(title for _, title in c.sections), ""]
     t = _para
 
+    lines += _hypotheses(c)
     lines += ["## What the evidence shows", ""]
     if c.headline:
         h = c.headline

@@ -60,6 +60,7 @@ from scipy import stats
 from bnstudy.catalogue import METRICS
 from bnstudy.design import Design
 from bnstudy.stats.bootstrap import GENERALISING, STATISTICS, effect_size_bootstrap
+from bnstudy.stats.derived import with_derived_metrics
 from bnstudy.stats.failures import FAILURE_COLUMNS, failure_rates
 from bnstudy.stats.imputation import ITT, OK_ONLY, POPULATIONS, Scored, score_trials
 from bnstudy.stats.inference import adjust, p_value, tost_p, unadjusted_words, verdict
@@ -292,6 +293,10 @@ class Analysis:
     )
     treatment: str = ""
     primary_estimand: str = FIXED
+    #: The protocol's pre-registered hypotheses judged, one row each
+    #: (``stats.hypotheses.HYPOTHESIS_COLUMNS``); filled by ``study.analyze_recorded``, which
+    #: knows the results file's registration. Empty when the protocol states none.
+    hypotheses: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     tuning: list[str] = dataclasses.field(default_factory=list)
     select_by: str | None = None
 
@@ -454,6 +459,7 @@ def analyze(table: pd.DataFrame, design: Design | Any) -> Analysis:
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise ValueError(f"results table lacks column(s) {missing}; has {list(table.columns)}")
+    table = with_derived_metrics(table)  # e.g. failure, so it can be a primary metric
     conf = design.confidence
     cond_cols = condition_columns(design, table)
     out = _Collector()

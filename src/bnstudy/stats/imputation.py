@@ -83,6 +83,9 @@ def score_trials(
         keep = (status == OK) & finite
         return Scored(population, np.where(keep, raw, np.nan), np.zeros(n, bool), rule)
 
+    if metric in METRICS and not METRICS[metric].imputed:
+        # Defined for every trial (``failure``): a failed trial's value *is* its outcome.
+        return Scored(population, np.where(finite, raw, np.nan), np.zeros(n, bool), rule)
     measured = np.isin(status, MEASURED_STATUSES)
     values = np.where(measured & finite, raw, np.nan)
     need = ~measured

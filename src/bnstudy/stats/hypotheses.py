@@ -1,0 +1,244 @@
+"""Pre-registered hypotheses judged: one row per hypothesis, estimate to verdict.
+
+Each hypothesis (``design.HypothesisDesign``) is a comparison the analysis already knows how
+to make, restricted to a subset of the conditions: its rows (``where``, and the two arms) are
+analysed by :func:`bnstudy.stats.analysis.analyze` under the study's design with that control,
+that variant and that one metric (margin from the hypothesis), and the primary
+(intention-to-treat) overall estimate of the hypothesis' estimand is read off. So a
+hypothesis gets exactly the model, imputation, tuning and prediction interval of the main
+analysis, never a second implementation of them.
+
+Interactions ("effect at ratio 100 minus effect at ratio 1") use the analysis' moderator
+contrast: the subset is cut to the two levels, the factor is the only moderator, and the
+contrast row of the paired model d ~ level + (1 | condition) is the estimate. It is preferred
+over a per-seed difference-in-differences because it keeps the condition random effect (other
+factors varying inside the subset) and the imputation of failed trials, and needs no pairing
+of blocks across levels, which the design does not provide (a block is one condition).
+
+Multiplicity: the confirmatory family is the pre-registered hypotheses (hash in the results
+file's registration). Their p-values (difference test for ``higher``/``lower``, TOST for
+``equivalent``) are Holm-adjusted together; exploratory hypotheses keep their unadjusted p
+and say so. Verdicts from the (adjusted) p, alpha = 1 - confidence:
+
+- ``higher``/``lower``: ``supported`` when p < alpha with the estimate (variant - control,
+  on the metric's own scale) of the predicted sign, ``contradicted`` when of the other sign,
+  else ``inconclusive``. Holm gives adjusted p-values, not adjusted intervals; the CI shown
+  is per comparison.
+- ``equivalent``: ``equivalent`` when the TOST p < alpha (the 1 - 2 alpha CI inside
+  +-margin); ``not equivalent`` when the CI lies entirely beyond the margin on one side;
+  else ``inconclusive``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from bnstudy.catalogue import METRICS
+from bnstudy.design import Design, HypothesisDesign, MetricDesign
+from bnstudy.stats.analysis import CONTRAST_SUFFIX, analyze
+from bnstudy.stats.imputation import ITT
+from bnstudy.stats.inference import adjust
+
+PREREGISTERED = "pre-registered"
+EXPLORATORY = "exploratory"
+#: Appended to the verdict of an exploratory hypothesis (unadjusted, not confirmatory).
+EXPLORATORY_VERDICT = " (exploratory, unadjusted)"
+#: Verdicts of directional and of equivalence hypotheses.
+DIRECTIONAL_VERDICTS = ("supported", "contradicted", "inconclusive")
+EQUIVALENCE_VERDICTS = ("equivalent", "not equivalent", "inconclusive")
+NO_ESTIMATE = "no estimate"
+#: Replicates of the effect-size bootstrap run inside each hypothesis' analysis; the
+#: hypotheses table uses none of it, so a token number keeps evaluation cheap.
+_BOOTSTRAP_REPLICATES = 50
+
+HYPOTHESIS_COLUMNS = [
+    "id",
+    "claim",
+    "metric",
+    "variant",
+    "control",
+    "subset",
+    "expect",
+    "margin",
+    "estimand",
+    "registration",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "pi_low",
+    "pi_high",
+    "p",
+    "p_adj",
+    "n_pairs",
+    "n_conditions",
+    "verdict",
+    "unit",
+    "scope",
+    "sha256",
+    "note",
+]
+
+
+def subset_label(h: HypothesisDesign) -> str:
+    """The conditions a hypothesis is about, in words ("all conditions" when unrestricted)."""
+    parts = [f"{k} in {{{', '.join(map(str, v))}}}" for k, v in h.where.items()]
+    if h.interaction is not None:
+        f, low, high = h.interaction
+        parts.append(f"effect at {f}={high} minus at {f}={low}")
+    return "; ".join(parts) or "all conditions"
+
+
+def evaluate_hypotheses(
+    table: pd.DataFrame,
+    design: Design,
+    hypotheses: Sequence[HypothesisDesign],
+    registered: set[str] | None,
+) -> pd.DataFrame:
+    """One row per hypothesis (:data:`HYPOTHESIS_COLUMNS`), in the order given.
+
+    ``registered``: the hashes the results file registered (None: no registration, so every
+    hypothesis is exploratory). ``p`` is the test the verdict uses (TOST for equivalence),
+    ``p_adj`` its Holm-adjusted value over the pre-registered ones (NaN for exploratory).
+    """
+    rows = [_estimate(table, design, h) for h in hypotheses]
+    frame = pd.DataFrame(rows, columns=HYPOTHESIS_COLUMNS)
+    if frame.empty:
+        return frame
+    confirmatory = frame["sha256"].isin(registered or set()).to_numpy()
+    frame["registration"] = np.where(confirmatory, PREREGISTERED, EXPLORATORY)
+    p_adj = np.full(len(frame), np.nan)
+    p_adj[confirmatory] = adjust(frame.loc[confirmatory, "p"].to_numpy(float), "holm")
+    frame["p_adj"] = p_adj
+    alpha = 1 - design.confidence
+    verdicts = []
+    for i, r in enumerate(frame.itertuples(index=False)):
+        if r.verdict == NO_ESTIMATE:
+            verdicts.append(NO_ESTIMATE)
+            continue
+        p = p_adj[i] if confirmatory[i] else r.p
+        words = _verdict(r.expect, r.estimate, r.ci_low, r.ci_high, p, r.margin, alpha)
+        verdicts.append(words if confirmatory[i] else words + EXPLORATORY_VERDICT)
+    frame["verdict"] = verdicts
+    return frame
+
+
+def _verdict(expect, estimate, ci_low, ci_high, p, margin, alpha) -> str:
+    significant = math.isfinite(p) and p < alpha
+    if expect == "equivalent":
+        if significant:
+            return "equivalent"
+        if ci_low > margin or ci_high < -margin:
+            return "not equivalent"
+        return "inconclusive"
+    if not significant:
+        return "inconclusive"
+    predicted = estimate > 0 if expect == "higher" else estimate < 0
+    return "supported" if predicted else "contradicted"
+
+
+def _estimate(table: pd.DataFrame, design: Design, h: HypothesisDesign) -> dict:
+    row = {
+        "id": h.id,
+        "claim": h.claim,
+        "metric": h.metric,
+        "variant": h.variant,
+        "control": h.control,
+        "subset": subset_label(h),
+        "expect": h.expect,
+        "margin": h.margin if h.margin is not None else math.nan,
+        "estimand": h.estimand,
+        "registration": "",
+        "unit": METRICS[h.metric].unit,
+        "sha256": h.sha256,
+        "note": "",
+        **dict.fromkeys(["estimate", "ci_low", "ci_high", "pi_low", "pi_high", "p"], math.nan),
+        "p_adj": math.nan,
+        "n_pairs": 0,
+        "n_conditions": 0,
+        "verdict": "",
+        "scope": "overall",
+    }
+    sub = _subset(table, design, h)
+    moderators = {}
+    if h.interaction is not None:
+        moderators = {h.interaction[0]: "identity"}
+        row["scope"] = h.interaction[0] + CONTRAST_SUFFIX
+    tuned = h.estimand == "tuned" and bool(design.tuning)
+    sub_design = dataclasses.replace(
+        design,
+        control=h.control,
+        variants=(h.variant,),
+        metrics={h.metric: MetricDesign(METRICS[h.metric].direction, h.margin)},
+        moderators=moderators,
+        correction="none",
+        family="overall",
+        bootstrap_replicates=_BOOTSTRAP_REPLICATES,
+        tuning=design.tuning if tuned else (),
+        select_by=design.select_by if tuned else None,
+    )
+    analysis = analyze(sub, sub_design) if len(sub) else None
+    found = _pick(analysis, h, row["scope"]) if analysis is not None else None
+    if found is None:
+        why = "no rows in the subset" if analysis is None else _why(analysis, h)
+        return {**row, "verdict": NO_ESTIMATE, "note": why}
+    est, equiv = found
+    row.update(
+        estimate=est["estimate"],
+        ci_low=est["ci_low"],
+        ci_high=est["ci_high"],
+        pi_low=est["pi_low"],
+        pi_high=est["pi_high"],
+        p=equiv if h.expect == "equivalent" else est["p"],
+        n_pairs=int(est["n_pairs"]),
+        n_conditions=_n_conditions(analysis, h),
+    )
+    return row
+
+
+def _subset(table: pd.DataFrame, design: Design, h: HypothesisDesign) -> pd.DataFrame:
+    keep = table[design.treatment].isin([h.control, h.variant]).to_numpy().copy()
+    for factor, levels in h.where.items():
+        keep &= table[factor].isin(list(levels)).to_numpy()
+    if h.interaction is not None:
+        factor, low, high = h.interaction
+        keep &= table[factor].isin([low, high]).to_numpy()
+    return table[keep].reset_index(drop=True)
+
+
+def _pick(analysis, h: HypothesisDesign, scope: str) -> tuple[dict, float] | None:
+    """The primary overall (or contrast) row of the estimand, and its TOST p."""
+    est = analysis.primary()
+    est = est[(est["scope"] == scope) & (est["estimand"] == h.estimand)]
+    if est.empty:
+        return None
+    r = est.iloc[0].to_dict()
+    if h.interaction is not None:
+        # The analysis contrasts "second level minus first" (levels sorted); turn it round
+        # when the hypothesis names the levels the other way.
+        _, low, high = h.interaction
+        if high < low:
+            r["estimate"], r["ci_low"], r["ci_high"] = -r["estimate"], -r["ci_high"], -r["ci_low"]
+        return r, math.nan  # no equivalence for an interaction (the schema allows it: nan)
+    eq = analysis.equivalence
+    eq = eq[(eq["population"] == ITT) & (eq["scope"] == scope) & (eq["estimand"] == h.estimand)]
+    return r, float(eq["p_tost"].iloc[0]) if len(eq) else math.nan
+
+
+def _n_conditions(analysis, h: HypothesisDesign) -> int:
+    pc = analysis.per_condition
+    if pc.empty:
+        return 0
+    pc = pc[(pc["metric"] == h.metric) & (pc["estimand"] == h.estimand)]
+    return int(pc["condition"].nunique())
+
+
+def _why(analysis, h: HypothesisDesign) -> str:
+    diag = analysis.diagnostics
+    if len(diag):
+        return str(diag["message"].iloc[-1])
+    return f"no {h.estimand} estimate of {h.metric} ({h.variant} vs {h.control}) in the subset"

@@ -1,0 +1,126 @@
+"""Hypotheses judged on simulated tables with known effects; Holm over the confirmatory family."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bnstudy.design import HypothesisDesign
+from bnstudy.stats import analyze
+from bnstudy.stats.derived import with_derived_metrics
+from bnstudy.stats.hypotheses import EXPLORATORY_VERDICT, NO_ESTIMATE, evaluate_hypotheses
+from bnstudy.stats.simulate import grid_protocol, simulate_results
+
+GRID = dict(datasets=("d0", "d1"), ratios=(1.0, 100.0), lrs=(0.01, 0.1))
+
+
+def hyp(id_="h", expect="higher", metric="balanced_acc", margin=0.5, **kw) -> HypothesisDesign:
+    fields = dict(
+        id=id_,
+        claim=f"claim {id_}",
+        metric=metric,
+        variant="bn",
+        control="plain",
+        where={},
+        expect=expect,
+        margin=margin,
+        estimand="fixed",
+        sha256=f"hash-{id_}",
+    )
+    return HypothesisDesign(**{**fields, **kw})
+
+
+def evaluate(table, protocol, hypotheses, registered="all"):
+    if registered == "all":
+        registered = {h.sha256 for h in hypotheses}
+    return evaluate_hypotheses(table, protocol.design(), hypotheses, registered).set_index("id")
+
+
+def test_known_effect_is_supported_and_no_effect_is_equivalent():
+    protocol = grid_protocol(8, heads=("plain", "bn", "ln"), **GRID)
+    table = simulate_results(protocol, effect={"bn": 2.0, "ln": 0.0}, sigma=0.2, seed=1)
+    rows = evaluate(
+        table,
+        protocol,
+        [
+            hyp("up"),
+            hyp("down", expect="lower"),
+            hyp("same", expect="equivalent", variant="ln"),
+            hyp("ratio1", expect="equivalent", variant="ln", where={"imbalance_ratio": (1,)}),
+        ],
+    )
+    assert rows.loc["up", "verdict"] == "supported"
+    assert rows.loc["up", "ci_low"] < 2.0 < rows.loc["up", "ci_high"]
+    assert rows.loc["up", "n_pairs"] == 8 * 8 and rows.loc["up", "n_conditions"] == 8
+    assert rows.loc["down", "verdict"] == "contradicted"
+    assert rows.loc["same", "verdict"] == "equivalent"
+    assert abs(rows.loc["same", "estimate"]) < 0.5
+    assert rows.loc["ratio1", "n_pairs"] == 8 * 4  # the where subset only
+    assert rows.loc["ratio1", "subset"] == "imbalance_ratio in {1}"
+    # The same numbers as the main analysis of the whole table for the unrestricted claim.
+    full = analyze(table, protocol.design()).headline("balanced_acc", "bn")
+    assert rows.loc["up", "estimate"] == pytest.approx(full["estimate"])
+
+
+def test_a_clear_effect_is_not_equivalent():
+    protocol = grid_protocol(6, **GRID)
+    table = simulate_results(protocol, effect=3.0, sigma=0.2, seed=2)
+    rows = evaluate(table, protocol, [hyp("eq", expect="equivalent")])
+    assert rows.loc["eq", "verdict"] == "not equivalent"
+
+
+def test_interaction_is_the_effect_at_high_minus_at_low():
+    """slope per ln(ratio): the effect at 100 minus at 1 is slope * ln(100)."""
+    protocol = grid_protocol(8, **GRID)
+    slope = 1.0
+    table = simulate_results(protocol, effect=0.0, slope=slope, sigma=0.3, seed=3)
+    truth = slope * math.log(100)
+    up = hyp("int", interaction=("imbalance_ratio", 1, 100))
+    turned = hyp("turned", expect="lower", interaction=("imbalance_ratio", 100, 1))
+    rows = evaluate(table, protocol, [up, turned])
+    assert rows.loc["int", "ci_low"] < truth < rows.loc["int", "ci_high"]
+    assert rows.loc["int", "verdict"] == "supported"
+    assert rows.loc["turned", "estimate"] == pytest.approx(-rows.loc["int", "estimate"])
+    assert rows.loc["turned", "verdict"] == "supported"
+    assert rows.loc["int", "scope"] == "imbalance_ratio_contrast"
+
+
+def test_holm_over_the_preregistered_family_and_exploratory_unadjusted():
+    protocol = grid_protocol(4, **GRID)
+    table = simulate_results(protocol, effect=0.4, sigma=1.0, seed=4)
+    hs = [hyp("a"), hyp("b", where={"imbalance_ratio": (1,)}), hyp("c", where={"dataset": ("d0",)})]
+    rows = evaluate(table, protocol, hs, registered={"hash-a", "hash-b"})
+    p = rows["p"]
+    lo, hi = sorted(["a", "b"], key=lambda i: p[i])
+    assert rows.loc[lo, "p_adj"] == pytest.approx(min(1, 2 * p[lo]))
+    assert rows.loc[hi, "p_adj"] == pytest.approx(min(1, max(2 * p[lo], p[hi])))
+    assert math.isnan(rows.loc["c", "p_adj"])
+    assert list(rows["registration"]) == ["pre-registered", "pre-registered", "exploratory"]
+    assert rows.loc["c", "verdict"].endswith(EXPLORATORY_VERDICT)
+    none = evaluate(table, protocol, hs, registered=None)  # a file with no registration
+    assert (none["registration"] == "exploratory").all() and none["p_adj"].isna().all()
+
+
+def test_failure_metric_counts_failed_trials_as_they_ended():
+    protocol = grid_protocol(6, **GRID)
+    table = simulate_results(protocol, effect=0.0, sigma=0.5, seed=5)
+    rng = np.random.default_rng(0)
+    bn = (table["head"] == "bn").to_numpy()
+    fails = bn & (rng.random(len(table)) < 0.5)
+    table.loc[fails, "status"] = "diverged"
+    derived = with_derived_metrics(table)
+    assert (derived["failure"] == fails.astype(float)).all()
+    rows = evaluate(table, protocol, [hyp("fail", metric="failure", margin=None)])
+    truth = 100 * fails[bn].mean()  # pp; control never fails
+    assert rows.loc["fail", "estimate"] == pytest.approx(truth)
+    assert rows.loc["fail", "verdict"] == "supported" and rows.loc["fail", "unit"] == "pp"
+
+
+def test_an_empty_subset_has_no_estimate_and_says_why():
+    protocol = grid_protocol(3, **GRID)
+    table = simulate_results(protocol, seed=6)
+    rows = evaluate(table, protocol, [hyp("x", where={"dataset": ("nowhere",)})])
+    assert rows.loc["x", "verdict"] == NO_ESTIMATE and rows.loc["x", "note"]
+    assert evaluate_hypotheses(table, protocol.design(), [], None).empty
+    assert isinstance(rows, pd.DataFrame)
