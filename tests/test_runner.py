@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import json
 import os
 import shutil
 import signal
@@ -154,6 +155,10 @@ def test_rows_carry_ids_settings_and_provenance(tmp_path: Path):
     assert row["device"] == "cpu"
     assert results.metadata["protocol"] == protocol.source_text
     assert "torch" in results.metadata["versions"]
+    machine = json.loads(results.metadata["machine"])
+    assert machine["cpu_model"] == runner.cpu_model()
+    if Path("/proc/cpuinfo").exists():  # CPU numbers differ between models: name it
+        assert machine["cpu_model"] and machine["cpu_model"] != "x86_64"
 
 
 def test_same_protocol_same_numbers_in_process_or_in_workers(tmp_path: Path):

@@ -635,6 +635,18 @@ def _per_class_column(key: str) -> str:
 PROTOCOL_KEYS = ("protocol", "protocol_sha256", "protocol_name")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (CPU numbers differ between models), or "" where unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def provenance(
     protocol: Protocol, device: str, execution: Mapping[str, Any] | None = None
 ) -> dict[str, str]:
@@ -657,6 +669,7 @@ def provenance(
     machine = {
         "platform": platform.platform(),
         "processor": platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": str(os.cpu_count()),
         "device": device,
     }

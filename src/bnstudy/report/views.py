@@ -391,12 +391,8 @@ def provenance(
 HYPOTHESIS_VIEW_COLUMNS = [
     "id",
     "claim",
-    "metric",
-    "comparison",
-    "subset",
-    "expected",
-    "estimate",
-    "CI",
+    "test",
+    "estimate [CI]",
     "PI",
     "p (Holm)",
     "verdict",
@@ -419,19 +415,25 @@ def hypotheses_view(hyp: pd.DataFrame | None, evidence: Mapping[str, str]) -> pd
             expected += f" (±{r.margin:g}{unit})"
         adjusted = pd.notna(r.p_adj)
         p = r.p_adj if adjusted else r.p
+        metric = r.metric + (f" ({r.estimand})" if r.estimand == "tuned" else "")
+        estimate = "–" if pd.isna(r.estimate) else f"{r.estimate:.3g}{unit}"
         rows.append(
             {
                 "id": r.id,
                 "claim": r.claim,
-                "metric": r.metric + (f" ({r.estimand})" if r.estimand == "tuned" else ""),
-                "comparison": f"{r.variant} vs {r.control}",
-                "subset": r.subset,
-                "expected": expected,
-                "estimate": "–" if pd.isna(r.estimate) else f"{r.estimate:.3g}{unit}",
-                "CI": interval_text(r.ci_low, r.ci_high),
+                # One cell for what is compared, so the verdict stays in view on a laptop.
+                "test": f"{metric}: {r.variant} vs {r.control}; {r.subset}; expect {expected}",
+                "estimate [CI]": (
+                    estimate
+                    if pd.isna(r.estimate)
+                    else f"{estimate} [{interval_text(r.ci_low, r.ci_high)}]"
+                ),
                 "PI": interval_text(r.pi_low, r.pi_high),
                 "p (Holm)": "–" if pd.isna(p) else f"{p:.3g}" + ("" if adjusted else " (unadj.)"),
-                "verdict": r.verdict,
+                # Why nothing was estimated belongs next to the verdict that says so.
+                "verdict": (
+                    f"{r.verdict}: {r.note}" if pd.isna(r.estimate) and r.note else r.verdict
+                ),
                 "registration": r.registration,
                 "href": evidence.get(r.metric, "estimates"),
             }
