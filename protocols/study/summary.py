@@ -31,6 +31,8 @@ def main() -> None:
         print(_where(table, recorded.results.metadata), "\n")
         print(_hypotheses(analysis.hypotheses), "\n")
         print(_arms(table, recorded.protocol), "\n")
+        print(_levels(analysis), "\n")
+        print(_mechanisms(table, recorded.protocol), "\n")
 
 
 def _where(table: pd.DataFrame, metadata: dict[str, str]) -> str:
@@ -71,6 +73,53 @@ def _hypotheses(hyp: pd.DataFrame | None) -> str:
         lines.append(
             f"| {r.id} | {est} | {pi} | {p_text} | {verdict} | {r.n_pairs} | {r.registration} |"
         )
+    return "\n".join(lines)
+
+
+def _levels(analysis) -> str:
+    """Each variant's effect per level of every moderator (primary analysis, unadjusted):
+    where a claim holds and where it does not."""
+    e = analysis.estimates
+    keep = (
+        (e["population"] == "intention-to-treat")
+        & (e["estimand"] == analysis.primary_estimand)
+        & ~e["scope"].str.endswith(("_contrast", "_slope"))
+        & (e["scope"] != "overall")
+    )
+    lines = ["| metric | variant | level | estimate [95% CI], unadjusted | pairs |"]
+    lines.append("| --- | --- | --- | --- | --- |")
+    for r in e[keep].itertuples(index=False):
+        unit = analysis.units.get(r.metric, "")
+        lines.append(
+            f"| {r.metric} | {r.variant} | {r.scope}={r.level} | {r.estimate:+.2f} {unit} "
+            f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}] | {r.n_pairs} |"
+        )
+    return "\n".join(lines)
+
+
+#: Recorded per trial, summarised per arm (ok trials): the train/eval gap (test accuracy in
+#: train mode minus eval mode, pp), the fold check (|logits of the BN-folded FC - logits|),
+#: PreciseBN's change of balanced accuracy (pp) and the FC input's dead/inactive units (%).
+MECHANISMS = {
+    "train_eval_gap": ("mean train/eval gap (pp)", "mean", 100.0),
+    "fold_max_abs_diff": ("max fold error", "max", 1.0),
+    "precise_gain": ("mean PreciseBN - running (pp)", "mean", 100.0),
+    "head_dead_frac": ("mean dead FC inputs (%)", "mean", 100.0),
+    "head_inactive_frac": ("mean inactive FC inputs per input (%)", "mean", 100.0),
+}
+
+
+def _mechanisms(table: pd.DataFrame, protocol) -> str:
+    arm = protocol.design().treatment
+    ok = table[table["status"] == "ok"].assign(
+        precise_gain=lambda t: t["balanced_acc_precise"] - t["balanced_acc"]
+    )
+    cols = {k: v for k, v in MECHANISMS.items() if k in ok and ok[k].notna().any()}
+    header = "| arm (ok trials) | " + " | ".join(label for label, _, _ in cols.values()) + " |"
+    lines = [header, "| --- |" + " --- |" * len(cols)]
+    for name, group in ok.groupby(arm):
+        cells = [f"{getattr(group[k], how)() * scale:.3g}" for k, (_, how, scale) in cols.items()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
