@@ -7,10 +7,15 @@ three ways, on one CPU thread, alternating, ``--repeats`` times each:
 
 - a bare PyTorch loop: the same model, data tensors and SGD steps, then the test accuracy;
 - ``train.run_trial``: the same training plus every metric bnstudy records (validation,
-  PreciseBN, fold check, calibration, ...);
+  PreciseBN, fold check, train/eval gap, calibration, dead units, ...);
 - the framework: ``bnstudy.runner.run_protocol`` on a one-trial protocol with one job (in
   process): dataset preparation, slot lease, determinism switches, the row written durably
   (fsync) and folded into the Parquet table with its metadata.
+
+Two comparisons, because the framework measures more than a bare loop does: *training*
+(data, model and the SGD steps: the bare loop without its test accuracy against
+``run_trial`` without its evaluation, timed around ``train._evaluate``) and the *whole
+trial* (each with its own measurements: one test accuracy against every recorded metric).
 
 ``scaling``: 24 trials (mlp and cnn, 2 heads, 3 ratios, 2 seeds, ``--scaling-epochs``) with
 ``bnstudy run`` in a fresh process, 1 worker against 2 (one torch thread each), and 1 worker
@@ -38,11 +43,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bnstudy import runner, study
+from bnstudy import runner, study, train
 from bnstudy.data import build_dataset
 from bnstudy.models import build_model
 from bnstudy.protocol import Trial, parse_protocol
-from bnstudy.train import run_trial
 
 
 def describe_machine() -> str:
@@ -67,8 +71,11 @@ QUICK = dict(
 )  # fmt: skip
 
 
-def bare_loop(trial: Trial) -> float:
-    """The trial as a bare PyTorch loop: same data, model, SGD steps; test accuracy."""
+def bare_loop(trial: Trial) -> tuple[float, float]:
+    """The trial as a bare PyTorch loop: same data, model, SGD steps; test accuracy.
+
+    Returns the seconds of the training (everything before the test accuracy) and in all.
+    """
     start = time.perf_counter()
     data = build_dataset(trial, None)
     model = build_model(
@@ -100,11 +107,35 @@ def bare_loop(trial: Trial) -> float:
             schedule.step()
         if not math.isfinite(loss.item()):  # the one host sync per pass, as train.py does
             break
+    trained = time.perf_counter()
     model.eval()
     with torch.no_grad():
         accuracy = (model(data.x_test).argmax(1) == data.y_test).float().mean().item()
     assert 0 <= accuracy <= 1
-    return time.perf_counter() - start
+    end = time.perf_counter()
+    return trained - start, end - start
+
+
+def timed_run_trial(trial: Trial) -> tuple[float, float]:
+    """``run_trial``: the seconds of everything but its evaluation, and in all."""
+    spent = []
+    evaluate = train._evaluate
+
+    def timed(*args):
+        begin = time.perf_counter()
+        try:
+            return evaluate(*args)
+        finally:
+            spent.append(time.perf_counter() - begin)
+
+    train._evaluate = timed
+    try:
+        start = time.perf_counter()
+        train.run_trial(trial)
+        total = time.perf_counter() - start
+    finally:
+        train._evaluate = evaluate
+    return total - sum(spent), total
 
 
 def framework(protocol_text: str, work: Path, n: int) -> float:
@@ -123,26 +154,38 @@ def bench_overhead(repeats: int, epochs: int) -> None:
         f"  {k}: {v}\n" for k, v in settings.items()
     )
     text += "control: plain\nexclude: [{head: plain}]\n"  # the one trial: cnn with bn
-    run_trial(trial)  # warm-up: dataset pool cached, allocator, kernels
-    times: dict[str, list[float]] = {"bare": [], "run_trial": [], "framework": []}
+    train.run_trial(trial)  # warm-up: dataset pool cached, allocator, kernels
+    times: dict[str, list[float]] = {k: [] for k in ("bare", "bare_train", "run", "run_train")}
+    times["framework"] = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(repeats):
-            times["bare"].append(bare_loop(trial))
-            start = time.perf_counter()
-            run_trial(trial)
-            times["run_trial"].append(time.perf_counter() - start)
+            for key, (training, total) in (
+                ("bare", bare_loop(trial)),
+                ("run", timed_run_trial(trial)),
+            ):
+                times[f"{key}_train"].append(training)
+                times[key].append(total)
             times["framework"].append(framework(text, Path(tmp), n))
-    bare_min, bare_med = min(times["bare"]), statistics.median(times["bare"])
     print(f"\none quick CNN trial ({epochs} epochs), 1 CPU thread, {repeats} runs each")
-    print(f"{'what':<34} {'min s':>7} {'median s':>9} {'vs bare (min)':>14} {'(median)':>9}")
-    for name, label in [
-        ("bare", "bare PyTorch loop"),
-        ("run_trial", "train.run_trial (all metrics)"),
-        ("framework", "runner, 1 job (stored row)"),
-    ]:
-        lo, mid = min(times[name]), statistics.median(times[name])
-        print(f"{label:<34} {lo:>7.2f} {mid:>9.2f} {lo / bare_min:>13.3f}x {mid / bare_med:>8.3f}x")
-    over = min(times["framework"]) / min(times["run_trial"])
+    print(f"{'what':<46} {'min s':>7} {'median s':>9} {'vs bare (min)':>14} {'(median)':>9}")
+    rows = [
+        ("training: data, model, SGD steps", None),
+        ("bare_train", "  bare PyTorch loop"),
+        ("run_train", "  train.run_trial, its evaluation left out"),
+        ("whole trial, each with its measurements", None),
+        ("bare", "  bare PyTorch loop (test accuracy)"),
+        ("run", "  train.run_trial (every recorded metric)"),
+        ("framework", "  runner, 1 job (every metric, stored row)"),
+    ]
+    for key, label in rows:
+        if label is None:
+            print(key)
+            continue
+        base = times["bare_train" if key.endswith("_train") else "bare"]
+        lo, mid = min(times[key]), statistics.median(times[key])
+        ratio_lo, ratio_mid = lo / min(base), mid / statistics.median(base)
+        print(f"{label:<46} {lo:>7.2f} {mid:>9.2f} {ratio_lo:>13.3f}x {ratio_mid:>8.3f}x")
+    over = min(times["framework"]) / min(times["run"])
     print(f"runner overhead over run_trial (min): {over:.3f}x")
 
 

@@ -6,7 +6,8 @@
 in ``train.py``, random data already on the device), the median milliseconds per training step
 and images per second at batch 128, on the CPU and, when available, on CUDA. Image
 architectures run at 3x16x16 (the ``synthetic`` dataset) and 3x32x32 (CIFAR); ``cnn1d`` at 1x40
-(MNIST-1D). ``trials``: dataset generation and whole ``synthetic`` trials of ``mlp``/``cnn``.
+(MNIST-1D). ``trials``: dataset generation, loading its cache file (what each worker does),
+and whole ``synthetic`` trials of ``mlp``/``cnn``.
 
 The numbers depend on the machine, so the script first prints what it ran on. CPU runs use
 ``--threads`` intra-op threads (default 1, as in a runner worker).
@@ -24,6 +25,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
+from bnstudy.data import pool
 from bnstudy.data.synthetic import synthetic_pool
 from bnstudy.models import architecture_info, architecture_names, build_model
 from bnstudy.protocol import Trial
@@ -121,6 +123,14 @@ def bench_trials(repeats: int) -> None:
         synthetic_pool()
         times.append(time.perf_counter() - start)
     print(f"\nsynthetic pool generation: median {statistics.median(times):.3f} s")
+    pool.prepare_dataset("synthetic")  # what a run's parent does once; workers then load it
+    times = []
+    for _ in range(repeats):
+        pool._load_cache.cache_clear()
+        start = time.perf_counter()
+        pool.load_pool("synthetic")
+        times.append(time.perf_counter() - start)
+    print(f"synthetic pool loaded from its cache file: median {statistics.median(times):.3f} s")
 
     print(f"\n{'architecture':<12} {'head':<15} {'ratio':>5} {'median s':>9} {'bal. acc':>8}")
     for architecture in ["mlp", "cnn"]:

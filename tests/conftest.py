@@ -31,6 +31,16 @@ def make_trial() -> Callable[..., Trial]:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _dataset_cache(tmp_path_factory):
+    """Cache dataset pools (``synthetic`` included) in one directory for the session, never in
+    the working directory; subprocesses (CLI, loky workers) inherit it. Data tests use their
+    own directory per test (tests/data/conftest.py)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BNSTUDY_DATA_DIR", str(tmp_path_factory.mktemp("datasets")))
+        yield
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """Train in tests as a worker trains: on one thread (steadier on a loaded 2-core machine,
     and the numbers a trial gives depend on the thread count)."""

@@ -1,5 +1,6 @@
 """Evaluation: the head contract, dead units, validation split, PreciseBN and BN folding."""
 
+import copy
 import dataclasses
 import math
 import types
@@ -11,6 +12,7 @@ from torch import nn
 from bnstudy import metrics as M
 from bnstudy import train
 from bnstudy.models import Classifier, register_head, registry
+from bnstudy.models.pooling import MaxPool2x2
 from bnstudy.train import PRECISE_BN_BATCHES, precise_bn, run_trial, sample_indices
 
 
@@ -190,3 +192,85 @@ def test_precise_bn_repairs_stale_statistics(make_trial, monkeypatch):
     stale = run_trial(trial).metrics
     assert stale["balanced_acc"] < honest["balanced_acc"] - 0.1
     assert stale["balanced_acc_precise"] == honest["balanced_acc_precise"]
+
+
+def _evaluate_as_before(trial, model, data, x_train, out):
+    """The evaluation as it was before its forward passes were shared: every output from a
+    whole-model forward of its own, with PyTorch's max-pooling kernel (the reference)."""
+    x_test, y_test, x_val, y_val = data.x_test, data.y_test, data.x_val, data.y_val
+    model.eval()
+    features = model.body(x_test)
+    logits = model.head(features)
+    probs = torch.softmax(logits.double(), dim=1)
+    y_pred = logits.argmax(dim=1)
+    recalls = M.per_class_recall(y_test, y_pred, data.num_classes)
+    out["feature_dead_frac"] = M.dead_unit_fraction(features)
+    out["test_acc"] = M.accuracy(y_test, y_pred)
+    out["balanced_acc"] = M.balanced_accuracy(y_test, y_pred, data.num_classes)
+    out["macro_f1"] = M.macro_f1(y_test, y_pred, data.num_classes)
+    out["minority_recall"] = M.minority_recall(recalls, data.minority_classes)
+    out["ece"] = M.expected_calibration_error(probs, y_test)
+    out["nll"] = M.nll(logits, y_test)
+    out["brier"] = M.brier(probs, y_test)
+    generator = torch.Generator().manual_seed(trial.stream_seed("eval_order"))
+    batches = len(y_test) // trial.batch_size
+    order = torch.randperm(len(y_test), generator=generator)[: batches * trial.batch_size]
+    train_mode = copy.deepcopy(model).train()
+    y_train_mode = torch.cat(
+        [train_mode(x_test[i]).argmax(1) for i in order.split(trial.batch_size)]
+    )
+    out["train_eval_gap"] = M.accuracy(y_test[order], y_train_mode) - M.accuracy(
+        y_test[order], y_pred[order]
+    )
+    out["fold_max_abs_diff"] = train._fold_max_abs_diff(model.head, features, logits)
+    val_logits = model(x_val)
+    out["val_balanced_acc"] = M.balanced_accuracy(y_val, val_logits.argmax(1), data.num_classes)
+    out["val_nll"] = M.nll(val_logits, y_val)
+    precise = precise_bn(trial, model, x_train, data.y_train) or model
+    out["balanced_acc_precise"] = M.balanced_accuracy(
+        y_test, precise(x_test).argmax(1), data.num_classes
+    )
+    out["val_balanced_acc_precise"] = M.balanced_accuracy(
+        y_val, precise(x_val).argmax(1), data.num_classes
+    )
+    return recalls, M.is_collapsed(y_pred)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "head", "dropout"),
+    [
+        ("cnn", "bn", 0),
+        ("cnn", "plain", 0),
+        ("mlp", "bn", 0),
+        ("mlp", "plain", 0),
+        ("mlp", "bn", 0.2),
+    ],
+)
+def test_shared_forward_passes_record_the_same_metrics(
+    make_trial, monkeypatch, architecture, head, dropout
+):
+    """A quick trial's metrics equal (to 1e-6) the evaluation before the fast paths: the
+    features reused for PreciseBN when the body has no BN, the fast no-gradient max pool;
+    with dropout, the draws from torch's global generator in the same order."""
+    trial = make_trial(
+        architecture=architecture, head=head, dropout=dropout, epochs=2, imbalance_ratio=10.0
+    )
+    seen = {}
+    real_evaluate = train._evaluate
+
+    def both(trial, model, data, x_train, device, out):
+        state, rng = copy.deepcopy(model.state_dict()), torch.get_rng_state()
+        seen["result"] = real_evaluate(trial, model, data, x_train, device, out)
+        model.load_state_dict(state)  # as trained, whatever evaluation did to it
+        torch.set_rng_state(rng)  # dropout draws the same masks again
+        with monkeypatch.context() as m, torch.no_grad():
+            m.setattr(MaxPool2x2, "forward", nn.MaxPool2d.forward)
+            seen["before"] = {}
+            seen["reference"] = _evaluate_as_before(trial, model, data, x_train, seen["before"])
+        return seen["result"]
+
+    monkeypatch.setattr(train, "_evaluate", both)
+    after = run_trial(trial).metrics
+    assert seen["result"] == seen["reference"]  # per-class recalls and collapse
+    for name, value in seen["before"].items():
+        assert after[name] == pytest.approx(value, abs=1e-6, nan_ok=True), name

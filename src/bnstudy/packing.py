@@ -52,7 +52,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnstudy import metrics as M
 from bnstudy.data import Dataset, build_dataset
 from bnstudy.models import build_model, hidden_relu
 from bnstudy.models.packed import PackedLinear, copy_view, pack_inputs, pack_models
@@ -65,6 +64,7 @@ from bnstudy.train import (
     _nan_metrics,
     _now,
     _optimizer,
+    eval_metrics,
     lr_factor,
     sample_indices,
 )
@@ -455,8 +455,7 @@ def _evaluate_pack(
     """``train._evaluate`` for every live copy: fill ``outs[k]``; (recalls, collapsed) or None.
 
     The forward passes run packed on the device; their outputs come to the CPU in one go, and
-    each copy's metrics are the :mod:`bnstudy.metrics` functions of its slice, as in
-    ``train._evaluate``.
+    each copy's metrics are ``train.eval_metrics`` of its slice, as for a trial of its own.
     """
     copies, data = len(trials), datas[0]
     device, dtype = x_train.device, x_train.dtype
@@ -491,59 +490,16 @@ def _evaluate_pack(
     if gap is not None:
         device_outputs["gap_order"], device_outputs["gap_pred"] = gap
     host = {name: tensor.cpu() for name, tensor in device_outputs.items()}  # one sync
-    y_test = data.y_test.cpu()
 
     evaluated: list[tuple[list[float], bool] | None] = []
     for k in range(copies):
         if not live[k]:
             evaluated.append(None)
             continue
-        out = outs[k]
-        if has_units[k]:
-            out["head_dead_frac"] = M.dead_unit_fraction(host["units"][:, k])
-            out["head_inactive_frac"] = M.inactive_unit_fraction(host["units"][:, k])
-        out["feature_dead_frac"] = M.dead_unit_fraction(host["features"][:, k])
-        out["feature_inactive_frac"] = M.inactive_unit_fraction(host["features"][:, k])
-
-        logits_k, probs = host["logits"][:, k], host["probs"][:, k]
-        y_pred = logits_k.argmax(dim=1)
-        recalls = M.per_class_recall(y_test, y_pred, data.num_classes)
-        out["test_acc"] = M.accuracy(y_test, y_pred)
-        out["balanced_acc"] = M.balanced_accuracy(y_test, y_pred, data.num_classes)
-        out["macro_f1"] = M.macro_f1(y_test, y_pred, data.num_classes)
-        out["minority_recall"] = M.minority_recall(recalls, data.minority_classes)
-        out["worst_class_recall"] = M.worst_class_recall(recalls)
-        out["ece"] = M.expected_calibration_error(probs, y_test)
-        out["nll"] = M.nll(logits_k, y_test)
-        out["brier"] = M.brier(probs, y_test)
-        out["mean_max_prob"] = M.mean_max_prob(probs)
-        out["fc_weight_norm_rank_corr"] = M.rank_correlation(host["fc_norms"][k], data.class_counts)
-        if gap is None:
-            out["train_eval_gap"] = math.nan
-        else:
-            order, y_pred_train = host["gap_order"][:, k], host["gap_pred"][:, k]
-            out["train_eval_gap"] = M.accuracy(y_test[order], y_pred_train) - M.accuracy(
-                y_test[order], y_pred[order]
-            )
-        out["fold_max_abs_diff"] = float(fold[k])
-
-        if has_val:
-            val_logits = host["val_logits"][:, k]
-            y_val_pred = val_logits.argmax(dim=1)
-            out["val_acc"] = M.accuracy(y_val, y_val_pred)
-            out["val_balanced_acc"] = M.balanced_accuracy(y_val, y_val_pred, data.num_classes)
-            out["val_nll"] = M.nll(val_logits, y_val)
-
-        if precise is None:  # no BN: recomputing nothing leaves the same model
-            out["balanced_acc_precise"] = out["balanced_acc"]
-            out["val_balanced_acc_precise"] = out["val_balanced_acc"]
-        else:
-            out["balanced_acc_precise"] = M.balanced_accuracy(
-                y_test, host["precise_test"][:, k], data.num_classes
-            )
-            if has_val:
-                out["val_balanced_acc_precise"] = M.balanced_accuracy(
-                    y_val, host["precise_val"][:, k], data.num_classes
-                )
-        evaluated.append((recalls, M.is_collapsed(y_pred)))
+        # Copy k's slice of every output: what train._eval_outputs gives for one model.
+        outputs = {name: (t[k] if name == "fc_norms" else t[:, k]) for name, t in host.items()}
+        if not has_units[k]:
+            outputs.pop("units", None)
+        outputs["fold"] = float(fold[k])
+        evaluated.append(eval_metrics(outputs, data, outs[k]))
     return evaluated

@@ -311,56 +311,111 @@ def _evaluate(
     out: dict[str, float],
 ) -> tuple[list[float], bool]:
     """Fill ``out`` with the evaluation metrics; return per-class test recalls and collapse."""
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    return eval_metrics(_eval_outputs(trial, model, data, x_train, device), data, out)
+
+
+@torch.no_grad()
+def _eval_outputs(
+    trial: Trial, model: Classifier, data: Dataset, x_train: torch.Tensor, device: str
+) -> dict[str, Any]:
+    """The forward passes of the evaluation: what :func:`eval_metrics` reads, on the CPU.
+
+    Each output is computed once and shared by the metrics that read it (the test features
+    and logits by the accuracy, calibration, dead-unit and fold metrics). When the body has
+    no BN, PreciseBN changes the head alone, so its predictions reuse the test and validation
+    features instead of running the body again: the same computation on the same inputs,
+    hence the same numbers.
+    """
+    x_test = data.x_test.to(device)
     model.eval()
     features = model.body(x_test)
-    logits, head_units = _head_forward(model.head, features)
-    if head_units is not None:
-        out["head_dead_frac"] = M.dead_unit_fraction(head_units)
-        out["head_inactive_frac"] = M.inactive_unit_fraction(head_units)
-    # Body features are post-ReLU (mlp) or averages of post-ReLU maps (cnn): 0 means inactive.
-    out["feature_dead_frac"] = M.dead_unit_fraction(features)
-    out["feature_inactive_frac"] = M.inactive_unit_fraction(features)
+    logits, units = _head_forward(model.head, features)
+    outputs: dict[str, Any] = {
+        "features": features,
+        "logits": logits,
+        "probs": torch.softmax(logits.double(), dim=1),
+        "fc_norms": model.head.fc.weight.norm(dim=1),
+    }
+    if units is not None:
+        outputs["units"] = units
+    # In this order: with dropout, the train-mode passes (the gap's, then PreciseBN's) draw
+    # from torch's global generator, and so does the folded FC's construction in between.
+    gap = _train_mode_predictions(trial, model, x_test)
+    if gap is not None:
+        outputs["gap_order"], outputs["gap_pred"] = gap
+    outputs["fold"] = _fold_max_abs_diff(model.head, features, logits)
 
-    probs = torch.softmax(logits.double(), dim=1)
+    x_val, y_val = getattr(data, "x_val", None), getattr(data, "y_val", None)
+    inputs = {"test": (x_test, features)}  # split -> (images, eval-mode body features)
+    if x_val is not None and y_val is not None and len(y_val) > 0:
+        x_val = x_val.to(device)
+        inputs["val"] = (x_val, model.body(x_val))
+        outputs["val_logits"] = model.head(inputs["val"][1])
+
+    precise = precise_bn(trial, model, x_train, data.y_train)
+    if precise is not None:
+        whole = any(_tracks_stats(m) for m in model.body.modules())
+        for split, (x, body_out) in inputs.items():
+            logits_precise = precise(x) if whole else precise.head(body_out)
+            outputs[f"precise_{split}"] = logits_precise.argmax(dim=1)
+    return {k: v.cpu() if torch.is_tensor(v) else v for k, v in outputs.items()}
+
+
+def eval_metrics(
+    o: Mapping[str, Any], data: Dataset, out: dict[str, float]
+) -> tuple[list[float], bool]:
+    """Fill ``out`` with the evaluation metrics of one model's outputs ``o`` (CPU tensors).
+
+    Shared by :func:`run_trial` and :mod:`bnstudy.packing` (one copy's slice of a packed
+    model's outputs). ``o``: ``features`` (n, d), ``logits``, ``probs`` (n, C; softmax in
+    float64), ``fc_norms`` (C,), ``fold`` (float); where they apply: ``units`` (n, u, the
+    dead-unit metrics), ``gap_order`` and ``gap_pred`` (the train-mode predictions on those
+    test images), ``val_logits``, and ``precise_test`` / ``precise_val`` (PreciseBN
+    predictions; absent for a model without BN, which PreciseBN leaves as it is). Returns the
+    per-class test recalls and whether the predictions collapsed.
+    """
+    y_test, num_classes = data.y_test.cpu(), data.num_classes
+    if "units" in o:
+        out["head_dead_frac"] = M.dead_unit_fraction(o["units"])
+        out["head_inactive_frac"] = M.inactive_unit_fraction(o["units"])
+    # Body features are post-ReLU (mlp) or averages of post-ReLU maps (cnn): 0 means inactive.
+    out["feature_dead_frac"] = M.dead_unit_fraction(o["features"])
+    out["feature_inactive_frac"] = M.inactive_unit_fraction(o["features"])
+
+    logits, probs = o["logits"], o["probs"]
     y_pred = logits.argmax(dim=1)
-    recalls = M.per_class_recall(y_test, y_pred, data.num_classes)
+    recalls = M.per_class_recall(y_test, y_pred, num_classes)
     out["test_acc"] = M.accuracy(y_test, y_pred)
-    out["balanced_acc"] = M.balanced_accuracy(y_test, y_pred, data.num_classes)
-    out["macro_f1"] = M.macro_f1(y_test, y_pred, data.num_classes)
+    out["balanced_acc"] = M.balanced_accuracy(y_test, y_pred, num_classes)
+    out["macro_f1"] = M.macro_f1(y_test, y_pred, num_classes)
     out["minority_recall"] = M.minority_recall(recalls, data.minority_classes)
     out["worst_class_recall"] = M.worst_class_recall(recalls)
     out["ece"] = M.expected_calibration_error(probs, y_test)
     out["nll"] = M.nll(logits, y_test)
     out["brier"] = M.brier(probs, y_test)
     out["mean_max_prob"] = M.mean_max_prob(probs)
-    fc_norms = model.head.fc.weight.norm(dim=1)
-    out["fc_weight_norm_rank_corr"] = M.rank_correlation(fc_norms, data.class_counts)
-    out["train_eval_gap"] = _train_eval_gap(trial, model, x_test, y_test, y_pred)
-    out["fold_max_abs_diff"] = _fold_max_abs_diff(model.head, features, logits)
-
-    x_val, y_val = getattr(data, "x_val", None), getattr(data, "y_val", None)
-    has_val = x_val is not None and y_val is not None and len(y_val) > 0
-    if has_val:
-        x_val, y_val = x_val.to(device), y_val.to(device)
-        val_logits = model(x_val)
-        out["val_acc"] = M.accuracy(y_val, val_logits.argmax(dim=1))
-        out["val_balanced_acc"] = M.balanced_accuracy(
-            y_val, val_logits.argmax(dim=1), data.num_classes
+    out["fc_weight_norm_rank_corr"] = M.rank_correlation(o["fc_norms"], data.class_counts)
+    out["train_eval_gap"] = math.nan
+    if "gap_order" in o:  # BN on batch statistics minus eval mode, on the same test images
+        order = o["gap_order"]
+        out["train_eval_gap"] = M.accuracy(y_test[order], o["gap_pred"]) - M.accuracy(
+            y_test[order], y_pred[order]
         )
-        out["val_nll"] = M.nll(val_logits, y_val)
+    out["fold_max_abs_diff"] = float(o["fold"])
 
-    precise = precise_bn(trial, model, x_train, data.y_train)
-    if precise is None:  # no BN: recomputing nothing leaves the same model
+    if "val_logits" in o:
+        y_val, val_logits = data.y_val.cpu(), o["val_logits"]
+        out["val_acc"] = M.accuracy(y_val, val_logits.argmax(dim=1))
+        out["val_balanced_acc"] = M.balanced_accuracy(y_val, val_logits.argmax(dim=1), num_classes)
+        out["val_nll"] = M.nll(val_logits, y_val)
+    if "precise_test" not in o:  # no BN: recomputing nothing leaves the same model
         out["balanced_acc_precise"] = out["balanced_acc"]
         out["val_balanced_acc_precise"] = out["val_balanced_acc"]
     else:
-        y_precise = precise(x_test).argmax(dim=1)
-        out["balanced_acc_precise"] = M.balanced_accuracy(y_test, y_precise, data.num_classes)
-        if has_val:
-            y_precise = precise(x_val).argmax(dim=1)
+        out["balanced_acc_precise"] = M.balanced_accuracy(y_test, o["precise_test"], num_classes)
+        if "precise_val" in o:
             out["val_balanced_acc_precise"] = M.balanced_accuracy(
-                y_val, y_precise, data.num_classes
+                data.y_val.cpu(), o["precise_val"], num_classes
             )
     return recalls, M.is_collapsed(y_pred)
 
@@ -419,6 +474,11 @@ def _fold_max_abs_diff(head: nn.Module, features: torch.Tensor, logits: torch.Te
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
+def _tracks_stats(module: nn.Module) -> bool:
+    """A BN layer with running statistics (what PreciseBN recomputes)."""
+    return isinstance(module, _BATCH_NORMS) and module.track_running_stats
+
+
 @torch.no_grad()
 def precise_bn(
     trial: Trial, model: Classifier, x_train: torch.Tensor, y_train: torch.Tensor
@@ -430,11 +490,11 @@ def precise_bn(
     :data:`PRECISE_BN_BATCHES` training batches of the training batch size, drawn by the
     trial's sampler from the stream ``precise_bn``.
     """
-    if not any(isinstance(m, _BATCH_NORMS) and m.track_running_stats for m in model.modules()):
+    if not any(_tracks_stats(m) for m in model.modules()):
         return None
     precise = copy.deepcopy(model)
     for module in precise.modules():
-        if isinstance(module, _BATCH_NORMS) and module.track_running_stats:
+        if _tracks_stats(module):
             module.reset_running_stats()
             module.momentum = None
     batches = min(PRECISE_BN_BATCHES, len(y_train) // trial.batch_size)
@@ -446,27 +506,24 @@ def precise_bn(
 
 
 @torch.no_grad()
-def _train_eval_gap(
-    trial: Trial,
-    model: Classifier,
-    x_test: torch.Tensor,
-    y_test: torch.Tensor,
-    y_pred_eval: torch.Tensor,
-) -> float:
-    """Test accuracy with BN on batch statistics minus eval-mode accuracy, on the same images.
+def _train_mode_predictions(
+    trial: Trial, model: Classifier, x_test: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The train/eval gap's draws: (order, train-mode predictions on ``x_test[order]``).
 
-    Batches of the training batch size are drawn from a seeded shuffle of the test set (a
-    class-sorted test set would give single-class batches); the incomplete last batch is
-    dropped. A deep copy keeps the model's running statistics untouched.
+    BN runs on batch statistics: batches of the training batch size from a seeded shuffle of
+    the test set (a class-sorted test set would give single-class batches); the incomplete
+    last batch is dropped. None when the test set is smaller than a batch. A deep copy keeps
+    the model's running statistics untouched.
     """
-    n = len(y_test)
+    n = len(x_test)
     batches = n // trial.batch_size
     if batches == 0:
-        return math.nan
+        return None
     generator = torch.Generator().manual_seed(trial.stream_seed("eval_order"))
     order = torch.randperm(n, generator=generator)[: batches * trial.batch_size].to(x_test.device)
     train_mode = copy.deepcopy(model).train()
-    y_pred_train = torch.cat(
-        [train_mode(x_test[index]).argmax(dim=1) for index in order.split(trial.batch_size)]
-    )
-    return M.accuracy(y_test[order], y_pred_train) - M.accuracy(y_test[order], y_pred_eval[order])
+    predictions = [
+        train_mode(x_test[index]).argmax(dim=1) for index in order.split(trial.batch_size)
+    ]
+    return order, torch.cat(predictions)

@@ -106,12 +106,6 @@ def test_train_per_class_beyond_the_pool_is_a_clear_error(cifar10_dir, make_tria
         build_dataset(make_trial(dataset="cifar10", train_per_class=10), options)
 
 
-def test_synthetic_needs_no_cache(_cache_in_tmp):
-    assert prepare_dataset("synthetic") is None
-    assert max_train_per_class("synthetic") == 1000
-    assert list(_cache_in_tmp.iterdir()) == []
-
-
 def test_cache_dir_defaults_to_data_datasets(monkeypatch):
     monkeypatch.delenv("BNSTUDY_DATA_DIR")
     assert str(cache_dir()) == os.path.join("data", "datasets")

@@ -92,3 +92,45 @@ def test_another_task_has_other_prototypes_and_leaves_task_0_unchanged():
     assert (d.argmin(1) == task0.y_test).mean() < 0.2
     assert identity_options("synthetic", {"task": 0}) == {}
     assert identity_options("synthetic", {"task": 2}) == {"task": 2}
+
+
+def test_the_pool_is_cached_on_disk_bit_for_bit(_cache_in_tmp, monkeypatch):
+    """Built once (by the parent) and written like every other pool: a worker only loads it,
+    and loads exactly the generated arrays, with no standardisation statistics (None)."""
+    from bnstudy.data import pool as pool_module
+    from bnstudy.data.pool import load_pool, max_train_per_class, prepare_dataset
+
+    path = prepare_dataset("synthetic")
+    assert path.parent == _cache_in_tmp and path.name.startswith("synthetic-")
+    generated = synthetic_pool()
+    monkeypatch.setattr(pool_module, "build_pool", lambda *a: pytest.fail("rebuilt"))
+    loaded = load_pool("synthetic")
+    for split in ("train", "val", "test"):
+        for part in ("x", "y"):
+            array = getattr(loaded, f"{part}_{split}")
+            assert np.array_equal(array, getattr(generated, f"{part}_{split}").numpy())
+            assert array.dtype == getattr(generated, f"{part}_{split}").numpy().dtype
+    assert loaded.mean is None and loaded.std is None
+    assert loaded.num_classes == 10 and loaded.input_shape == (3, 16, 16)
+    assert max_train_per_class("synthetic") == 1000
+    assert [p.name for p in _cache_in_tmp.iterdir()] == [path.name]
+
+
+def test_a_trial_on_the_cached_pool_is_the_trial_on_the_generated_pool(make_trial, monkeypatch):
+    """Same trial id and bit-identical results as when every process generated the pool."""
+    from bnstudy.data import build as build_module
+    from bnstudy.data.pool import build_pool
+    from bnstudy.train import run_trial
+
+    trial = make_trial(architecture="cnn", head="bn", epochs=1, imbalance_ratio=10.0)
+    assert trial.trial_id == "b0805bd77840c620"  # as before the pool was cached
+    cached = run_trial(trial)
+    in_memory = build_pool("synthetic")  # generated here, never written
+    monkeypatch.setattr(build_module, "load_pool", lambda name, options=None: in_memory)
+    generated = run_trial(trial)
+    assert cached.curves == generated.curves and cached.per_class == generated.per_class
+    same = {k: v for k, v in cached.metrics.items() if k != "wall_s"}
+    assert same.keys() <= generated.metrics.keys()
+    assert all(
+        np.isclose(v, generated.metrics[k], rtol=0, atol=0, equal_nan=True) for k, v in same.items()
+    )

@@ -87,8 +87,6 @@ class DatasetSpec:
     options: dict[str, OptionSpec]
     num_classes: int | None
     input_shape: tuple[int, ...] | None
-    #: Generated from code at each use instead of being cached on disk.
-    in_memory: bool = False
 
 
 def _val_fraction() -> OptionSpec:
@@ -136,7 +134,6 @@ SPECS: dict[str, DatasetSpec] = {
             ),
             num_classes=10,
             input_shape=(3, 16, 16),
-            in_memory=True,
         ),
         DatasetSpec(
             "mnist1d",

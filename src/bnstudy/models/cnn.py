@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from bnstudy.models.pooling import MaxPool2x2
 from bnstudy.models.registry import check_architecture_input, register_architecture
 
 WIDTHS = (16, 32, 64)
@@ -20,7 +21,7 @@ def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
         nn.ReLU(),
     ]
     if pool:
-        layers.append(nn.MaxPool2d(2))
+        layers.append(MaxPool2x2())
     return nn.Sequential(*layers)
 
 

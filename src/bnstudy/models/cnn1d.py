@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from bnstudy.models.pooling import MaxPool1x2
 from bnstudy.models.registry import check_architecture_input, register_architecture
 
 WIDTHS = (32, 64, 64)
@@ -31,7 +32,7 @@ class CNN1dBody(nn.Module):
                 nn.ReLU(),
             ]
             if i < len(widths) - 1 and length >= 2:
-                layers.append(nn.MaxPool1d(2))
+                layers.append(MaxPool1x2())
                 length //= 2
             blocks.append(nn.Sequential(*layers))
         self.blocks = nn.Sequential(*blocks)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from bnstudy.models.pooling import MaxPool2x2
 from bnstudy.models.registry import check_architecture_input, register_architecture
 
 WIDTHS = (16, 32, 32)
@@ -33,7 +34,7 @@ class CNNFlattenBody(nn.Module):
                 nn.ReLU(),
             ]
             if max(height, width) > TARGET_SIDE and min(height, width) >= 2:
-                layers.append(nn.MaxPool2d(2))
+                layers.append(MaxPool2x2())
                 height, width = height // 2, width // 2
             blocks.append(nn.Sequential(*layers))
         self.blocks = nn.Sequential(*blocks)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from bnstudy.models.pooling import MaxPool2x2
 from bnstudy.models.registry import check_architecture_input, register_architecture
 
 #: VGG-11 ("configuration A"): conv widths, ``"M"`` for a 2x2 max-pool.
@@ -44,7 +45,7 @@ class VGGBody(nn.Module):
         for item in config:
             if item == "M":
                 if min(height, width) >= 2:  # else the pool would leave a side of 0
-                    layers.append(nn.MaxPool2d(2))
+                    layers.append(MaxPool2x2())
                     height, width = height // 2, width // 2
                 continue
             layers.append(nn.Conv2d(c_in, item, kernel_size=3, padding=1, bias=not batch_norm))
