@@ -48,6 +48,11 @@ def test_an_option_a_head_does_not_take_creates_no_duplicate_trials():
     assert r.n_trials == len(r.expand()) == 3 * (2 + 3)
 
 
+def test_the_plan_counts_arms_not_heads():
+    text = study.plan(protocol(MOMENTA)).describe()
+    assert "variants bn, bn[bn_momentum=0.01]; 3 pairing blocks of 3 arms" in text
+
+
 def test_a_momentum_arm_pairs_with_the_one_plain_control():
     p = protocol(MOMENTA)
     design = p.design()

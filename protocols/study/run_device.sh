@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The study's parts that ran on the lent GPU machine (one H100 with 16 CPU cores), in one
 # command: the deep networks (claims12_deep) on the GPU and claims 3 and 4 on the machine's
-# CPU cores at the same time (claims12 and claim5 ran on a 2-core CPU machine). Each run is capped (CAP seconds, SIGTERM): a stopped run keeps
-# every finished trial and `bnstudy run` resumes the rest anywhere.
+# CPU cores at the same time (claims12 and claim5 ran on a 2-core CPU machine). Each run is
+# capped (CAP seconds, SIGTERM): a stopped run keeps every finished trial and `bnstudy run`
+# resumes the rest anywhere. The machine lacked the mnist1d package, so claim4 was re-run
+# with it (and the dataset cache) carried; see README "What we found".
 #
 #   OUT=/some/dir bash protocols/study/run_device.sh      # results, log and times in $OUT
 #

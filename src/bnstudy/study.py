@@ -192,9 +192,10 @@ class Plan:
         for name, values in self.levels.items():
             shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
             lines.append(f"  {name:<16} {len(values):>6}  {shown}")
+        design = self.protocol.design()  # arms, not heads: head options can make more
         lines.append(
-            f"  control {self.protocol.control!r}; variants {', '.join(self.protocol.variants)}; "
-            f"{self.n_blocks} pairing blocks of {len(self.levels['head'])} arms"
+            f"  control {design.control!r}; variants {', '.join(design.variants)}; "
+            f"{self.n_blocks} pairing blocks of {1 + len(design.variants)} arms"
         )
         lines.append(f"first {min(first, len(self.trials))} trials:")
         for t in self.trials[:first]:
