@@ -48,6 +48,21 @@ def test_an_option_a_head_does_not_take_creates_no_duplicate_trials():
     assert r.n_trials == len(r.expand()) == 3 * (2 + 3)
 
 
+def test_a_hypothesis_may_name_an_arm():
+    hyp = """hypotheses:
+  - id: slow_momentum
+    claim: slow BN statistics change accuracy
+    metric: balanced_acc
+    variant: "bn[bn_momentum=0.01]"
+    control: plain
+    expect: higher
+"""
+    p = protocol(MOMENTA + hyp)
+    assert p.hypotheses[0].variant in p.design().variants
+    with pytest.raises(ProtocolError, match=r"hypotheses\[0\]\.variant.*bn\[bn_momentum=0\.01\]"):
+        protocol(MOMENTA + hyp.replace("0.01]", "0.5]"))
+
+
 def test_the_plan_counts_arms_not_heads():
     text = study.plan(protocol(MOMENTA)).describe()
     assert "variants bn, bn[bn_momentum=0.01]; 3 pairing blocks of 3 arms" in text
@@ -159,6 +174,8 @@ def test_run_with_a_momentum_arm_end_to_end(tmp_path, monkeypatch):
         BASE.replace("seeds: 3", "seeds: 2")
         + MOMENTA
         + "analysis:\n  bootstrap: {replicates: 100}\n"
+        + "hypotheses:\n  - {id: slow, claim: slow statistics, metric: balanced_acc,\n"
+        + '     variant: "bn[bn_momentum=0.01]", control: plain, expect: higher}\n'
     )
     Path("t.yaml").write_text(text)
     assert main(["run", "t.yaml", "--jobs", "1", "-q"]) == 0
@@ -172,3 +189,5 @@ def test_run_with_a_momentum_arm_end_to_end(tmp_path, monkeypatch):
     assert set(overall["variant"]) == {"bn", "bn[bn_momentum=0.01]"}
     assert set(overall["control"]) == {"plain"}
     assert "bn[bn_momentum=0.01]" in Path("reports/t.html").read_text()
+    judged = study.analyze_recorded(recorded).hypotheses.set_index("id").loc["slow"]
+    assert judged["n_pairs"] == 2 and pd.notna(judged["estimate"])

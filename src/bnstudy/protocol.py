@@ -567,9 +567,12 @@ class Protocol(BaseModel):
                         )
 
     def _check_hypotheses(self) -> None:
-        """Ids unique; arms among the heads; ``where`` and ``interaction`` name factors and
-        their levels (as ``exclude`` does): a claim about a condition never run is a typo."""
-        heads = getattr(self.factors, TREATMENT)
+        """Ids unique; arms among the heads (or the arms head options make); ``where`` and
+        ``interaction`` name factors and their levels (as ``exclude`` does): a claim about a
+        condition never run is a typo."""
+        heads = list(getattr(self.factors, TREATMENT))
+        if self.arm_options:  # e.g. bn[bn_momentum=0.01]: an arm a hypothesis may name
+            heads += [a for a in (self.control_arm, *self.variant_arms) if a not in heads]
         factors = [f for f in Factors.model_fields if f != TREATMENT]
         seen: set[str] = set()
         for i, h in enumerate(self.hypotheses):
