@@ -8,9 +8,10 @@ out. Torch-free, like ``data/spec.py``: a protocol is validated and expanded wit
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
+
+from bnstudy.suggest import did_you_mean
 
 #: Integer options per architecture: name -> (default, minimum, maximum, what it is).
 SPECS: dict[str, dict[str, tuple[int, int, int, str]]] = {
@@ -31,8 +32,7 @@ def resolve(name: str, options: Mapping[str, Any] | None) -> dict[str, int]:
     options = dict(options or {})
     for key in options:
         if key not in specs:
-            close = difflib.get_close_matches(str(key), list(specs), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(key, specs)
             allowed = ", ".join(specs) or "none"
             raise ArchitectureOptionError(
                 f"architectures.{name}: unknown option {key!r}{hint}; allowed: {allowed}"

@@ -12,7 +12,6 @@ protocol read back from a results file can be parsed on a machine without torch.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import json
@@ -43,6 +42,7 @@ from bnstudy.head_options import DEFAULTS as HEAD_OPTION_DEFAULTS
 from bnstudy.head_options import options_of as head_options_of
 from bnstudy.head_options import resolve as resolve_head_options
 from bnstudy.hypotheses import Hypothesis, Interaction
+from bnstudy.suggest import did_you_mean
 
 #: The factor that defines the arms of a pairing block. Everything else is the condition.
 TREATMENT = "head"
@@ -222,8 +222,7 @@ class Factors(BaseModel):
 class _UnknownName(ValueError):
     def __init__(self, index: int, value: str, known: Sequence[str]):
         self.index = index
-        close = difflib.get_close_matches(value, list(known), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(value, known)
         super().__init__(f"unknown name {value!r}{hint}; allowed: {', '.join(sorted(known))}")
 
 

@@ -11,11 +11,12 @@ adding an option at its default changes no trial id.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+
+from bnstudy.suggest import did_you_mean
 
 InputKind = Literal["image", "signal", "vector"]
 
@@ -254,8 +255,7 @@ def dataset_spec(name: str) -> DatasetSpec:
     """The spec of dataset ``name``; :class:`DatasetError` listing close matches if unknown."""
     spec = SPECS.get(name)
     if spec is None:
-        close = difflib.get_close_matches(name, list(SPECS), n=3)
-        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        hint = did_you_mean(name, SPECS, n=3)
         known = ", ".join(dataset_names())
         raise UnknownDatasetError(f"unknown dataset {name!r}{hint}; known: {known}")
     return spec
@@ -275,8 +275,7 @@ def resolve_options(name: str, options: Mapping[str, Any] | None = None) -> dict
     options = dict(options or {})
     for key in options:
         if key not in specs:
-            close = difflib.get_close_matches(str(key), list(specs), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(key, specs)
             allowed = ", ".join(specs) or "none"
             raise DatasetError(f"datasets.{name}: unknown option {key!r}{hint}; allowed: {allowed}")
     resolved = {}

@@ -23,7 +23,6 @@ weights, in every head. The built-in heads (:mod:`bnstudy.models.heads`) are all
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -32,6 +31,7 @@ from torch import nn
 
 from bnstudy import head_options
 from bnstudy.models.init import CONV_INITS, ConvInit, init_weights
+from bnstudy.suggest import did_you_mean
 
 ArchitectureBuilder = Callable[[tuple[int, ...]], nn.Module]
 HeadBuilder = Callable[..., nn.Module]
@@ -159,8 +159,7 @@ def head_names() -> list[str]:
 
 def _lookup(table: dict, kind: str, name: str):
     if name not in table:
-        close = difflib.get_close_matches(name, table, n=3)
-        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        hint = did_you_mean(name, table, n=3)
         raise KeyError(f"unknown {kind} {name!r}{hint}; known: {', '.join(sorted(table))}")
     return table[name]
 
