@@ -182,8 +182,7 @@ def test_every_training_option_in_float64(float64, trained, monkeypatch):
     """Class-balanced sampling, steps (curve points every 10 steps), AdamW with warm-up and
     the step schedule, label smoothing, per-copy gradient clipping, BNNeck's frozen shift, and
     the evaluation in chunks of 2 images per copy."""
-    monkeypatch.setattr(train, "CURVE_EVERY_STEPS", 10)
-    monkeypatch.setattr(packing, "CURVE_EVERY_STEPS", 10)
+    monkeypatch.setattr(train, "CURVE_EVERY_STEPS", 10)  # packs read it through train too
     monkeypatch.setattr(packing, "EVAL_CHUNK", 8)
     options = dict(
         sampler="class_balanced", epochs=0, steps=25, optimizer="adamw", lr=0.003,

@@ -57,15 +57,13 @@ from bnstudy.models import build_model, hidden_relu
 from bnstudy.models.packed import PackedLinear, copy_view, pack_inputs, pack_models
 from bnstudy.protocol import Trial
 from bnstudy.train import (
-    CURVE_EVERY_STEPS,
     PRECISE_BN_BATCHES,
     TrialResult,
     _check_batch_size,
     _nan_metrics,
     _now,
-    _optimizer,
     eval_metrics,
-    lr_factor,
+    optimisation,
     sample_indices,
 )
 
@@ -170,15 +168,8 @@ def run_pack(
     every_copy = torch.arange(copies, device=device)
 
     batch = trial.batch_size
-    steps_per_epoch = n // batch  # the incomplete last batch is dropped
-    total_steps = trial.steps or steps_per_epoch * trial.epochs
-    if total_steps < 1:
-        raise ValueError("a trial needs epochs >= 1 or steps >= 1; got neither")
-    curve_every = CURVE_EVERY_STEPS if trial.steps else steps_per_epoch
-    optimizer = _optimizer(trial, model)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(trial, step, total_steps)
+    steps_per_epoch, total_steps, curve_every, optimizer, params, schedule = optimisation(
+        trial, model, n
     )
 
     losses: list[list[float]] = [[] for _ in trials]

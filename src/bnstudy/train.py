@@ -42,7 +42,7 @@ import datetime as dt
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -194,6 +194,38 @@ def lr_factor(trial: Trial, step: int, total_steps: int) -> float:
     raise ValueError(f"unknown lr_schedule {trial.lr_schedule!r}; allowed: cosine, step, constant")
 
 
+class Optimisation(NamedTuple):
+    """How long a trial trains, how often its curve is logged, and what steps it: the same
+    for a trial alone (:func:`run_trial`) and for each copy of a pack (``packing``)."""
+
+    steps_per_epoch: int
+    total_steps: int
+    curve_every: int
+    optimizer: torch.optim.Optimizer
+    params: list[torch.Tensor]
+    schedule: torch.optim.lr_scheduler.LambdaLR
+
+
+def optimisation(trial: Trial, model: nn.Module, n: int) -> Optimisation:
+    """The training length (``steps``, else ``epochs`` of ``n`` images in whole batches: the
+    incomplete last batch is dropped), the optimizer and its learning-rate schedule."""
+    steps_per_epoch = n // trial.batch_size
+    total_steps = trial.steps or steps_per_epoch * trial.epochs
+    if total_steps < 1:
+        raise ValueError("a trial needs epochs >= 1 or steps >= 1; got neither")
+    optimizer = _optimizer(trial, model)
+    return Optimisation(
+        steps_per_epoch,
+        total_steps,
+        CURVE_EVERY_STEPS if trial.steps else steps_per_epoch,
+        optimizer,
+        [p for group in optimizer.param_groups for p in group["params"]],
+        torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(trial, step, total_steps)
+        ),
+    )
+
+
 def _check_batch_size(trial: Trial, n: int, model: Classifier) -> None:
     if n // trial.batch_size == 0:
         raise ValueError(f"batch_size {trial.batch_size} exceeds the {n} training images")
@@ -230,15 +262,8 @@ def run_trial(
     n = len(y_train)
     _check_batch_size(trial, n, model)
     batch = trial.batch_size
-    steps_per_epoch = n // batch  # the incomplete last batch is dropped
-    total_steps = trial.steps or steps_per_epoch * trial.epochs
-    if total_steps < 1:
-        raise ValueError("a trial needs epochs >= 1 or steps >= 1; got neither")
-    curve_every = CURVE_EVERY_STEPS if trial.steps else steps_per_epoch
-    optimizer = _optimizer(trial, model)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(trial, step, total_steps)
+    steps_per_epoch, total_steps, curve_every, optimizer, params, schedule = optimisation(
+        trial, model, n
     )
 
     losses: list[float] = []
