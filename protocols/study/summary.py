@@ -35,15 +35,25 @@ def main() -> None:
         print(_mechanisms(table, recorded.protocol), "\n")
 
 
+def made_on(machine: dict[str, str]) -> str:
+    """The recorded machine in a few words: its GPUs, else its CPU model."""
+    return machine.get("gpus") or machine.get("cpu_model") or "a CPU (model not recorded)"
+
+
+def markdown(header: list[str], rows: list[list[object]]) -> str:
+    """A Markdown table."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
+
+
 def _where(table: pd.DataFrame, metadata: dict[str, str]) -> str:
     machine = json.loads(metadata.get("machine", "{}"))
     execution = json.loads(metadata.get("execution", "{}"))
     versions = json.loads(metadata.get("versions", "{}"))
     start = pd.to_datetime(table["started_at"]).min()
     end = pd.to_datetime(table["ended_at"]).max()
-    where = machine.get("gpus") or machine.get("cpu_model") or machine.get("platform", "?")
     return (
-        f"Ran on {where} ({machine.get('cpu_count', '?')} CPU cores; devices "
+        f"Ran on {made_on(machine)} ({machine.get('cpu_count', '?')} CPU cores; devices "
         f"{', '.join(sorted(table['device'].astype(str).unique()))}; "
         f"{execution.get('workers', '?')} workers; torch {versions.get('torch', '?')}): "
         f"{(end - start).total_seconds() / 60:.1f} min from first start to last end, "
@@ -55,11 +65,7 @@ def _where(table: pd.DataFrame, metadata: dict[str, str]) -> str:
 def _hypotheses(hyp: pd.DataFrame | None) -> str:
     if hyp is None or hyp.empty:
         return "(no hypotheses)"
-    lines = [
-        "| id | estimate [95% CI] | prediction interval | p (Holm) | verdict | pairs "
-        "| registration |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    rows = []
     for r in hyp.itertuples(index=False):
         unit = f" {r.unit}" if r.unit else ""
         if pd.isna(r.estimate):
@@ -70,10 +76,9 @@ def _hypotheses(hyp: pd.DataFrame | None) -> str:
         p = r.p_adj if pd.notna(r.p_adj) else r.p
         p_text = "–" if pd.isna(p) else f"{p:.3g}" + ("" if pd.notna(r.p_adj) else " (unadj.)")
         verdict = r.verdict + (f" ({r.note})" if pd.isna(r.estimate) and r.note else "")
-        lines.append(
-            f"| {r.id} | {est} | {pi} | {p_text} | {verdict} | {r.n_pairs} | {r.registration} |"
-        )
-    return "\n".join(lines)
+        rows.append([r.id, est, pi, p_text, verdict, r.n_pairs, r.registration])
+    header = ["id", "estimate [95% CI]", "prediction interval", "p (Holm)", "verdict", "pairs"]
+    return markdown([*header, "registration"], rows)
 
 
 def _levels(analysis) -> str:
@@ -86,15 +91,19 @@ def _levels(analysis) -> str:
         & ~e["scope"].str.endswith(("_contrast", "_slope"))
         & (e["scope"] != "overall")
     )
-    lines = ["| metric | variant | level | estimate [95% CI], unadjusted | pairs |"]
-    lines.append("| --- | --- | --- | --- | --- |")
-    for r in e[keep].itertuples(index=False):
-        unit = analysis.units.get(r.metric, "")
-        lines.append(
-            f"| {r.metric} | {r.variant} | {r.scope}={r.level} | {r.estimate:+.2f} {unit} "
-            f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}] | {r.n_pairs} |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [
+            r.metric,
+            r.variant,
+            f"{r.scope}={r.level}",
+            f"{r.estimate:+.2f} {analysis.units.get(r.metric, '')} "
+            f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]",
+            r.n_pairs,
+        ]
+        for r in e[keep].itertuples(index=False)
+    ]
+    header = ["metric", "variant", "level", "estimate [95% CI], unadjusted", "pairs"]
+    return markdown(header, rows)
 
 
 #: Recorded per trial, summarised per arm (ok trials): the train/eval gap (test accuracy in
@@ -115,12 +124,11 @@ def _mechanisms(table: pd.DataFrame, protocol) -> str:
         precise_gain=lambda t: t["balanced_acc_precise"] - t["balanced_acc"]
     )
     cols = {k: v for k, v in MECHANISMS.items() if k in ok and ok[k].notna().any()}
-    header = "| arm (ok trials) | " + " | ".join(label for label, _, _ in cols.values()) + " |"
-    lines = [header, "| --- |" + " --- |" * len(cols)]
-    for name, group in ok.groupby(arm):
-        cells = [f"{getattr(group[k], how)() * scale:.3g}" for k, (_, how, scale) in cols.items()]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [
+        [name] + [f"{getattr(group[k], how)() * scale:.3g}" for k, (_, how, scale) in cols.items()]
+        for name, group in ok.groupby(arm)
+    ]
+    return markdown(["arm (ok trials)", *(label for label, _, _ in cols.values())], rows)
 
 
 def _arms(table: pd.DataFrame, protocol) -> str:
@@ -132,10 +140,8 @@ def _arms(table: pd.DataFrame, protocol) -> str:
             scale = METRICS[metric].scale
             out[f"{metric} mean"] = table.groupby(arm)[metric].mean() * scale
     out["not ok (%)"] = table.assign(f=table["status"] != "ok").groupby(arm)["f"].mean() * 100
-    header = "| arm | " + " | ".join(out.columns) + " |"
-    rule = "| --- |" + " --- |" * len(out.columns)
-    rows = [f"| {a} | " + " | ".join(f"{v:.2f}" for v in r) + " |" for a, r in out.iterrows()]
-    return "\n".join([header, rule, *rows])
+    rows = [[a, *(f"{v:.2f}" for v in r)] for a, r in out.iterrows()]
+    return markdown(["arm", *out.columns], rows)
 
 
 if __name__ == "__main__":
