@@ -569,21 +569,21 @@ class Protocol(BaseModel):
         """Ids unique; arms among the heads (or the arms head options make); ``where`` and
         ``interaction`` name factors and their levels (as ``exclude`` does): a claim about a
         condition never run is a typo."""
-        heads = list(getattr(self.factors, TREATMENT))
+        arms = list(getattr(self.factors, TREATMENT))
         if self.arm_options:  # e.g. bn[bn_momentum=0.01]: an arm a hypothesis may name
-            heads += [a for a in (self.control_arm, *self.variant_arms) if a not in heads]
+            arms += [a for a in (self.control_arm, *self.variant_arms) if a not in arms]
         factors = [f for f in Factors.model_fields if f != TREATMENT]
         seen: set[str] = set()
         for i, h in enumerate(self.hypotheses):
             if h.id in seen:
                 raise _FieldError(("hypotheses", i, "id"), f"duplicate hypothesis id {h.id!r}")
             seen.add(h.id)
-            for arm in ("variant", "control"):
-                if getattr(h, arm) not in heads:
+            for role in ("variant", "control"):
+                if getattr(h, role) not in arms:
                     raise _FieldError(
-                        ("hypotheses", i, arm),
-                        f"{getattr(h, arm)!r} is not among the {TREATMENT}s; allowed: "
-                        f"{', '.join(heads)}",
+                        ("hypotheses", i, role),
+                        f"{getattr(h, role)!r} is not among the {TREATMENT}s; allowed: "
+                        f"{', '.join(arms)}",
                     )
             if h.estimand == "tuned" and not self.analysis.tune:
                 raise _FieldError(

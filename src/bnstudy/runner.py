@@ -636,7 +636,8 @@ PROTOCOL_KEYS = ("protocol", "protocol_sha256", "protocol_name")
 
 
 def cpu_model() -> str:
-    """The CPU's model name (CPU numbers differ between models), or "" where unknown."""
+    """The CPU's model name (CPU numbers differ between models); where /proc/cpuinfo does not
+    say, ``platform.processor()`` (which may be "")."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
