@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from bnstudy import head_options, train
 from bnstudy import metrics as M
-from bnstudy import train
 from bnstudy.models import Classifier, register_head, registry
 from bnstudy.models.pooling import MaxPool2x2
 from bnstudy.train import PRECISE_BN_BATCHES, precise_bn, run_trial, sample_indices
@@ -43,6 +43,7 @@ class BareHead(nn.Module):
 def custom_heads(monkeypatch):
     """Register the custom heads for one test only (the registry is restored afterwards)."""
     monkeypatch.setattr(registry, "_HEADS", dict(registry._HEADS))
+    monkeypatch.setattr(head_options, "_TAKES", dict(head_options._TAKES))
     register_head("test_functional_relu")(FunctionalReluHead)
     register_head("test_bare")(BareHead)
 

@@ -21,8 +21,11 @@ on each device without disturbing anyone's lock.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import platform
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -41,8 +44,15 @@ AUTO = "auto"
 LEASE_POLL_S = 0.02
 
 
+#: Device files a GPU driver creates on Linux: NVIDIA (CUDA), AMD (ROCm, also ``torch.cuda``),
+#: and WSL2's GPU bridge.
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
 def visible_gpus() -> list[str]:
     """``["cuda:0", ...]`` for every GPU torch sees (``CUDA_VISIBLE_DEVICES`` applies)."""
+    if sys.platform == "linux" and not any(os.path.exists(f) for f in GPU_DEVICE_FILES):
+        return []  # no GPU driver: known without importing torch (about a second)
     import torch
 
     if not torch.cuda.is_available():
@@ -77,6 +87,8 @@ def check_device(device: str) -> None:
     every trial of the run. A CUDA device is checked against the device count only: touching
     it would create a CUDA context (hundreds of MB) that the parent would hold all run long.
     """
+    if device == "cpu":
+        return  # always usable; no need to import torch to know it
     import torch
 
     try:
@@ -98,6 +110,20 @@ def first_sentence(exc: BaseException, limit: int = 160) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     text = text.split(". ")[0].rstrip(".")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@functools.cache
+def cpu_model() -> str:
+    """This machine's CPU model name (CPU numbers differ between models); where /proc/cpuinfo
+    does not say, ``platform.processor()`` (which may be "")."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def is_cpu(device: str) -> bool:

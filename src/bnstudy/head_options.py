@@ -63,6 +63,11 @@ def declare(head: str, options: Iterable[str]) -> tuple[str, ...]:
     return options
 
 
+def heads() -> list[str]:
+    """Every head declared: the built-in ones and those registered since, sorted."""
+    return sorted(_TAKES)
+
+
 def options_of(head: str) -> tuple[str, ...]:
     """The options ``head`` takes (none for a head never declared)."""
     return _TAKES.get(head, ())

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib
+import importlib.metadata
 import json
 import math
 import os
@@ -58,14 +59,21 @@ import joblib
 from bnstudy import __version__
 from bnstudy.backends import check_backend, joblib_backend, worker_died
 from bnstudy.catalogue import FINAL_STATUSES, METRICS, OOM, TIMEOUT
-from bnstudy.devices import SlotPool, check_device, is_cpu, parse_devices
+from bnstudy.devices import SlotPool, check_device, cpu_model, is_cpu, parse_devices
 from bnstudy.hypotheses import registration_to_record
-from bnstudy.pretrain import checkpoint_key, ensure_checkpoints
 from bnstudy.progress import Progress
 from bnstudy.protocol import Protocol, ProtocolError, Trial
+from bnstudy.result import TrialResult
 from bnstudy.store import CONSOLIDATE_EVERY, ResultStore, StoreError
-from bnstudy.train import TrialResult, run_trial
-from bnstudy.worker import WORKER_AUTO, PackFn, TaskOutcome, TrialFn, WorkerConfig, run_task
+from bnstudy.worker import (
+    WORKER_AUTO,
+    PackFn,
+    TaskOutcome,
+    TrialFn,
+    WorkerConfig,
+    run_task,
+    run_trial,
+)
 
 #: Trials at once on one GPU by default: measured on an H100 with the quick study, 4 workers
 #: took 14.6 s and 8 took 13.0 s against 27.5 s for one (small models are launch-bound).
@@ -347,7 +355,7 @@ def _run_locked(
         store.path, total=len(trials), skipped=len(trials) - len(todo), execution=execution
     )
     data_options = prepare_datasets(protocol, {t.dataset for t in todo})
-    trained = ensure_checkpoints(protocol, todo)  # before any trial: every arm loads them
+    trained = _pretrain(protocol, todo)
     if trained:
         summary.notes.append(
             f"pre-trained {trained} bod{'y' if trained == 1 else 'ies'} (cached for resumes)"
@@ -423,6 +431,8 @@ def _store_task(
             deterministic=outcome.deterministic,
             torch_threads=outcome.threads,
             timeout_s=execution.timeout_s,
+            host=outcome.host,
+            cpu_model=outcome.cpu_model,
         )
         store.append(row, metadata)  # explains itself if killed
         summary.statuses[result.status] += 1
@@ -544,6 +554,16 @@ def _packing(
     return packing.run_pack, packing.packable
 
 
+def _pretrain(protocol: Protocol, todo: list[Trial]) -> int:
+    """Train the bodies ``todo`` loads, before any trial: every arm loads them. Imported only
+    then: pre-training needs torch, which the parent otherwise does without."""
+    if not any(t.pretrain_stage for t in todo):
+        return 0
+    from bnstudy.pretrain import ensure_checkpoints
+
+    return ensure_checkpoints(protocol, todo)
+
+
 def prepare_datasets(protocol: Protocol, names: set[str]) -> dict[str, dict[str, Any]]:
     """Build each dataset's cached pool once, here in the parent; its resolved options.
 
@@ -600,10 +620,14 @@ def trial_row(
     deterministic: bool = True,
     torch_threads: int = 1,
     timeout_s: float | None = None,
+    host: str = "",
+    cpu_model: str = "",
 ) -> dict[str, Any]:
     """The results-table row for one trial: ids, settings, outcome, metrics, detail, and how
     it ran (``packed_with``: the trial ids of its pack, "" when unpacked; ``deterministic``;
-    the CPU ``torch_threads``; the run's per-trial ``timeout_s``, NaN when none)."""
+    the CPU ``torch_threads``; the run's per-trial ``timeout_s``, NaN when none; the ``host``
+    and ``cpu_model`` of the worker that trained it: CPU numbers differ between CPU models,
+    and a Dask cluster's workers may differ)."""
     metrics = {name: math.nan for name in METRICS} | dict(result.metrics)
     return {
         "trial_id": trial.trial_id,
@@ -619,12 +643,22 @@ def trial_row(
         "device": result.device,
         "packed_with": packed_with,
         # The cached body the trial started from (bnstudy.pretrain), "" without pre-training.
-        "pretrain_checkpoint": checkpoint_key(trial) if trial.pretrain_stage else "",
+        "pretrain_checkpoint": _checkpoint_key(trial),
         "deterministic": deterministic,
         "torch_threads": torch_threads,
         "timeout_s": math.nan if timeout_s is None else float(timeout_s),
+        "host": host,
+        "cpu_model": cpu_model,
         "bnstudy_version": __version__,
     }
+
+
+def _checkpoint_key(trial: Trial) -> str:
+    if not trial.pretrain_stage:
+        return ""
+    from bnstudy.pretrain import checkpoint_key
+
+    return checkpoint_key(trial)
 
 
 def _per_class_column(key: str) -> str:
@@ -635,17 +669,16 @@ def _per_class_column(key: str) -> str:
 PROTOCOL_KEYS = ("protocol", "protocol_sha256", "protocol_name")
 
 
-def cpu_model() -> str:
-    """The CPU's model name (CPU numbers differ between models); where /proc/cpuinfo does not
-    say, ``platform.processor()`` (which may be "")."""
+def torch_version() -> str:
+    """The installed torch's version, read from its metadata: importing torch for it would
+    cost the parent about a second (the same string as ``torch.__version__``)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.__version__
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor()
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def provenance(
@@ -656,11 +689,10 @@ def provenance(
     import numpy
     import pandas
     import pyarrow
-    import torch
 
     versions = {
         "bnstudy": __version__,
-        "torch": torch.__version__,
+        "torch": torch_version(),
         "python": sys.version.split()[0],
         "numpy": numpy.__version__,
         "pandas": pandas.__version__,
@@ -675,8 +707,11 @@ def provenance(
         "device": device,
     }
     gpus = [d for d in device.split(",") if d.startswith("cuda")]
-    if gpus and torch.cuda.is_available():  # names only: no CUDA context in the parent
-        machine["gpus"] = ", ".join(sorted({torch.cuda.get_device_name(d) for d in gpus}))
+    if gpus:  # names only: no CUDA context in the parent
+        import torch
+
+        if torch.cuda.is_available():
+            machine["gpus"] = ", ".join(sorted({torch.cuda.get_device_name(d) for d in gpus}))
     return {
         "protocol": protocol.source_text,
         "protocol_sha256": protocol.sha256,

@@ -122,9 +122,10 @@ def _check_pretraining(protocol: Protocol, source: str, combos: list[dict[str, A
     from bnstudy.data import DatasetError, check_dataset, input_shape, max_train_per_class
     from bnstudy.data import num_classes as classes_of
     from bnstudy.models import check_architecture_input
-    from bnstudy.pretrain import body_mismatch
 
     for name in dict.fromkeys(c["pretrain"] for c in combos if c["pretrain_stage"]):
+        from bnstudy.pretrain import body_mismatch  # builds networks: torch, only if needed
+
         stage, where = protocol.pretraining[name], f"{source}: pretraining.{name}"
         options = protocol.stage_options(name)
         try:

@@ -37,8 +37,6 @@ batches, on a copy), the fold check (``fold_max_abs_diff``) and the train/eval g
 from __future__ import annotations
 
 import copy
-import dataclasses
-import datetime as dt
 import math
 import time
 from collections.abc import Mapping
@@ -50,10 +48,12 @@ from torch import nn
 
 from bnstudy import metrics as M
 from bnstudy import pretrain
-from bnstudy.catalogue import DERIVED_METRICS, METRICS, RECORDED_METRICS
 from bnstudy.data import Dataset, build_dataset
 from bnstudy.models import Classifier, build_model, fold_bn_into_linear, hidden_relu
 from bnstudy.protocol import Trial
+from bnstudy.result import TrialResult
+from bnstudy.result import nan_metrics as _nan_metrics
+from bnstudy.result import now as _now
 
 #: Training batches (of the training batch size) over which PreciseBN recomputes the BN
 #: statistics; fewer when one pass has fewer. A fixed number, so every trial's
@@ -63,52 +63,6 @@ from bnstudy.protocol import Trial
 PRECISE_BN_BATCHES = 50
 #: With ``steps``, one ``train_loss`` curve point (and one host sync) per this many steps.
 CURVE_EVERY_STEPS = 100
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-@dataclasses.dataclass
-class TrialResult:
-    """The outcome of one trial.
-
-    ``status`` is ``"ok"``, ``"diverged"`` (non-finite training loss), ``"collapsed"`` (one
-    class predicted for >= 95% of test inputs; metrics still filled) or ``"failed"`` (an
-    exception, recorded by the runner). ``metrics`` holds every key of
-    :data:`bnstudy.catalogue.METRICS` and :data:`bnstudy.catalogue.RECORDED_METRICS`
-    (accuracies as fractions, NaN where undefined); ``curves`` the ``train_loss`` series (see
-    the module docstring for its points); ``per_class`` per-class lists.
-    """
-
-    status: str
-    error: str | None
-    metrics: dict[str, float]
-    curves: dict[str, list[float]]
-    per_class: dict[str, list[float] | list[int]]  # class_counts are ints
-    started_at: dt.datetime
-    ended_at: dt.datetime
-    device: str
-
-    @classmethod
-    def failed(cls, error: str, started_at: dt.datetime, device: str) -> TrialResult:
-        """A result for a trial that raised: all metrics NaN, ``error`` holds the cause."""
-        return cls(
-            status="failed",
-            error=error,
-            metrics=_nan_metrics(),
-            curves={"train_loss": []},
-            per_class={"class_counts": [], "recall": [], "fc_weight_norm": []},
-            started_at=started_at,
-            ended_at=_now(),
-            device=device,
-        )
-
-
-def _nan_metrics() -> dict[str, float]:
-    # Derived metrics (``failure``) are computed by the analysis from the status, not here.
-    measured = [m for m in METRICS if m not in DERIVED_METRICS]
-    return {name: math.nan for name in (*measured, *RECORDED_METRICS)}
 
 
 # -- batches ----------------------------------------------------------------------------

@@ -33,18 +33,19 @@ import ctypes
 import datetime as dt
 import os
 import signal
+import socket
 import threading
 import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bnstudy.catalogue import FAILED, OOM, TIMEOUT
-from bnstudy.devices import SlotPool, cpu_threads, is_cpu
+from bnstudy.devices import SlotPool, cpu_model, cpu_threads, is_cpu
 from bnstudy.protocol import Trial
-from bnstudy.train import TrialResult
+from bnstudy.result import TrialResult
 
 #: Trains one trial: ``(trial, device, data_options)``.
 TrialFn = Callable[[Trial, str, Mapping[str, Any]], TrialResult]
@@ -60,6 +61,16 @@ NONDETERMINISTIC = "does not have a deterministic implementation"
 
 #: A Dask worker's device chosen there: its GPU if it has one, else the CPU.
 WORKER_AUTO = "auto"
+
+
+def run_trial(
+    trial: Trial, device: str = "cpu", data_options: Mapping | None = None
+) -> TrialResult:
+    """:func:`bnstudy.train.run_trial`, imported where it runs: the parent that schedules it
+    never trains, and so never imports torch (about a second saved on every run with workers)."""
+    from bnstudy.train import run_trial as train
+
+    return train(trial, device, data_options)
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,8 @@ class TaskOutcome:
     busy_s: float  # training time in the worker (no start-up, no wait for a slot)
     deterministic: bool  # deterministic mode on, and no operation fell back
     threads: int
+    host: str = field(default_factory=socket.gethostname)
+    cpu_model: str = field(default_factory=cpu_model)
 
 
 def run_task(config: WorkerConfig, trials: Sequence[Trial], data_options: Mapping) -> TaskOutcome:

@@ -1,39 +1,41 @@
 """Models: architecture and head registries, paired initialisation, BN folding.
 
-Importing this package registers the built-in architectures (``mlp``, ``cnn``, ``cnn1d``,
-``cnn_flatten``, ``resnet20``, ``resnet32``, ``preact_resnet20``, ``vgg11``, ``vgg11_bn``; one
-family per file) and heads. :func:`architecture_info` tells what each body accepts, whether it
-ends in a normalization and how it pools; :func:`check_architecture_input` refuses an
-architecture/input pair with a one-line ``ValueError``.
+The built-in architectures (``mlp``, ``cnn``, ``cnn1d``, ``cnn_flatten``, ``resnet20``,
+``resnet32``, ``preact_resnet20``, ``vgg11``, ``vgg11_bn``; one family per file) and heads
+are known by name from the start: :func:`architecture_info` tells what each body accepts,
+whether it ends in a normalization and how it pools; :func:`check_architecture_input`
+refuses an architecture/input pair with a one-line ``ValueError``. Those facts come from
+:mod:`bnstudy.models.catalog` and do not import torch; everything that builds or changes a
+network (``build_model``, ``register_architecture``, ...) is loaded on first use (PEP 562),
+and a builder's module on the first build of its network.
 """
 
-from bnstudy.models import (  # noqa: F401  (registration side effects)
-    cnn,
-    cnn1d,
-    cnn_flatten,
-    heads,
-    mlp,
-    preact_resnet,
-    resnet,
-    vgg,
-)
-from bnstudy.models.fold import fold_bn_into_linear
-from bnstudy.models.heads import hidden_relu
-from bnstudy.models.init import init_weights
-from bnstudy.models.registry import (
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from bnstudy.models.catalog import (
     INPUT_KINDS,
     ArchitectureInfo,
-    Classifier,
     architecture_info,
     architecture_names,
-    build_model,
     check_architecture_input,
     compatible_architectures,
     head_names,
-    register_architecture,
-    register_head,
     shape_kind,
 )
+
+if TYPE_CHECKING:
+    from bnstudy.models.fold import fold_bn_into_linear
+    from bnstudy.models.heads import hidden_relu
+    from bnstudy.models.init import init_weights
+    from bnstudy.models.registry import (
+        Classifier,
+        build_model,
+        register_architecture,
+        register_head,
+    )
 
 __all__ = [
     "INPUT_KINDS",
@@ -52,3 +54,23 @@ __all__ = [
     "register_architecture",
     "register_head",
 ]
+
+#: Names whose modules import torch, loaded on first access.
+_LAZY = {
+    "Classifier": "bnstudy.models.registry",
+    "build_model": "bnstudy.models.registry",
+    "register_architecture": "bnstudy.models.registry",
+    "register_head": "bnstudy.models.registry",
+    "fold_bn_into_linear": "bnstudy.models.fold",
+    "hidden_relu": "bnstudy.models.heads",
+    "init_weights": "bnstudy.models.init",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

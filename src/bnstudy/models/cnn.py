@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from bnstudy.models.catalog import check_architecture_input
 from bnstudy.models.pooling import MaxPool2x2
-from bnstudy.models.registry import check_architecture_input, register_architecture
+from bnstudy.models.registry import register_builder
 
 WIDTHS = (16, 32, 64)
 
@@ -44,13 +45,7 @@ class CNNBody(nn.Module):
         return self.pool(self.blocks(x))
 
 
-@register_architecture(
-    "cnn",
-    inputs=("image",),
-    ends_in_norm=True,
-    pooling="global_avg",
-    tail="conv -> BN -> ReLU -> GAP",
-)
+@register_builder("cnn")
 def cnn(input_shape: tuple[int, ...]) -> CNNBody:
     check_architecture_input("cnn", input_shape)
     return CNNBody(input_shape)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from bnstudy.models.catalog import check_architecture_input
 from bnstudy.models.pooling import MaxPool1x2
-from bnstudy.models.registry import check_architecture_input, register_architecture
+from bnstudy.models.registry import register_builder
 
 WIDTHS = (32, 64, 64)
 KERNEL = 5
@@ -42,13 +43,7 @@ class CNN1dBody(nn.Module):
         return self.pool(self.blocks(x))
 
 
-@register_architecture(
-    "cnn1d",
-    inputs=("signal",),
-    ends_in_norm=True,
-    pooling="global_avg",
-    tail="conv1d -> BN -> ReLU -> GAP",
-)
+@register_builder("cnn1d")
 def cnn1d(input_shape: tuple[int, ...]) -> CNN1dBody:
     check_architecture_input("cnn1d", input_shape)
     return CNN1dBody(input_shape)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from bnstudy.models.catalog import check_architecture_input
 from bnstudy.models.pooling import MaxPool2x2
-from bnstudy.models.registry import check_architecture_input, register_architecture
+from bnstudy.models.registry import register_builder
 
 WIDTHS = (16, 32, 32)
 #: Max-pool while the larger spatial side exceeds this.
@@ -45,13 +46,7 @@ class CNNFlattenBody(nn.Module):
         return self.flatten(self.blocks(x))
 
 
-@register_architecture(
-    "cnn_flatten",
-    inputs=("image",),
-    ends_in_norm=True,
-    pooling="none",
-    tail="conv -> BN -> ReLU -> max-pool -> flatten (no global pooling)",
-)
+@register_builder("cnn_flatten")
 def cnn_flatten(input_shape: tuple[int, ...]) -> CNNFlattenBody:
     check_architecture_input("cnn_flatten", input_shape)
     return CNNFlattenBody(input_shape)

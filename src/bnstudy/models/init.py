@@ -32,13 +32,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 from torch import nn
 
-ConvInit = Literal["uniform", "kaiming_normal"]
-CONV_INITS: tuple[ConvInit, ...] = ("uniform", "kaiming_normal")
+from bnstudy.models.catalog import CONV_INITS, ConvInit
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -11,7 +11,8 @@ import math
 
 from torch import nn
 
-from bnstudy.models.registry import check_architecture_input, register_architecture
+from bnstudy.models.catalog import check_architecture_input
+from bnstudy.models.registry import register_builder
 
 WIDTH = 256
 DEPTH = 2
@@ -32,13 +33,7 @@ class MLPBody(nn.Module):
         return self.layers(x)
 
 
-@register_architecture(
-    "mlp",
-    inputs=("any",),
-    ends_in_norm=False,
-    pooling="none",
-    tail="linear -> ReLU (no normalization anywhere)",
-)
+@register_builder("mlp")
 def mlp(input_shape: tuple[int, ...], width: int = WIDTH, depth: int = DEPTH) -> MLPBody:
     check_architecture_input("mlp", input_shape)
     return MLPBody(input_shape, width, depth)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bnstudy.models.registry import check_architecture_input, register_architecture
+from bnstudy.models.catalog import check_architecture_input
+from bnstudy.models.registry import register_builder
 from bnstudy.models.resnet import WIDTHS, conv3x3, shortcut
 
 
@@ -69,14 +70,7 @@ class PreActResNetBody(nn.Module):
         return self.pool(self.final(self.stages(self.stem(x))))
 
 
-@register_architecture(
-    "preact_resnet20",
-    inputs=("image",),
-    ends_in_norm=True,
-    pooling="global_avg",
-    tail="(+ shortcut) -> BN -> ReLU -> GAP",
-    conv_init="kaiming_normal",
-)
+@register_builder("preact_resnet20")
 def preact_resnet20(input_shape: tuple[int, ...]) -> PreActResNetBody:
     check_architecture_input("preact_resnet20", input_shape)
     return PreActResNetBody(input_shape, blocks_per_stage=3)

@@ -22,62 +22,34 @@ weights, in every head. The built-in heads (:mod:`bnstudy.models.heads`) are all
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from bnstudy import head_options
-from bnstudy.models.init import CONV_INITS, ConvInit, init_weights
-from bnstudy.suggest import did_you_mean
+from bnstudy.models.catalog import (
+    ArchitectureInfo,
+    ConvInit,
+    InputKind,
+    Pooling,
+    architecture_info,
+    architecture_names,
+    check_architecture_input,
+    declare_architecture,
+    lookup,
+)
+from bnstudy.models.init import init_weights
 
 ArchitectureBuilder = Callable[[tuple[int, ...]], nn.Module]
 HeadBuilder = Callable[..., nn.Module]
 
-InputKind = Literal["image", "signal", "vector", "any"]
-Pooling = Literal["global_avg", "none"]
-
-#: What each input kind means; ``any`` bodies flatten whatever they are given.
-INPUT_KINDS: dict[str, str] = {
-    "image": "image (channels, height, width)",
-    "signal": "signal (channels, length)",
-    "vector": "vector (features,)",
-    "any": "any shape (flattened)",
-}
-_RANKS = {"image": 3, "signal": 2, "vector": 1}  # as bnstudy.data's kinds of input
-POOLINGS: tuple[Pooling, ...] = ("global_avg", "none")
-
-
-@dataclasses.dataclass(frozen=True)
-class ArchitectureInfo:
-    """What the analysis and the protocol validator may ask about an architecture.
-
-    ``inputs``: the input kinds it accepts (keys of :data:`INPUT_KINDS`). ``ends_in_norm``:
-    whether the body's last layer with parameters is a normalization layer, followed only by
-    parameter-free operations (ReLU, pooling, and in ``resnet20``/``resnet32`` the residual
-    addition), as SCIENCE.md hypothesis 2 asks. ``pooling``: ``"global_avg"`` (features are
-    channel means) or ``"none"`` (no pooling: flattened feature maps, or an MLP's hidden
-    layer). ``tail``: the body's last operations in words, e.g. ``"conv -> BN -> ReLU -> GAP"``,
-    for reports. ``conv_init``: how its convolutions are initialised (see
-    :mod:`bnstudy.models.init`).
-    """
-
-    name: str
-    inputs: tuple[InputKind, ...]
-    ends_in_norm: bool
-    pooling: Pooling
-    tail: str
-    conv_init: ConvInit = "uniform"
-
-    def accepts(self, input_shape: Sequence[int]) -> bool:
-        """Whether an input of this shape (no batch dimension) is of a kind it accepts."""
-        return any(_RANKS.get(kind, len(input_shape)) == len(input_shape) for kind in self.inputs)
-
+#: The module that registers the built-in heads' builders.
+BUILTIN_HEADS_MODULE = "bnstudy.models.heads"
 
 _ARCHITECTURES: dict[str, ArchitectureBuilder] = {}
-_ARCHITECTURE_INFO: dict[str, ArchitectureInfo] = {}
 _HEADS: dict[str, HeadBuilder] = {}
 
 
@@ -106,20 +78,25 @@ def register_architecture(
 
     Decorates a builder ``(input_shape) -> body``; see :class:`ArchitectureInfo` for the fields.
     """
-    unknown = [kind for kind in inputs if kind not in INPUT_KINDS]
-    if not inputs or unknown:
-        raise ValueError(f"architecture {name!r}: inputs must be among {', '.join(INPUT_KINDS)}")
-    if pooling not in POOLINGS:
-        raise ValueError(f"architecture {name!r}: pooling must be one of {', '.join(POOLINGS)}")
-    if conv_init not in CONV_INITS:
-        raise ValueError(f"architecture {name!r}: conv_init must be one of {CONV_INITS}")
     info = ArchitectureInfo(name, tuple(inputs), ends_in_norm, pooling, tail, conv_init)
+
+    def decorator(builder: ArchitectureBuilder) -> ArchitectureBuilder:
+        declare_architecture(info)
+        _ARCHITECTURES[name] = builder
+        return builder
+
+    return decorator
+
+
+def register_builder(name: str) -> Callable[[ArchitectureBuilder], ArchitectureBuilder]:
+    """``@register_builder("cnn")``: the builder of a built-in architecture, whose facts
+    :mod:`bnstudy.models.catalog` declares (so they are known without importing torch)."""
+    architecture_info(name)  # declared there, or KeyError
 
     def decorator(builder: ArchitectureBuilder) -> ArchitectureBuilder:
         if name in _ARCHITECTURES:
             raise ValueError(f"architecture {name!r} is already registered")
         _ARCHITECTURES[name] = builder
-        _ARCHITECTURE_INFO[name] = info
         return builder
 
     return decorator
@@ -147,60 +124,6 @@ def register_head(
     return decorator
 
 
-def architecture_names() -> list[str]:
-    """Registered architecture names, sorted."""
-    return sorted(_ARCHITECTURES)
-
-
-def head_names() -> list[str]:
-    """Registered head names, sorted."""
-    return sorted(_HEADS)
-
-
-def _lookup(table: dict, kind: str, name: str):
-    if name not in table:
-        hint = did_you_mean(name, table, n=3)
-        raise KeyError(f"unknown {kind} {name!r}{hint}; known: {', '.join(sorted(table))}")
-    return table[name]
-
-
-def architecture_info(name: str) -> ArchitectureInfo:
-    """The registered facts about architecture ``name`` (``KeyError`` if unknown)."""
-    return _lookup(_ARCHITECTURE_INFO, "architecture", name)
-
-
-def shape_kind(input_shape: Sequence[int]) -> str:
-    """The kind of an input shape: ``"image"``, ``"signal"``, ``"vector"`` or ``"rank-N input"``."""
-    for kind, rank in _RANKS.items():
-        if len(input_shape) == rank:
-            return kind
-    return f"rank-{len(input_shape)} input"
-
-
-def check_architecture_input(name: str, input_shape: Sequence[int]) -> None:
-    """Raise a one-line ``ValueError`` if architecture ``name`` cannot take ``input_shape``.
-
-    ``input_shape`` excludes the batch dimension. The message names the architecture, the
-    shape (and its kind) and the input kinds the architecture accepts, e.g. ``architecture
-    'cnn1d' cannot take input shape (3, 16, 16) (image); it accepts: signal (channels,
-    length)``. Unknown names raise ``KeyError`` as in :func:`build_model`.
-    """
-    info = architecture_info(name)
-    shape = tuple(int(size) for size in input_shape)
-    if info.accepts(shape) and all(size > 0 for size in shape):
-        return
-    allowed = ", ".join(INPUT_KINDS[kind] for kind in info.inputs)
-    raise ValueError(
-        f"architecture {name!r} cannot take input shape {shape} ({shape_kind(shape)}); "
-        f"it accepts: {allowed}"
-    )
-
-
-def compatible_architectures(input_shape: Sequence[int]) -> list[str]:
-    """Registered architectures that accept inputs of ``input_shape``, sorted."""
-    return [name for name in architecture_names() if _ARCHITECTURE_INFO[name].accepts(input_shape)]
-
-
 def build_model(
     architecture: str,
     head: str,
@@ -221,10 +144,10 @@ def build_model(
     ``architecture_options`` (a protocol's ``architectures:`` entry, e.g. ``{"width": 512}``
     for ``mlp``) are keyword arguments of the architecture builder.
     """
-    builder = _lookup(_ARCHITECTURES, "architecture", architecture)
+    builder = lookup(_ARCHITECTURES, "architecture", architecture)
     check_architecture_input(architecture, input_shape)
     body = builder(tuple(input_shape), **(architecture_options or {}))
-    builder_of_head = _lookup(_HEADS, "head", head)
+    builder_of_head = lookup(_HEADS, "head", head)
     given = options or {}
     kwargs = {o: given.get(o, default) for o, default in head_options.of_head(head).items()}
     head_module = builder_of_head(body.out_features, num_classes, **kwargs)
@@ -233,3 +156,11 @@ def build_model(
     model = Classifier(body, head_module)
     init_weights(model, init_seed, conv_init=architecture_info(architecture).conv_init)
     return model
+
+
+# Whoever imports this module builds networks: register every built-in builder now (a module
+# that is importing this one is returned as it is and registers its builders itself), so a
+# second "bn" or "cnn" is refused whatever the import order.
+for _module in sorted({architecture_info(n).module for n in architecture_names()} - {None}):
+    importlib.import_module(_module)
+importlib.import_module(BUILTIN_HEADS_MODULE)

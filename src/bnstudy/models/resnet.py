@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnstudy.models.registry import check_architecture_input, register_architecture
+from bnstudy.models.catalog import check_architecture_input
+from bnstudy.models.registry import register_builder
 
 WIDTHS = (16, 32, 64)
 
@@ -92,22 +93,14 @@ class ResNetBody(nn.Module):
         return self.pool(self.stages(self.stem(x)))
 
 
-_INFO = dict(
-    inputs=("image",),
-    ends_in_norm=True,
-    pooling="global_avg",
-    tail="conv -> BN -> (+ shortcut) -> ReLU -> GAP",
-    conv_init="kaiming_normal",
-)
 
-
-@register_architecture("resnet20", **_INFO)
+@register_builder("resnet20")
 def resnet20(input_shape: tuple[int, ...]) -> ResNetBody:
     check_architecture_input("resnet20", input_shape)
     return ResNetBody(input_shape, blocks_per_stage=3)
 
 
-@register_architecture("resnet32", **_INFO)
+@register_builder("resnet32")
 def resnet32(input_shape: tuple[int, ...]) -> ResNetBody:
     check_architecture_input("resnet32", input_shape)
     return ResNetBody(input_shape, blocks_per_stage=5)

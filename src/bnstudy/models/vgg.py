@@ -28,8 +28,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from bnstudy.models.catalog import check_architecture_input
 from bnstudy.models.pooling import MaxPool2x2
-from bnstudy.models.registry import check_architecture_input, register_architecture
+from bnstudy.models.registry import register_builder
 
 #: VGG-11 ("configuration A"): conv widths, ``"M"`` for a 2x2 max-pool.
 CONFIG_11: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -61,27 +62,13 @@ class VGGBody(nn.Module):
         return self.pool(self.features(x))
 
 
-@register_architecture(
-    "vgg11",
-    inputs=("image",),
-    ends_in_norm=False,
-    pooling="global_avg",
-    tail="conv -> ReLU -> max-pool -> GAP (no normalization anywhere)",
-    conv_init="kaiming_normal",
-)
+@register_builder("vgg11")
 def vgg11(input_shape: tuple[int, ...]) -> VGGBody:
     check_architecture_input("vgg11", input_shape)
     return VGGBody(input_shape, batch_norm=False)
 
 
-@register_architecture(
-    "vgg11_bn",
-    inputs=("image",),
-    ends_in_norm=True,
-    pooling="global_avg",
-    tail="conv -> BN -> ReLU -> max-pool -> GAP",
-    conv_init="kaiming_normal",
-)
+@register_builder("vgg11_bn")
 def vgg11_bn(input_shape: tuple[int, ...]) -> VGGBody:
     check_architecture_input("vgg11_bn", input_shape)
     return VGGBody(input_shape, batch_norm=True)
