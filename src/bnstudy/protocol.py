@@ -102,6 +102,8 @@ OpenFraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
 Momentum = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 #: A study name is also its file name (results, report), so it must be a safe one.
 STUDY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+#: A plugin: a ``.py`` file or a dotted module name.
+PLUGIN = r"^(?:[^\n]+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$"
 
 
 class Factors(BaseModel):
@@ -374,8 +376,13 @@ class Protocol(BaseModel):
     hypotheses: list[Hypothesis] = Field(default=[])
     #: Refuse protocols that expand to more trials than this (a guard against typos).
     max_trials: PositiveInt = DEFAULT_MAX_TRIALS
+    #: Code that registers the protocol's own networks (see ``bnstudy.plugins``): ``.py``
+    #: files, relative to the protocol's folder, or importable module names.
+    plugins: list[Annotated[str, Field(pattern=PLUGIN)]] = Field(default=[])
     #: The YAML text the protocol was read from (recorded in every output).
     source_text: str = Field(default="", exclude=True, repr=False)
+    #: The folder of the protocol file (plugin files are relative to it); "" if not a file.
+    source_dir: str = Field(default="", exclude=True, repr=False)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -640,6 +647,10 @@ class Protocol(BaseModel):
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.source_text.encode()).hexdigest()
+
+    def plugin_entries(self) -> tuple[str, ...]:
+        """``plugins`` with each file made absolute (workers may start in another folder)."""
+        return _resolve_plugins(self.plugins, Path(self.source_dir or "."))
 
     @property
     def variants(self) -> list[str]:
@@ -970,11 +981,34 @@ def load_protocol(path: str | Path, known: Mapping[str, Sequence[str]] | None = 
         raise ProtocolError(f"{path}: protocol file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"{path}: cannot read protocol file: {exc}") from None
-    return parse_protocol(text, source=str(path), known=known)
+    return parse_protocol(text, source=str(path), known=known, source_dir=str(path.parent))
+
+
+def plugins_of(path: str | Path) -> tuple[str, ...]:
+    """The ``plugins`` of protocol file ``path``, read before the rest is validated: the
+    names and head options the rest refers to may come from them. () when the file has none,
+    or cannot be read as a protocol (its validation then says why)."""
+    try:
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return ()
+    entries = data.get("plugins") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        return ()
+    if not all(isinstance(e, str) and re.fullmatch(PLUGIN, e) for e in entries):
+        return ()
+    return _resolve_plugins(entries, Path(path).parent)
+
+
+def _resolve_plugins(entries: Sequence[str], base: Path) -> tuple[str, ...]:
+    return tuple(str((base / e).resolve()) if e.endswith(".py") else e for e in entries)
 
 
 def parse_protocol(
-    text: str, source: str = "<protocol>", known: Mapping[str, Sequence[str]] | None = None
+    text: str,
+    source: str = "<protocol>",
+    known: Mapping[str, Sequence[str]] | None = None,
+    source_dir: str = "",
 ) -> Protocol:
     """Validate protocol YAML text.
 
@@ -996,7 +1030,9 @@ def parse_protocol(
             f"got {type(data).__name__}"
         )
     try:
-        return Protocol.model_validate({**data, "source_text": text}, context=dict(known or {}))
+        return Protocol.model_validate(
+            {**data, "source_text": text, "source_dir": source_dir}, context=dict(known or {})
+        )
     except ValidationError as exc:
         raise ProtocolError(_one_line(exc, source)) from None
 
@@ -1097,4 +1133,4 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
             model = Hypothesis
         elif part == "interaction":
             model = Interaction
-    return [f for f in model.model_fields if f != "source_text"]
+    return [f for f in model.model_fields if f not in ("source_text", "source_dir")]

@@ -56,13 +56,13 @@ from typing import Any
 
 import joblib
 
-from bnstudy import __version__
+from bnstudy import __version__, head_options
 from bnstudy.backends import check_backend, joblib_backend, worker_died
 from bnstudy.catalogue import FINAL_STATUSES, METRICS, OOM, TIMEOUT
 from bnstudy.devices import SlotPool, check_device, cpu_model, is_cpu, parse_devices
 from bnstudy.hypotheses import registration_to_record
 from bnstudy.progress import Progress
-from bnstudy.protocol import Protocol, ProtocolError, Trial
+from bnstudy.protocol import TREATMENT, Protocol, ProtocolError, Trial
 from bnstudy.result import TrialResult
 from bnstudy.store import CONSOLIDATE_EVERY, ResultStore, StoreError
 from bnstudy.worker import (
@@ -387,6 +387,7 @@ def _run_locked(
                 timeout_s=execution.timeout_s,
                 pool=pool,
                 device=execution.devices[0],
+                plugins=protocol.plugin_entries(),
             )
             outcomes = _execute(tasks, execution, config, data_options, stack)
             # Stopped early (an interrupt, a StoreError from append): cancel the trials still
@@ -712,7 +713,15 @@ def provenance(
 
         if torch.cuda.is_available():
             machine["gpus"] = ", ".join(sorted({torch.cuda.get_device_name(d) for d in gpus}))
-    return {
+    recorded = {}
+    if protocol.plugins:  # their code makes the numbers as much as bnstudy's does
+        from bnstudy import plugins
+
+        recorded["plugins"] = json.dumps(plugins.fingerprints(protocol.plugin_entries()))
+        # what their heads take, for reading the results where the plugins are not installed
+        heads = getattr(protocol.factors, TREATMENT)
+        recorded["head_options"] = json.dumps({h: head_options.options_of(h) for h in heads})
+    return recorded | {
         "protocol": protocol.source_text,
         "protocol_sha256": protocol.sha256,
         "protocol_name": protocol.name,

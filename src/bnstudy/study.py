@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from bnstudy import head_options
 from bnstudy.head_options import DEFAULTS as HEAD_OPTION_DEFAULTS
 from bnstudy.protocol import (
     ARM,
@@ -28,6 +29,7 @@ from bnstudy.protocol import (
     arm_of,
     load_protocol,
     parse_protocol,
+    plugins_of,
 )
 from bnstudy.store import Results, ResultStore, StoreError, read_results
 
@@ -55,9 +57,23 @@ def load(path: str | Path) -> Protocol:
     ``train_per_class`` images per class and each training set fills a batch. Such a problem
     would otherwise fail every trial at run time, and again on every resume.
     """
-    protocol = load_protocol(path, known=known_names())
+    protocol = _with_plugins(path)
     check_feasible(protocol, str(path))
     return protocol
+
+
+def _with_plugins(path: str | Path) -> Protocol:
+    """The protocol, validated after importing its ``plugins`` (see :mod:`bnstudy.plugins`):
+    the networks they register are then known names, with their head options."""
+    plugin_entries = plugins_of(path)
+    if plugin_entries:
+        from bnstudy import plugins
+
+        try:
+            plugins.load(plugin_entries)
+        except plugins.PluginError as exc:
+            raise ProtocolError(f"{path}: {exc}") from None
+    return load_protocol(path, known=known_names())
 
 
 def check_feasible(protocol: Protocol, source: str) -> None:
@@ -264,6 +280,12 @@ def protocol_of(results: Results) -> Protocol:
         raise StoreError(
             f"{results.path}: no protocol in the file's metadata (not a bnstudy file?)"
         )
+    # A plugin's head takes the options recorded with the results (its code need not be
+    # importable here): expanded without them, its trials would not match their rows.
+    recorded_options = json.loads(results.metadata.get("head_options", "{}"))
+    for head, options in recorded_options.items():
+        if head not in head_options.heads():
+            head_options.declare(head, options)
     return parse_protocol(text, source=f"{results.path} (recorded protocol)")
 
 

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bnstudy import plugins
 from bnstudy.catalogue import FAILED, OOM, TIMEOUT
 from bnstudy.devices import SlotPool, cpu_model, cpu_threads, is_cpu
 from bnstudy.protocol import Trial
@@ -89,6 +90,8 @@ class WorkerConfig:
     #: Slots to lease (workers on this machine); None: train on ``device`` (Dask workers).
     pool: SlotPool | None = None
     device: str = "cpu"
+    #: The protocol's plugins (``bnstudy.plugins``), imported before the first trial.
+    plugins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,7 @@ def _train(
     status = error = None
     try:
         with time_limit(limit):
+            plugins.load(config.plugins)  # the protocol's own networks; once per process
             if len(trials) == 1:
                 return [config.trial_fn(trials[0], device, data_options)]
             assert config.pack_fn is not None  # the runner packs only with a pack function
