@@ -14,24 +14,13 @@ import pytest
 
 from bnstudy.cli import main
 from bnstudy.stats.analysis import ESTIMATE_COLUMNS
+from tiny_protocol import tiny_text
 
-TINY = """\
-name: tiny
-description: 'an <b>unsafe</b> description & more <script>alert(1)</script>'
-seeds: 3
-factors:
-  architecture: mlp
-  head: [plain, bn]
-  dataset: synthetic
-  imbalance_ratio: [1, 10]
-  train_per_class: 40
-  epochs: 2
-  batch_size: 32
-control: plain
-analysis:
-  metrics: [balanced_acc, nll]
-  bootstrap: {replicates: 200}
-"""
+TINY = tiny_text(
+    description="'an <b>unsafe</b> description & more <script>alert(1)</script>'",
+    seeds=3,
+    extra="analysis:\n  metrics: [balanced_acc, nll]\n  bootstrap: {replicates: 200}\n",
+)
 
 
 @pytest.fixture(scope="module")

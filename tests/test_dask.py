@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import os
 import sys
-import textwrap
 import time
 
 import pandas as pd
@@ -17,28 +17,12 @@ distributed = pytest.importorskip(
 )
 import cloudpickle  # noqa: E402 - the pickler Dask uses (after the skip: it comes with dask)
 
+import tiny_protocol  # noqa: E402
 from bnstudy import runner, study  # noqa: E402
 from bnstudy.catalogue import METRICS  # noqa: E402
-from bnstudy.protocol import parse_protocol  # noqa: E402
 
-TINY = """\
-name: tiny
-seeds: 1
-factors:
-  architecture: mlp
-  head: [plain, bn]
-  dataset: synthetic
-  imbalance_ratio: [1, 10]
-  train_per_class: 40
-  epochs: 2
-  batch_size: 32
-control: plain
-"""
-
-
-def tiny(seeds: int = 1):
-    text = TINY.replace("seeds: 1", f"seeds: {seeds}")
-    return parse_protocol(textwrap.dedent(text), "tiny.yaml", known=study.known_names())
+#: The tiny protocol with one seed unless a test says otherwise.
+tiny = functools.partial(tiny_protocol.tiny, seeds=1)
 
 
 def on_a_gpu_worker(trial, device, data_options=None):

@@ -13,22 +13,11 @@ import pytest
 from bnstudy import hypotheses, runner, study
 from bnstudy.catalogue import METRICS
 from bnstudy.protocol import ProtocolError, parse_protocol
+from tiny_protocol import tiny_text
 
 KNOWN = {"architecture": ["mlp"], "head": ["plain", "bn", "ln"], "dataset": ["synthetic"]}
 
-BASE = """\
-name: hyp
-seeds: 2
-factors:
-  architecture: mlp
-  head: [plain, bn]
-  dataset: synthetic
-  imbalance_ratio: [1, 10]
-  train_per_class: 40
-  epochs: 2
-  batch_size: [8, 32]
-control: plain
-"""
+BASE = tiny_text(name="hyp", batch_size="[8, 32]")
 
 H1 = """\
 hypotheses:

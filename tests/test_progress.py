@@ -7,37 +7,18 @@ import datetime as dt
 import io
 import math
 import sys
-import textwrap
 import time
 from collections import Counter
 
 import pytest
 from joblib.externals.loky.backend.reduction import cloudpickle
 
-from bnstudy import runner, study
+from bnstudy import runner
 from bnstudy.catalogue import METRICS
 from bnstudy.progress import Progress, ProgressBar, ProgressLines, format_s
-from bnstudy.protocol import parse_protocol
 from bnstudy.store import ResultStore
 from bnstudy.train import TrialResult
-
-TINY = """\
-name: tiny
-seeds: 2
-factors:
-  architecture: mlp
-  head: [plain, bn]
-  dataset: synthetic
-  imbalance_ratio: [1, 10]
-  train_per_class: 40
-  epochs: 2
-  batch_size: 32
-control: plain
-"""
-
-
-def tiny():
-    return parse_protocol(textwrap.dedent(TINY), "tiny.yaml", known=study.known_names())
+from tiny_protocol import tiny
 
 
 def instant(trial, device, data_options=None):

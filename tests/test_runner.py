@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -21,27 +20,9 @@ from joblib.externals.loky.backend.reduction import cloudpickle  # the pickler l
 
 from bnstudy import runner, study
 from bnstudy.catalogue import METRICS
-from bnstudy.protocol import parse_protocol
 from bnstudy.store import ResultStore, StoreError
 from bnstudy.train import run_trial
-
-TINY = """\
-name: tiny
-seeds: 2
-factors:
-  architecture: mlp
-  head: [plain, bn]
-  dataset: synthetic
-  imbalance_ratio: [1, 10]
-  train_per_class: 40
-  epochs: 2
-  batch_size: 32
-control: plain
-"""
-
-
-def tiny(text: str = TINY):
-    return parse_protocol(textwrap.dedent(text), "tiny.yaml", known=study.known_names())
+from tiny_protocol import tiny
 
 
 def test_run_writes_one_row_per_trial_then_resumes_without_rerunning(tmp_path: Path):
@@ -145,7 +126,7 @@ def test_a_dead_worker_stops_the_run_but_keeps_what_finished(tmp_path: Path):
 
 def test_rows_carry_ids_settings_and_provenance(tmp_path: Path):
     path = tmp_path / "tiny.parquet"
-    protocol = tiny(TINY.replace("seeds: 2", "seeds: 1").replace("[1, 10]", "10"))
+    protocol = tiny(seeds=1, imbalance_ratio=10)
     runner.run_protocol(protocol, path, jobs=1)
     results = study.read_results(path)
     row = results.table.iloc[0]
@@ -162,7 +143,7 @@ def test_rows_carry_ids_settings_and_provenance(tmp_path: Path):
 
 
 def test_same_protocol_same_numbers_in_process_or_in_workers(tmp_path: Path):
-    protocol = tiny(TINY.replace("seeds: 2", "seeds: 1"))
+    protocol = tiny(seeds=1)
     # The same thread count: by default CPU threads are divided among the workers (one job
     # would get every core), and CPU numbers can differ in their last digits between counts.
     a = runner.run_protocol(protocol, tmp_path / "a.parquet", jobs=1, threads=1)
@@ -182,7 +163,7 @@ def test_an_edited_analysis_section_is_recorded_even_when_no_trial_runs(tmp_path
     path = tmp_path / "tiny.parquet"
     runner.run_protocol(tiny(), path, jobs=1, trial_fn=instant)
     before = study.read_results(path).metadata
-    edited = tiny(TINY + "analysis:\n  metrics: [balanced_acc, nll]\n")
+    edited = tiny(extra="analysis:\n  metrics: [balanced_acc, nll]\n")
     again = runner.run_protocol(edited, path, jobs=1, trial_fn=instant)
     assert again.ran == 0
     after = study.read_results(path).metadata
@@ -245,14 +226,14 @@ def test_results_of_another_study_are_refused_unless_adopted(tmp_path: Path):
     path = tmp_path / "results.parquet"
     runner.run_protocol(tiny(), path, jobs=1, trial_fn=instant)
     before = path.read_bytes()
-    other = tiny(TINY.replace("name: tiny", "name: other").replace("epochs: 2", "epochs: 3"))
+    other = tiny(name="other", epochs=3)
     with pytest.raises(StoreError, match=r"results\.parquet: .*'tiny'.*'other'") as info:
         runner.run_protocol(other, path, jobs=1, trial_fn=instant)
     assert "\n" not in str(info.value)
     assert path.read_bytes() == before and not ResultStore(path).pending_count()
 
     # an edit of the same study is a resume, not a foreign file
-    edited = tiny(TINY.replace("epochs: 2", "epochs: 3"))
+    edited = tiny(epochs=3)
     assert runner.run_protocol(edited, path, jobs=1, trial_fn=instant).ran == 8
 
     adopted = runner.run_protocol(other, path, jobs=1, trial_fn=instant, adopt_foreign=True)

@@ -9,20 +9,9 @@ import pytest
 
 from bnstudy import study
 from bnstudy.cli import _unfinished, main
+from tiny_protocol import tiny_text
 
-TINY = """\
-name: tiny
-seeds: 1
-factors:
-  architecture: mlp
-  head: [plain, bn]
-  dataset: synthetic
-  imbalance_ratio: [1, 10]
-  train_per_class: 40
-  epochs: 1
-  batch_size: 32
-control: plain
-"""
+TINY = tiny_text(seeds=1, epochs=1)
 
 
 def test_execution_flags_reach_rows_and_metadata(tmp_path, monkeypatch, capsys):

@@ -9,7 +9,6 @@ import json
 import os
 import random
 import sys
-import textwrap
 import threading
 import time
 import warnings
@@ -22,28 +21,9 @@ from joblib.externals.loky.backend.reduction import cloudpickle  # the pickler l
 
 from bnstudy import runner, study
 from bnstudy.catalogue import METRICS
-from bnstudy.protocol import parse_protocol
-
-TINY = """\
-name: tiny
-seeds: 2
-factors:
-  architecture: mlp
-  head: [plain, bn]
-  dataset: synthetic
-  imbalance_ratio: [1, 10]
-  train_per_class: 40
-  epochs: 2
-  batch_size: 32
-control: plain
-"""
+from tiny_protocol import tiny
 
 FAKE = ["fake:0", "fake:1", "fake:2"]
-
-
-def tiny(seeds: int = 2):
-    text = TINY.replace("seeds: 2", f"seeds: {seeds}")
-    return parse_protocol(textwrap.dedent(text), "tiny.yaml", known=study.known_names())
 
 
 @pytest.fixture
@@ -351,9 +331,7 @@ def test_real_packs_through_the_runner_match_unpacked_runs(tmp_path):
     numbers those of unpacked runs up to float32 rounding."""
     pytest.importorskip("bnstudy.packing", reason="seed packing (bnstudy.packing) not present")
     # (an MLP: float32 rounding of packed kernels, amplified by training, stays small there)
-    protocol = parse_protocol(
-        TINY.replace("seeds: 2", "seeds: 4"), "tiny.yaml", known=study.known_names()
-    )
+    protocol = tiny(seeds=4)
     packed_run = runner.run_protocol(protocol, tmp_path / "p.parquet", jobs=1, threads=1, pack=4)
     alone = runner.run_protocol(protocol, tmp_path / "u.parquet", jobs=1, threads=1, pack="off")
     assert packed_run.ran == alone.ran == 16 and not packed_run.notes
