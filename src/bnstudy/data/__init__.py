@@ -17,8 +17,9 @@ images.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from bnstudy import lazy
 from bnstudy.data.imbalance import PROFILES, longtail_counts, profile_counts
 from bnstudy.data.pool import (
     Pool,
@@ -81,12 +82,4 @@ __all__ = [
 _LAZY = {"Dataset": "bnstudy.data.dataset", "build_dataset": "bnstudy.data.build"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy.attributes(__name__, _LAZY, globals())
