@@ -13,14 +13,24 @@ weight decay 5e-4, 10 epochs), whole: dataset, training and every evaluation met
   is one-at-a-time over packed, per trial. Same process, same device, after a warm-up.
 - **steps**: milliseconds per training step of the packed model alone (forward, backward,
   SGD) on random data, as in the prototype table of MEASURED.md.
+- **phases**: the packs above, wall milliseconds per trial (phase time over K) in each phase
+  of ``run_pack`` (see ``count_pack_ops.py``; the device is synchronised at each phase switch,
+  so device work counts where it was queued). A phase whose time per trial does not fall as K
+  grows is work per copy.
+- **operators**: aten operators per training step and per phase, and host reads in training
+  and evaluation (``item()``, ``tolist()``: each a sync on a GPU; on a CPU only the scalar
+  reads count), counted on a one-epoch pack of each K. The counts are the same on any
+  device; on a GPU each operator costs some microseconds of host time, so a count that grows
+  with K is launch time that grows with K.
 - **agreement**: the seeds run both ways are compared: largest difference of the final
   training loss and of the balanced accuracy, and whether the statuses match (float32 on the
   device, so rounding, not zero).
 
 ``--quick`` (2 single trials, 20 timed steps; still the whole 10-epoch trials, since shorter
 ones overweight the fixed costs of a pack) keeps the whole run well under a minute on a GPU
-(about 15 s on an H200). The machine is described first; CPU runs use ``--threads`` torch threads
-(default 1, as in a runner worker).
+(about 15 s on an H200 before the operator table, which adds a one-epoch pack per K, run
+under an operator counter). The machine is described first; CPU runs use ``--threads`` torch
+threads (default 1, as in a runner worker).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 from bench_train import describe_machine  # same folder
+from count_pack_ops import ORDER, PhaseClock, measure, phases  # same folder
 
 from bnstudy.models import build_model
 from bnstudy.models.packed import pack_inputs, pack_models
@@ -122,10 +133,12 @@ def main() -> None:
 
     before, single_results = one_at_a_time()
     print(f"one at a time: {statistics.median(before):.3f} s per trial (median of {args.singles})")
-    packs = {}
+    packs, clocks = {}, {}
     for copies in ks:
         trials = [quick_trial(seed, args.epochs) for seed in range(copies)]
-        packs[copies] = timed(device, lambda trials=trials: run_pack(trials, device))
+        clocks[copies] = PhaseClock(lambda: sync(device))
+        with phases(clocks[copies]):
+            packs[copies] = timed(device, lambda trials=trials: run_pack(trials, device))
     # Measured again after the packs, so that a change of load (a shared CPU) shows.
     after, _ = one_at_a_time()
     one_s = statistics.median(before + after)
@@ -141,6 +154,22 @@ def main() -> None:
             f"{copies:>4} {seconds:>8.2f} {per_trial:>8.3f} {60 / per_trial:>11.1f} "
             f"{one_s / per_trial:>7.1f}x"
         )
+
+    print("\nwall ms per trial in each phase of the pack (phase time / K)")
+    print(f"{'K':>4}" + "".join(f"{phase:>10}" for phase in ORDER))
+    for copies, clock in clocks.items():
+        cells = "".join(f"{1e3 * clock.seconds[phase] / copies:>10.2f}" for phase in ORDER)
+        print(f"{copies:>4}{cells}")
+
+    print("\naten operators in a one-epoch pack: per training step, per phase; host reads")
+    print(f"{'K':>4}{'per step':>9}" + "".join(f"{phase:>10}" for phase in ORDER) + f"{'reads':>6}")
+    for copies in ks:
+        trials = [quick_trial(seed, 1) for seed in range(copies)]
+        clock, results = measure(trials, "ops", device)
+        per_step = clock.count("train") / results[0].metrics["steps_run"]
+        reads = clock.reads["train"] + clock.reads["evaluate"]
+        cells = "".join(f"{clock.count(phase):>10}" for phase in ORDER)
+        print(f"{copies:>4}{per_step:>9.1f}{cells}{reads:>6}", flush=True)
 
     print(f"\nms per training step, packed model alone ({args.steps} steps after 5 warm-up)")
     print(f"{'K':>4} {'ms/step':>8} {'ms/step/copy':>13}")

@@ -203,6 +203,14 @@ def test_a_diverged_copy_stops_alone_as_it_would_unpacked(float64, trained):
     assert packed == ["diverged", "collapsed", "diverged", "collapsed"]
 
 
+def test_a_pack_whose_copies_all_diverge_stops_without_evaluating(float64, trained):
+    """Seeds 1 and 7 of the test above: each gets its diverged result, and the pack stops at
+    the last one's divergence with nothing left to evaluate."""
+    base = seeds(architecture="mlp", head="plain", lr=2.0, epochs=3, batch_size=16)[0]
+    trials = [dataclasses.replace(base, seed=s) for s in (1, 7)]
+    assert compare(trials, trained) == ["diverged", "diverged"]
+
+
 def test_a_pack_of_one_is_a_trial(float64, trained):
     compare(seeds(architecture="cnn", head="hidden_relu_bn")[:1], trained)
 

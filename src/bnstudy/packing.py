@@ -25,8 +25,16 @@ ends. When every copy has stopped, the pack stops.
 
 **Evaluation** mirrors ``train._evaluate`` metric for metric, each copy on its own draws:
 every forward pass (test, validation, PreciseBN, the train-mode predictions of the train/eval
-gap, the BN-fold check) runs packed on the device, the outputs come to the CPU in one
-transfer, and each copy's metrics are the :mod:`bnstudy.metrics` functions of its slice.
+gap, the BN-fold check) runs packed on the device, and so do the metrics, the formulas of
+:mod:`bnstudy.metrics` applied to all copies at once; they come to the CPU in one transfer.
+
+**Cost per copy.** On a GPU a small pack is launch-bound: each operator and each read back to
+the host costs host time whatever its size, so the pack keeps what grows with K to what each
+copy's random streams need (its data subset, initial weights, and the index draws of each
+epoch, of PreciseBN and of the train/eval gap, all on the CPU). The training step, the
+evaluation and its metrics are the same operators for any K (the evaluation's forward passes
+run in chunks of :data:`EVAL_CHUNK` image-copies), with one read per curve point and one for
+the evaluation. ``benchmarks/count_pack_ops.py`` counts them.
 
 **Precision.** In float64 on the CPU a pack equals its trials run alone to about 1e-12
 (curves, metrics, every parameter and BN statistic; ``tests/test_packing.py``). In float32 the
@@ -52,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnstudy import metrics as M
 from bnstudy.data import Dataset, build_dataset
 from bnstudy.models import build_model, hidden_relu
 from bnstudy.models.packed import PackedLinear, copy_view, pack_inputs, pack_models
@@ -62,7 +71,6 @@ from bnstudy.train import (
     _check_batch_size,
     _nan_metrics,
     _now,
-    eval_metrics,
     optimisation,
     sample_indices,
 )
@@ -163,8 +171,8 @@ def run_pack(
     dtype = next(model.parameters()).dtype
     # (K, n, *input_shape) and (K, n): copy k's training set is x_train[k]; a batch of
     # indices (B, K) gathers x_train[every_copy, index], (B, K, *input_shape).
-    x_train = torch.stack([d.x_train.to(device, dtype) for d in datas])
-    y_train = torch.stack([d.y_train.to(device) for d in datas])
+    x_train = torch.stack([d.x_train for d in datas]).to(device, dtype)
+    y_train = torch.stack([d.y_train for d in datas]).to(device)
     every_copy = torch.arange(copies, device=device)
 
     batch = trial.batch_size
@@ -217,26 +225,28 @@ def run_pack(
     live = [s is None for s in stopped_at]
     final_norms = model.head.fc.weight.detach().norm(dim=2).tolist()  # (K, C)
     fc_norms = [final_norms[k] if live[k] else fc_norms[k] for k in range(copies)]
-    outs = [_nan_metrics() for _ in trials]
-    evaluated = _evaluate_pack(trials, model, datas, x_train, live, outs)
+    evaluated = _evaluate_pack(trials, model, datas, x_train) if any(live) else []
     wall_s = (time.perf_counter() - start_s) / copies
     ended_at = _now()
     results = []
-    for k, metrics in enumerate(outs):
+    for k in range(copies):
         run = stopped_at[k] or steps_run
-        metrics["train_loss"] = losses[k][-1]
-        metrics["steps_run"] = float(run)
-        metrics["epochs_run"] = run / steps_per_epoch
-        metrics["wall_s"] = wall_s
+        metrics = _nan_metrics()
         per_class = {
-            "class_counts": list(datas[k].class_counts),
+            "class_counts": list(data.class_counts),
             "recall": [],
             "fc_weight_norm": fc_norms[k],
         }
         status = "diverged"
-        if evaluated[k] is not None:
-            per_class["recall"], collapsed = evaluated[k]
+        if live[k]:
+            measured, per_class["recall"], collapsed = evaluated[k]
+            metrics.update(measured)
+            metrics["fc_weight_norm_rank_corr"] = M.rank_correlation(fc_norms[k], data.class_counts)
             status = "collapsed" if collapsed else "ok"
+        metrics["train_loss"] = losses[k][-1]
+        metrics["steps_run"] = float(run)
+        metrics["epochs_run"] = run / steps_per_epoch
+        metrics["wall_s"] = wall_s
         results.append(
             TrialResult(
                 status=status,
@@ -258,10 +268,16 @@ def _check_same_splits(datas: Sequence[Dataset]) -> None:
     for data in datas[1:]:
         if len(data.y_train) != len(first.y_train) or data.class_counts != first.class_counts:
             raise ValueError("run_pack: the copies' training sets differ in size")
-        if not (torch.equal(data.x_test, first.x_test) and torch.equal(data.y_test, first.y_test)):
+        if not (_equal(data.x_test, first.x_test) and _equal(data.y_test, first.y_test)):
             raise ValueError("run_pack: the copies' test sets differ")
-        if not (torch.equal(data.x_val, first.x_val) and torch.equal(data.y_val, first.y_val)):
+        if not (_equal(data.x_val, first.x_val) and _equal(data.y_val, first.y_val)):
             raise ValueError("run_pack: the copies' validation sets differ")
+
+
+def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``torch.equal``, at no cost for the one shared tensor that ``build_dataset`` gives every
+    trial (its cached evaluation splits), whose comparison cost 1 to 3 ms a copy."""
+    return a is b or torch.equal(a, b)
 
 
 # -- training ---------------------------------------------------------------------------
@@ -303,6 +319,9 @@ def _stop_copy(model: nn.Module, optimizer: torch.optim.Optimizer, copies: int, 
 
 # -- evaluation -------------------------------------------------------------------------
 
+#: ``bnstudy.metrics.is_collapsed``'s threshold and ``expected_calibration_error``'s bins.
+COLLAPSE_SHARE, CALIBRATION_BINS = 0.95, 15
+
 
 @torch.no_grad()
 def _shared_forward(module: nn.Module, x: torch.Tensor, copies: int) -> torch.Tensor:
@@ -318,9 +337,9 @@ def _shared_forward(module: nn.Module, x: torch.Tensor, copies: int) -> torch.Te
 @torch.no_grad()
 def _head_forward_pack(
     head: nn.Module, features: torch.Tensor, copies: int
-) -> tuple[torch.Tensor, torch.Tensor | None, list[bool]]:
-    """``train._head_forward`` for every copy: logits (N, K, C), units (N, K, u) or None, and
-    whether each copy has such units.
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """``train._head_forward`` for every copy: logits (N, K, C), and units (N, K, u) with
+    whether each copy has such units (K,), or None, None.
 
     The units are the output of the head's last ``nn.ReLU`` where it has one; else the input
     of ``head.fc`` where that is not the features and, for that copy, never negative.
@@ -338,12 +357,13 @@ def _head_forward_pack(
     n = len(features)
     logits = logits.view(n, copies, -1)
     if "relu" in seen:
-        return logits, seen["relu"].view(n, copies, -1), [True] * copies
+        units = seen["relu"].view(n, copies, -1)
+        return logits, units, torch.ones(copies, dtype=torch.bool, device=units.device)
     fc_input = seen["fc_input"]
     if fc_input.shape == features.shape and fc_input.data_ptr() == features.data_ptr():
-        return logits, None, [False] * copies
+        return logits, None, None
     units = fc_input.view(n, copies, -1)
-    return logits, units, units.ge(0).all(dim=2).all(dim=0).tolist()
+    return logits, units, units.lt(0).any(dim=2).any(dim=0).logical_not()
 
 
 @torch.no_grad()
@@ -356,7 +376,7 @@ def _fold_max_abs_diff_pack(
     folds it (in float64, cast back), all copies at once.
     """
     pre = getattr(head, "pre", None)
-    nan = torch.full((copies,), math.nan, dtype=torch.float64)
+    nan = torch.full((copies,), math.nan, dtype=torch.float64, device=logits.device)
     if not (isinstance(pre, nn.Sequential) and len(pre) > 0):
         return nan
     bn = pre[-1]
@@ -376,7 +396,7 @@ def _fold_max_abs_diff_pack(
     folded.fc.weight.copy_(weight * scale.unsqueeze(1))
     folded.fc.bias.copy_(bias + shift)
     difference = (folded(features).view(logits.shape).double() - logits.double()).abs()
-    return difference.amax(dim=(0, 2)).cpu()
+    return difference.amax(dim=(0, 2))
 
 
 @torch.no_grad()
@@ -384,15 +404,13 @@ def _precise_bn_pack(
     trials: Sequence[Trial], model: nn.Module, x_train: torch.Tensor, datas: Sequence[Dataset]
 ) -> nn.Module | None:
     """``train.precise_bn`` for every copy at once: a packed copy in eval mode, or None."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not any(m.track_running_stats for m in norms):
+    if not _tracking_norms(model):
         return None
     trial = trials[0]
     precise = copy.deepcopy(model)
-    for module in precise.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            module.reset_running_stats()
-            module.momentum = None
+    norms = _tracking_norms(precise)
+    for module in norms:
+        module.reset_running_stats()
     batches = min(PRECISE_BN_BATCHES, len(datas[0].y_train) // trial.batch_size)
     order = torch.stack(
         [
@@ -403,9 +421,24 @@ def _precise_bn_pack(
     ).to(x_train.device)
     every_copy = torch.arange(len(trials), device=x_train.device)
     precise.train()
-    for index in order.split(trial.batch_size):  # (batch, K) each
+    for i, index in enumerate(order.split(trial.batch_size), start=1):  # (batch, K) each
+        # The cumulative average of momentum=None, whose factor 1 / num_batches_tracked BN
+        # would read back from the device (a host sync per layer and batch).
+        for module in norms:
+            module.momentum = 1.0 / i
         precise(pack_inputs(x_train[every_copy, index]))
+    for module in norms:
+        module.momentum = None
     return precise.eval()
+
+
+def _tracking_norms(model: nn.Module) -> list[nn.Module]:
+    """The BN layers with running statistics (those PreciseBN recomputes)."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
 
 
 @torch.no_grad()
@@ -436,61 +469,178 @@ def _train_mode_predictions(
 
 @torch.no_grad()
 def _evaluate_pack(
-    trials: Sequence[Trial],
-    model: nn.Module,
-    datas: Sequence[Dataset],
-    x_train: torch.Tensor,
-    live: Sequence[bool],
-    outs: Sequence[dict[str, float]],
-) -> list[tuple[list[float], bool] | None]:
-    """``train._evaluate`` for every live copy: fill ``outs[k]``; (recalls, collapsed) or None.
+    trials: Sequence[Trial], model: nn.Module, datas: Sequence[Dataset], x_train: torch.Tensor
+) -> list[tuple[dict[str, float], list[float], bool]]:
+    """``train._evaluate`` for every copy (the caller keeps the live ones): its metrics but
+    ``fc_weight_norm_rank_corr``, its per-class test recalls and whether it collapsed.
 
-    The forward passes run packed on the device; their outputs come to the CPU in one go, and
-    each copy's metrics are ``train.eval_metrics`` of its slice, as for a trial of its own.
+    Forward passes and metrics run on the device for all copies at once, and the metrics come
+    to the CPU in one transfer: work per copy here would grow the pack's time with K.
     """
+    outputs = _eval_outputs_pack(trials, model, datas, x_train)
+    metrics, recalls, collapsed = _pack_metrics(outputs, datas[0])
+    columns = [torch.stack(list(metrics.values()), dim=1), recalls, collapsed[:, None].double()]
+    rows = torch.cat(columns, dim=1).tolist()  # the one transfer
+    count = len(metrics)
+    return [
+        (dict(zip(metrics, row[:count], strict=True)), row[count:-1], row[-1] > 0) for row in rows
+    ]
+
+
+@torch.no_grad()
+def _eval_outputs_pack(
+    trials: Sequence[Trial], model: nn.Module, datas: Sequence[Dataset], x_train: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """``train._eval_outputs`` for every copy, left on the device with the copies along
+    dimension 1 ((N, K, ...); ``fold`` and ``has_units``: (K,)), each copy on its own draws;
+    no ``fc_norms`` (the caller has them)."""
     copies, data = len(trials), datas[0]
     device, dtype = x_train.device, x_train.dtype
     x_test = data.x_test.to(device, dtype)
     model.eval()
     features = _shared_forward(model.body, x_test, copies)  # (N, K * d)
     logits, units, has_units = _head_forward_pack(model.head, features, copies)
-    fold = _fold_max_abs_diff_pack(model.head, features, logits, copies)
-    device_outputs = {
+    outputs = {
         "features": features.view(len(x_test), copies, -1),
-        **({"units": units} if any(has_units) else {}),
         "logits": logits,
         "probs": torch.softmax(logits.double(), dim=2),
-        "fc_norms": model.head.fc.weight.norm(dim=2),  # (K, C)
+        "fold": _fold_max_abs_diff_pack(model.head, features, logits, copies),
     }
-
+    if units is not None:
+        outputs["units"], outputs["has_units"] = units, has_units
     x_val, y_val = getattr(data, "x_val", None), getattr(data, "y_val", None)
     has_val = x_val is not None and y_val is not None and len(y_val) > 0
     if has_val:
         x_val = x_val.to(device, dtype)
-        device_outputs["val_logits"] = _shared_forward(model, x_val, copies).view(
-            len(x_val), copies, -1
-        )
+        outputs["val_logits"] = _shared_forward(model, x_val, copies).view(len(x_val), copies, -1)
     precise = _precise_bn_pack(trials, model, x_train, datas)
     if precise is not None:
         precise_test = _shared_forward(precise, x_test, copies).view(len(x_test), copies, -1)
-        device_outputs["precise_test"] = precise_test.argmax(dim=2)
+        outputs["precise_test"] = precise_test.argmax(dim=2)
         if has_val:
             precise_val = _shared_forward(precise, x_val, copies).view(len(x_val), copies, -1)
-            device_outputs["precise_val"] = precise_val.argmax(dim=2)
+            outputs["precise_val"] = precise_val.argmax(dim=2)
     gap = _train_mode_predictions(trials, model, x_test)
     if gap is not None:
-        device_outputs["gap_order"], device_outputs["gap_pred"] = gap
-    host = {name: tensor.cpu() for name, tensor in device_outputs.items()}  # one sync
+        outputs["gap_order"], outputs["gap_pred"] = gap
+    return outputs
 
-    evaluated: list[tuple[list[float], bool] | None] = []
-    for k in range(copies):
-        if not live[k]:
-            evaluated.append(None)
-            continue
-        # Copy k's slice of every output: what train._eval_outputs gives for one model.
-        outputs = {name: (t[k] if name == "fc_norms" else t[:, k]) for name, t in host.items()}
-        if not has_units[k]:
-            outputs.pop("units", None)
-        outputs["fold"] = float(fold[k])
-        evaluated.append(eval_metrics(outputs, data, outs[k]))
-    return evaluated
+
+@torch.no_grad()
+def _pack_metrics(
+    o: Mapping[str, torch.Tensor], data: Dataset
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """``train.eval_metrics`` for every copy at once, on the outputs' device.
+
+    Returns each metric it fills but ``fc_weight_norm_rank_corr``, (K,) float64 (metrics
+    that do not apply are left out, or NaN for the copies they do not apply to), the
+    per-class test recalls (K, C) and whether each copy collapsed (K,). The formulas are
+    those of :mod:`bnstudy.metrics`, with the copies side by side; sums may be taken in
+    another order, so values agree to float64 rounding (checked metric by metric against
+    ``run_trial`` in ``tests/test_packing.py``).
+    """
+    device, classes = o["logits"].device, data.num_classes
+    y = data.y_test.to(device)
+    out: dict[str, torch.Tensor] = {}
+    if "units" in o:
+        nan = torch.full_like(o["fold"], math.nan)
+        out["head_dead_frac"] = _dead_fraction(o["units"]).where(o["has_units"], nan)
+        out["head_inactive_frac"] = _inactive_fraction(o["units"]).where(o["has_units"], nan)
+    out["feature_dead_frac"] = _dead_fraction(o["features"])
+    out["feature_inactive_frac"] = _inactive_fraction(o["features"])
+
+    logits, probs = o["logits"], o["probs"]
+    y_pred = logits.argmax(dim=2)  # (N, K)
+    hits, predicted, sizes = _confusion(y, y_pred, classes)
+    recalls = hits / sizes  # NaN for a class absent from the test set, as 0/0
+    out["test_acc"] = _accuracy(y[:, None], y_pred)
+    out["balanced_acc"] = recalls.nanmean(dim=1)
+    # F1 = 2 tp / (2 tp + fp + fn), and 2 tp + fp + fn = predicted + size (integers).
+    out["macro_f1"] = torch.where(hits > 0, 2 * hits / (predicted + sizes), 0.0).mean(dim=1)
+    out["minority_recall"] = recalls[:, data.minority_classes].mean(dim=1)  # NaN if none
+    out["worst_class_recall"] = recalls.nan_to_num(nan=math.inf).amin(dim=1)
+    out["ece"] = _calibration_error(probs, y)
+    out["nll"] = _nll(logits, y)
+    out["brier"] = (probs - _one_hot(y, classes)[:, None].double()).square().sum(dim=2).mean(dim=0)
+    out["mean_max_prob"] = probs.amax(dim=2).mean(dim=0)
+    if "gap_order" in o:  # BN on batch statistics minus eval mode, on the same test images
+        order = o["gap_order"]  # (m, K): copy k's test images in column k
+        out["train_eval_gap"] = _accuracy(y[order], o["gap_pred"]) - _accuracy(
+            y[order], y_pred.gather(0, order)
+        )
+    out["fold_max_abs_diff"] = o["fold"]
+
+    if "val_logits" in o:
+        y_val, val_pred = data.y_val.to(device), o["val_logits"].argmax(dim=2)
+        out["val_acc"] = _accuracy(y_val[:, None], val_pred)
+        out["val_balanced_acc"] = _balanced_accuracy(y_val, val_pred, classes)
+        out["val_nll"] = _nll(o["val_logits"], y_val)
+    if "precise_test" not in o:  # no BN: recomputing nothing leaves the same model
+        out["balanced_acc_precise"] = out["balanced_acc"]
+        if "val_balanced_acc" in out:
+            out["val_balanced_acc_precise"] = out["val_balanced_acc"]
+    else:
+        out["balanced_acc_precise"] = _balanced_accuracy(y, o["precise_test"], classes)
+        if "precise_val" in o:
+            out["val_balanced_acc_precise"] = _balanced_accuracy(
+                data.y_val.to(device), o["precise_val"], classes
+            )
+    return out, recalls, predicted.amax(dim=1) >= COLLAPSE_SHARE * len(y)
+
+
+def _confusion(
+    y: torch.Tensor, y_pred: torch.Tensor, classes: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Labels (n,), each copy's predictions (n, K) -> per copy and class the true positives
+    and the predictions (K, C), and the class sizes (C,), all float64 (exact integers)."""
+    truth = _one_hot(y, classes).double()  # (n, C)
+    hits = (y_pred == y[:, None]).double().T @ truth
+    predicted = _one_hot(y_pred, classes).sum(dim=0).double()
+    return hits, predicted, truth.sum(dim=0)
+
+
+def _one_hot(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """Labels (...) -> one-hot bool (..., classes). ``F.one_hot`` checks the labels' range by
+    reading it back to the host on some devices (a sync on an accelerator); this reads nothing."""
+    return labels.unsqueeze(-1) == torch.arange(classes, device=labels.device)
+
+
+def _accuracy(y: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
+    """Labels (n, 1) or (n, K), predictions (n, K) -> each copy's accuracy, (K,)."""
+    return (y_pred == y).double().mean(dim=0)
+
+
+def _balanced_accuracy(y: torch.Tensor, y_pred: torch.Tensor, classes: int) -> torch.Tensor:
+    """Labels (n,), predictions (n, K) -> mean recall over the classes present, (K,)."""
+    hits, _, sizes = _confusion(y, y_pred, classes)
+    return (hits / sizes).nanmean(dim=1)
+
+
+def _nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Logits (n, K, C), labels (n,) -> each copy's mean NLL of the true class (float64)."""
+    log_probs = logits.double().log_softmax(dim=2)
+    true_class = y.view(-1, 1, 1).expand(-1, logits.shape[1], 1)
+    return -log_probs.gather(2, true_class).squeeze(2).mean(dim=0)
+
+
+def _calibration_error(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Probabilities (n, K, C), labels (n,) -> each copy's ECE (see ``bnstudy.metrics``)."""
+    confidence = probs.amax(dim=2)  # (n, K)
+    correct = (probs.argmax(dim=2) == y[:, None]).double()
+    bins = ((confidence * CALIBRATION_BINS).ceil().long() - 1).clamp(0, CALIBRATION_BINS - 1)
+    members = _one_hot(bins, CALIBRATION_BINS).double()  # (n, K, bins)
+    count = members.sum(dim=0)  # (K, bins)
+    accuracy = (correct.unsqueeze(2) * members).sum(dim=0) / count
+    mean_confidence = (confidence.unsqueeze(2) * members).sum(dim=0) / count
+    gap = (accuracy - mean_confidence).abs() * (count / len(y))
+    return torch.where(count > 0, gap, 0.0).sum(dim=1)
+
+
+def _dead_fraction(units: torch.Tensor) -> torch.Tensor:
+    """(n, K, d) -> each copy's fraction of units <= 0 on every input, (K,) float64."""
+    return units.le(0).all(dim=0).double().mean(dim=1)
+
+
+def _inactive_fraction(units: torch.Tensor) -> torch.Tensor:
+    """(n, K, d) -> each copy's fraction of (input, unit) pairs <= 0, (K,) float64."""
+    return units.le(0).double().mean(dim=(0, 2))

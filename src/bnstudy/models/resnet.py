@@ -93,7 +93,6 @@ class ResNetBody(nn.Module):
         return self.pool(self.stages(self.stem(x)))
 
 
-
 @register_builder("resnet20")
 def resnet20(input_shape: tuple[int, ...]) -> ResNetBody:
     check_architecture_input("resnet20", input_shape)

@@ -1,0 +1,100 @@
+"""bnstudy.packing's metrics for K copies at once equal ``train.eval_metrics`` copy by copy.
+
+The equivalence tests of ``test_packing.py`` check the metrics of trained packs against
+``run_trial``; these check the batched formulas alone on outputs made to hit the edge cases
+that training rarely does: a class absent from the test set (NaN recall), a copy without
+dead-unit units, exact ties between logits, a collapsed copy, dead and inactive units, and
+each optional output (units, validation, PreciseBN, train/eval gap) absent.
+"""
+
+import math
+
+import pytest
+import torch
+
+from bnstudy.data import Dataset
+from bnstudy.packing import _pack_metrics
+from bnstudy.train import _nan_metrics, eval_metrics
+
+K, N, C, D = 3, 60, 5, 7
+OPTIONAL = ("units", "val", "precise", "gap")
+
+
+def dataset() -> Dataset:
+    """Five classes, class 4 absent from the test set; classes 2-4 are the minority."""
+    generator = torch.Generator().manual_seed(1)
+    return Dataset(
+        x_train=torch.empty(0),
+        y_train=torch.empty(0, dtype=torch.int64),
+        x_test=torch.empty(N, 1),
+        y_test=torch.randint(0, C - 1, (N,), generator=generator),
+        num_classes=C,
+        input_shape=(1,),
+        class_counts=[50, 40, 10, 8, 5],
+        x_val=torch.empty(N // 2, 1),
+        y_val=torch.randint(0, C, (N // 2,), generator=generator),
+    )
+
+
+def outputs(dtype: torch.dtype, without: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Outputs of K copies as ``packing._eval_outputs_pack`` lays them out."""
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(N, K, C, generator=generator).to(dtype)
+    logits[:, 2] = logits[:, 2].round()  # coarse values: exact ties between classes
+    logits[: N - 2, 1, 0] = 10.0  # copy 1 predicts class 0 almost always: collapsed
+    features = torch.randn(N, K, D, generator=generator).to(dtype).clamp(min=0)
+    features[:, :, :2] = -features[:, :, :2]  # units never positive: dead
+    o = {
+        "features": features,
+        "logits": logits,
+        "probs": torch.softmax(logits.double(), dim=2),
+        "fold": torch.tensor([1e-7, math.nan, 0.0], dtype=torch.float64),
+    }
+    if "units" not in without:
+        o["units"] = torch.randn(N, K, D, generator=generator).to(dtype).clamp(min=0)
+        o["has_units"] = torch.tensor([True, False, True])
+    if "val" not in without:
+        o["val_logits"] = torch.randn(N // 2, K, C, generator=generator).to(dtype)
+    if "precise" not in without:
+        o["precise_test"] = torch.randint(0, C, (N, K), generator=generator)
+        if "val" not in without:
+            o["precise_val"] = torch.randint(0, C, (N // 2, K), generator=generator)
+    if "gap" not in without:
+        m = N - N % 8
+        o["gap_order"] = torch.stack(
+            [torch.randperm(N, generator=generator)[:m] for _ in range(K)], 1
+        )
+        o["gap_pred"] = torch.randint(0, C, (m, K), generator=generator)
+    return o
+
+
+def copy_outputs(o: dict[str, torch.Tensor], k: int) -> dict:
+    """Copy k's outputs as ``train._eval_outputs`` gives them for a model of its own."""
+    mine = {name: t[:, k] for name, t in o.items() if name not in ("fold", "has_units")}
+    if "has_units" in o and not o["has_units"][k]:
+        del mine["units"]
+    mine["fold"] = float(o["fold"][k])
+    mine["fc_norms"] = torch.arange(C, dtype=torch.float32)  # rank correlation: not compared
+    return mine
+
+
+def same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("without", [(), OPTIONAL, *((name,) for name in OPTIONAL)])
+def test_packed_metrics_equal_eval_metrics_copy_by_copy(dtype, without):
+    data, o = dataset(), outputs(dtype, without)
+    metrics, recalls, collapsed = _pack_metrics(o, data)
+    assert all(t.shape == (K,) and t.dtype == torch.float64 for t in metrics.values())
+    for k in range(K):
+        expected = _nan_metrics()
+        expected_recalls, expected_collapsed = eval_metrics(copy_outputs(o, k), data, expected)
+        mine = _nan_metrics() | {name: float(t[k]) for name, t in metrics.items()}
+        for name in expected.keys() - {"fc_weight_norm_rank_corr"}:
+            assert same(mine[name], expected[name]), (name, k, mine[name], expected[name])
+        assert all(map(same, recalls[k].tolist(), expected_recalls)), k
+        assert bool(collapsed[k]) == expected_collapsed, k
+    assert collapsed.tolist() == [False, True, False]
+    assert math.isnan(recalls[0, C - 1])  # the class absent from the test set
