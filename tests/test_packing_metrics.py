@@ -1,4 +1,5 @@
-"""bnstudy.packing's metrics for K copies at once equal ``train.eval_metrics`` copy by copy.
+"""``bnstudy.metrics.evaluation_metrics`` of K copies at once (a seed pack) equals it on each
+copy alone (a trial, K = 1): no formula mixes the copies.
 
 The equivalence tests of ``test_packing.py`` check the metrics of trained packs against
 ``run_trial``; these check the batched formulas alone on outputs made to hit the edge cases
@@ -13,8 +14,8 @@ import pytest
 import torch
 
 from bnstudy.data import Dataset
-from bnstudy.packing import _pack_metrics
-from bnstudy.train import _nan_metrics, eval_metrics
+from bnstudy.metrics import evaluation_metrics, per_copy
+from bnstudy.result import nan_metrics
 
 K, N, C, D = 3, 60, 5, 7
 OPTIONAL = ("units", "val", "precise", "gap")
@@ -47,7 +48,6 @@ def outputs(dtype: torch.dtype, without: tuple[str, ...]) -> dict[str, torch.Ten
     o = {
         "features": features,
         "logits": logits,
-        "probs": torch.softmax(logits.double(), dim=2),
         "fold": torch.tensor([1e-7, math.nan, 0.0], dtype=torch.float64),
     }
     if "units" not in without:
@@ -68,13 +68,12 @@ def outputs(dtype: torch.dtype, without: tuple[str, ...]) -> dict[str, torch.Ten
     return o
 
 
-def copy_outputs(o: dict[str, torch.Tensor], k: int) -> dict:
-    """Copy k's outputs as ``train._eval_outputs`` gives them for a model of its own."""
-    mine = {name: t[:, k] for name, t in o.items() if name not in ("fold", "has_units")}
+def copy_outputs(o: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """Copy k's outputs as ``train._evaluate`` gives them for a model of its own (K = 1)."""
+    mine = {name: t[:, k : k + 1] for name, t in o.items() if name not in ("fold", "has_units")}
     if "has_units" in o and not o["has_units"][k]:
         del mine["units"]
-    mine["fold"] = float(o["fold"][k])
-    mine["fc_norms"] = torch.arange(C, dtype=torch.float32)  # rank correlation: not compared
+    mine["fold"] = o["fold"][k : k + 1]
     return mine
 
 
@@ -84,17 +83,22 @@ def same(a: float, b: float) -> bool:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("without", [(), OPTIONAL, *((name,) for name in OPTIONAL)])
-def test_packed_metrics_equal_eval_metrics_copy_by_copy(dtype, without):
+def test_metrics_of_copies_at_once_equal_each_copy_alone(dtype, without):
     data, o = dataset(), outputs(dtype, without)
-    metrics, recalls, collapsed = _pack_metrics(o, data)
+    metrics, recalls, collapsed = evaluation_metrics(o, data)
     assert all(t.shape == (K,) and t.dtype == torch.float64 for t in metrics.values())
-    for k in range(K):
-        expected = _nan_metrics()
-        expected_recalls, expected_collapsed = eval_metrics(copy_outputs(o, k), data, expected)
-        mine = _nan_metrics() | {name: float(t[k]) for name, t in metrics.items()}
-        for name in expected.keys() - {"fc_weight_norm_rank_corr"}:
-            assert same(mine[name], expected[name]), (name, k, mine[name], expected[name])
-        assert all(map(same, recalls[k].tolist(), expected_recalls)), k
-        assert bool(collapsed[k]) == expected_collapsed, k
+    assert recalls.shape == (K, C) and collapsed.shape == (K,)
+    for k, (mine, mine_recalls, mine_collapsed) in enumerate(per_copy(metrics, recalls, collapsed)):
+        [(alone, alone_recalls, alone_collapsed)] = per_copy(
+            *evaluation_metrics(copy_outputs(o, k), data)
+        )
+        # as recorded: a metric left out is NaN
+        mine, alone = nan_metrics() | mine, nan_metrics() | alone
+        for name, value in alone.items():
+            assert same(mine[name], value), (name, k, mine[name], value)
+        assert all(map(same, mine_recalls, alone_recalls)), k
+        assert mine_collapsed == alone_collapsed, k
     assert collapsed.tolist() == [False, True, False]
     assert math.isnan(recalls[0, C - 1])  # the class absent from the test set
+    if "units" not in without:  # copy 1 has no units: NaN there, measured in the others
+        assert [math.isnan(v) for v in metrics["head_dead_frac"].tolist()] == [False, True, False]

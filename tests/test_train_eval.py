@@ -76,7 +76,7 @@ def test_dead_units_of_a_custom_head_are_its_fc_inputs(make_trial, custom_heads,
     monkeypatch.setattr(train, "_head_forward", spy)
     result = run_trial(trial)
     assert torch.equal(seen["units"], seen["hidden"])
-    assert result.metrics["head_dead_frac"] == M.dead_unit_fraction(seen["hidden"])
+    assert result.metrics["head_dead_frac"] == M.dead_unit_fraction(seen["hidden"][:, None])
 
 
 @pytest.mark.parametrize(
@@ -197,22 +197,26 @@ def test_precise_bn_repairs_stale_statistics(make_trial, monkeypatch):
 
 def _evaluate_as_before(trial, model, data, x_train, out):
     """The evaluation as it was before its forward passes were shared: every output from a
-    whole-model forward of its own, with PyTorch's max-pooling kernel (the reference)."""
+    whole-model forward of its own, with PyTorch's max-pooling kernel (the reference); each
+    metric from its own function of :mod:`bnstudy.metrics`, the model as one copy."""
     x_test, y_test, x_val, y_val = data.x_test, data.y_test, data.x_val, data.y_val
+    classes = data.num_classes
     model.eval()
     features = model.body(x_test)
     logits = model.head(features)
-    probs = torch.softmax(logits.double(), dim=1)
-    y_pred = logits.argmax(dim=1)
-    recalls = M.per_class_recall(y_test, y_pred, data.num_classes)
-    out["feature_dead_frac"] = M.dead_unit_fraction(features)
-    out["test_acc"] = M.accuracy(y_test, y_pred)
-    out["balanced_acc"] = M.balanced_accuracy(y_test, y_pred, data.num_classes)
-    out["macro_f1"] = M.macro_f1(y_test, y_pred, data.num_classes)
-    out["minority_recall"] = M.minority_recall(recalls, data.minority_classes)
-    out["ece"] = M.expected_calibration_error(probs, y_test)
-    out["nll"] = M.nll(logits, y_test)
-    out["brier"] = M.brier(probs, y_test)
+    probs = torch.softmax(logits.double(), dim=1)[:, None]  # (n, 1, C): one copy
+    y_pred = logits.argmax(dim=1)[:, None]
+    recalls = M.per_class_recall(y_test, y_pred, classes)
+    measured = {
+        "feature_dead_frac": M.dead_unit_fraction(features[:, None]),
+        "test_acc": M.accuracy(y_test, y_pred),
+        "balanced_acc": M.balanced_accuracy(recalls),
+        "macro_f1": M.macro_f1(y_test, y_pred, classes),
+        "minority_recall": M.minority_recall(recalls, data.minority_classes),
+        "ece": M.expected_calibration_error(probs, y_test),
+        "nll": M.nll(logits[:, None], y_test),
+        "brier": M.brier(probs, y_test),
+    }
     generator = torch.Generator().manual_seed(trial.stream_seed("eval_order"))
     batches = len(y_test) // trial.batch_size
     order = torch.randperm(len(y_test), generator=generator)[: batches * trial.batch_size]
@@ -220,21 +224,23 @@ def _evaluate_as_before(trial, model, data, x_train, out):
     y_train_mode = torch.cat(
         [train_mode(x_test[i]).argmax(1) for i in order.split(trial.batch_size)]
     )
-    out["train_eval_gap"] = M.accuracy(y_test[order], y_train_mode) - M.accuracy(
+    measured["train_eval_gap"] = M.accuracy(y_test[order], y_train_mode[:, None]) - M.accuracy(
         y_test[order], y_pred[order]
     )
-    out["fold_max_abs_diff"] = train._fold_max_abs_diff(model.head, features, logits)
-    val_logits = model(x_val)
-    out["val_balanced_acc"] = M.balanced_accuracy(y_val, val_logits.argmax(1), data.num_classes)
-    out["val_nll"] = M.nll(val_logits, y_val)
+    measured["fold_max_abs_diff"] = train._fold_max_abs_diff(model.head, features, logits)
+    val_logits = model(x_val)[:, None]
+    val_recalls = M.per_class_recall(y_val, val_logits.argmax(2), classes)
+    measured["val_balanced_acc"] = M.balanced_accuracy(val_recalls)
+    measured["val_nll"] = M.nll(val_logits, y_val)
     precise = precise_bn(trial, model, x_train, data.y_train) or model
-    out["balanced_acc_precise"] = M.balanced_accuracy(
-        y_test, precise(x_test).argmax(1), data.num_classes
-    )
-    out["val_balanced_acc_precise"] = M.balanced_accuracy(
-        y_val, precise(x_val).argmax(1), data.num_classes
-    )
-    return recalls, M.is_collapsed(y_pred)
+    for name, x, y in [
+        ("balanced_acc_precise", x_test, y_test),
+        ("val_balanced_acc_precise", x_val, y_val),
+    ]:
+        predictions = precise(x).argmax(1)[:, None]
+        measured[name] = M.balanced_accuracy(M.per_class_recall(y, predictions, classes))
+    out.update((name, float(value)) for name, value in measured.items())
+    return recalls[0].tolist(), bool(M.is_collapsed(y_pred, classes))
 
 
 @pytest.mark.parametrize(

@@ -1,131 +1,255 @@
-"""Per-trial metrics: pure functions from labels, predictions, probabilities or activations.
+"""Evaluation metrics of K models at once ("copies"): a lone trial is K = 1, a seed pack K.
 
-Inputs may be numpy arrays or torch tensors (any device); outputs are Python floats, bools
-or lists. ``n`` is the number of examples, ``C`` the number of classes, ``d`` the number of
-units. Accuracies and recalls are fractions in [0, 1].
+The copies lie side by side along dimension 1: predictions (n, K), logits and probabilities
+(n, K, C), units (n, K, d); labels are (n,), shared by the copies. Each metric is (K,) float64
+(per-class recalls (K, C)) on the inputs' device: an accelerator computes every copy's
+metrics without reading anything back until :func:`per_copy` reads them all at once. ``n`` is
+the number of examples, ``C`` the number of classes, ``d`` the number of units. Accuracies
+and recalls are fractions in [0, 1].
+
+:func:`rank_correlation` alone takes one copy's vectors (numpy arrays, tensors or sequences):
+ranking with ties has no batched form worth its code, and it is one call per copy.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from bnstudy.data import Dataset
 
 ArrayLike = Any  # numpy array, torch tensor or sequence
 
 
-def _np(a: ArrayLike) -> np.ndarray:
-    if hasattr(a, "detach"):  # torch tensor, possibly on an accelerator
-        a = a.detach().cpu().numpy()
-    return np.asarray(a)
+def evaluation_metrics(
+    o: Mapping[str, torch.Tensor], data: Dataset
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Every evaluation metric of the copies' outputs ``o`` but ``fc_weight_norm_rank_corr``.
+
+    ``o`` (on one device): ``features`` (n, K, d) and ``logits`` (n, K, C) of the test set,
+    ``fold`` (K,; the BN-fold check, NaN where it does not apply); where they apply: ``units``
+    (n, K, u; the head's hidden units, see ``train._head_forward``) with, where only some
+    copies have such units, ``has_units`` (K,) bool; ``gap_order`` and ``gap_pred`` (m, K:
+    each copy's test images and its train-mode predictions on them); ``val_logits``
+    (n_val, K, C); ``precise_test`` and ``precise_val`` (PreciseBN predictions (n, K) and
+    (n_val, K); absent for a model without BN, which PreciseBN leaves as it is).
+
+    Returns the metrics, (K,) float64 each (a metric that does not apply is left out, its
+    recorded value NaN), the per-class test recalls (K, C) and whether each copy's test
+    predictions collapsed (K,) bool.
+    """
+    if o["logits"].device.type == "mps":  # no float64 there: measured on the CPU instead
+        o = {name: t.cpu() for name, t in o.items()}
+    device, classes = o["logits"].device, data.num_classes
+    y = data.y_test.to(device)
+    out: dict[str, torch.Tensor] = {}
+    if "units" in o:
+        out["head_dead_frac"] = dead_unit_fraction(o["units"])
+        out["head_inactive_frac"] = inactive_unit_fraction(o["units"])
+        if "has_units" in o:  # NaN for the copies whose head has no such units
+            for name in ("head_dead_frac", "head_inactive_frac"):
+                out[name] = out[name].where(o["has_units"], math.nan)
+    # Body features are post-ReLU (mlp) or averages of post-ReLU maps (cnn): 0 means inactive.
+    out["feature_dead_frac"] = dead_unit_fraction(o["features"])
+    out["feature_inactive_frac"] = inactive_unit_fraction(o["features"])
+
+    logits = o["logits"]
+    probs = logits.double().softmax(dim=2)
+    y_pred = logits.argmax(dim=2)
+    recalls = per_class_recall(y, y_pred, classes)
+    out["test_acc"] = accuracy(y, y_pred)
+    out["balanced_acc"] = balanced_accuracy(recalls)
+    out["macro_f1"] = macro_f1(y, y_pred, classes)
+    out["minority_recall"] = minority_recall(recalls, data.minority_classes)
+    out["worst_class_recall"] = worst_class_recall(recalls)
+    out["ece"] = expected_calibration_error(probs, y)
+    out["nll"] = nll(logits, y)
+    out["brier"] = brier(probs, y)
+    out["mean_max_prob"] = mean_max_prob(probs)
+    if "gap_order" in o:  # BN on batch statistics minus eval mode, on the same test images
+        order = o["gap_order"]
+        out["train_eval_gap"] = accuracy(y[order], o["gap_pred"]) - accuracy(
+            y[order], y_pred.gather(0, order)
+        )
+    out["fold_max_abs_diff"] = o["fold"]
+
+    if "val_logits" in o:
+        y_val, val_pred = data.y_val.to(device), o["val_logits"].argmax(dim=2)
+        out["val_acc"] = accuracy(y_val, val_pred)
+        out["val_balanced_acc"] = balanced_accuracy(per_class_recall(y_val, val_pred, classes))
+        out["val_nll"] = nll(o["val_logits"], y_val)
+    if "precise_test" not in o:  # no BN: recomputing nothing leaves the same model
+        out["balanced_acc_precise"] = out["balanced_acc"]
+        if "val_balanced_acc" in out:
+            out["val_balanced_acc_precise"] = out["val_balanced_acc"]
+    else:
+        precise_recalls = per_class_recall(y, o["precise_test"], classes)
+        out["balanced_acc_precise"] = balanced_accuracy(precise_recalls)
+        if "precise_val" in o:
+            y_val = data.y_val.to(device)
+            precise_recalls = per_class_recall(y_val, o["precise_val"], classes)
+            out["val_balanced_acc_precise"] = balanced_accuracy(precise_recalls)
+    return out, recalls, is_collapsed(y_pred, classes)
 
 
-def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    """Fraction of correct predictions. y_true, y_pred: int (n,). Returns a float in [0, 1]."""
-    return float(np.mean(_np(y_true) == _np(y_pred)))
+def per_copy(
+    metrics: Mapping[str, torch.Tensor], recalls: torch.Tensor, collapsed: torch.Tensor
+) -> list[tuple[dict[str, float], list[float], bool]]:
+    """:func:`evaluation_metrics`' results as Python values, (metrics, recalls, collapsed)
+    for each copy, read from the device in one transfer (each read stalls an accelerator)."""
+    columns = [torch.stack(list(metrics.values()), dim=1), recalls, collapsed[:, None].double()]
+    rows = torch.cat(columns, dim=1).tolist()  # the one transfer
+    count = len(metrics)
+    return [
+        (dict(zip(metrics, row[:count], strict=True)), row[count:-1], row[-1] > 0) for row in rows
+    ]
 
 
-def per_class_recall(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> list[float]:
-    """Recall of each class. y_true, y_pred: int (n,). Returns C floats; NaN for absent classes."""
-    y_true, y_pred = _np(y_true), _np(y_pred)
-    recalls = []
-    for c in range(num_classes):
-        members = y_true == c
-        recalls.append(float(np.mean(y_pred[members] == c)) if members.any() else math.nan)
-    return recalls
+# -- predictions ------------------------------------------------------------------------
 
 
-def balanced_accuracy(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> float:
-    """Mean per-class recall over the classes present in y_true. y_true, y_pred: int (n,)."""
-    return float(np.nanmean(per_class_recall(y_true, y_pred, num_classes)))
+def accuracy(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
+    """Fraction of correct predictions. y_true: int (n,), or (n, K) with labels of each
+    copy's own; y_pred: int (n, K). Returns (K,) in [0, 1]."""
+    return (y_pred == y_true.reshape(len(y_true), -1)).double().mean(dim=0)
 
 
-def macro_f1(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> float:
+def per_class_recall(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Recall of each class. y_true: int (n,); y_pred: int (n, K). Returns (K, C); NaN for
+    classes absent from y_true."""
+    hits, _, sizes = _confusion(y_true, y_pred, num_classes)
+    return hits / sizes  # 0/0 for an absent class
+
+
+def balanced_accuracy(recalls: torch.Tensor) -> torch.Tensor:
+    """Mean per-class recall over the classes present (recall not NaN). recalls: (K, C)."""
+    return recalls.nanmean(dim=1)
+
+
+def macro_f1(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Unweighted mean F1 over all C classes; a class with no true positives has F1 = 0.
 
-    y_true, y_pred: int (n,). Returns a float in [0, 1].
+    y_true: int (n,); y_pred: int (n, K). Returns (K,) in [0, 1].
     """
-    y_true, y_pred = _np(y_true), _np(y_pred)
-    scores = []
-    for c in range(num_classes):
-        tp = np.sum((y_pred == c) & (y_true == c))
-        fp = np.sum((y_pred == c) & (y_true != c))
-        fn = np.sum((y_pred != c) & (y_true == c))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp > 0 else 0.0)
-    return float(np.mean(scores))
+    hits, predicted, sizes = _confusion(y_true, y_pred, num_classes)
+    # F1 = 2 tp / (2 tp + fp + fn), and 2 tp + fp + fn = predicted + size.
+    return torch.where(hits > 0, 2 * hits / (predicted + sizes), 0.0).mean(dim=1)
 
 
-def minority_recall(recalls: Sequence[float], minority_classes: Sequence[int]) -> float:
-    """Mean recall over the minority classes. recalls: C floats. NaN when there are none."""
-    if len(minority_classes) == 0:
-        return math.nan
-    return float(np.mean([recalls[c] for c in minority_classes]))
+def minority_recall(recalls: torch.Tensor, minority_classes: Sequence[int]) -> torch.Tensor:
+    """Mean recall over the minority classes. recalls: (K, C). NaN when there are none."""
+    return recalls[:, list(minority_classes)].mean(dim=1)  # the mean of none is NaN
 
 
-def worst_class_recall(recalls: Sequence[float]) -> float:
-    """Lowest per-class recall, ignoring NaN (absent classes). recalls: C floats."""
-    return float(np.nanmin(recalls))
+def worst_class_recall(recalls: torch.Tensor) -> torch.Tensor:
+    """Lowest per-class recall, ignoring NaN (absent classes). recalls: (K, C) -> (K,); NaN
+    when every class is absent."""
+    lowest = recalls.nan_to_num(nan=math.inf).amin(dim=1)
+    return lowest.where(lowest.isfinite(), math.nan)
 
 
-def expected_calibration_error(probs: ArrayLike, y_true: ArrayLike, n_bins: int = 15) -> float:
+def is_collapsed(y_pred: torch.Tensor, num_classes: int, threshold: float = 0.95) -> torch.Tensor:
+    """True when one class receives at least ``threshold`` of the predictions.
+    y_pred: int (n, K). Returns (K,) bool."""
+    largest = _one_hot(y_pred, num_classes).sum(dim=0).amax(dim=1)
+    return largest >= threshold * len(y_pred)
+
+
+def _confusion(
+    y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Labels (n,), predictions (n, K) -> per copy and class the true positives and the
+    predictions (K, C), and the class sizes (C,), all float64 (exact integers)."""
+    truth = _one_hot(y_true, num_classes).double()  # (n, C)
+    hits = (y_pred == y_true[:, None]).double().T @ truth
+    predicted = _one_hot(y_pred, num_classes).sum(dim=0).double()
+    return hits, predicted, truth.sum(dim=0)
+
+
+def _one_hot(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """Labels (...) -> one-hot bool (..., classes). ``F.one_hot`` checks the labels' range by
+    reading it back to the host on some devices (a sync on an accelerator); this reads nothing."""
+    return labels.unsqueeze(-1) == torch.arange(classes, device=labels.device)
+
+
+# -- probabilities ----------------------------------------------------------------------
+
+
+def expected_calibration_error(
+    probs: torch.Tensor, y_true: torch.Tensor, n_bins: int = 15
+) -> torch.Tensor:
     """ECE over equal-width confidence bins (Guo et al. 2017).
 
-    probs: (n, C) rows summing to 1; y_true: int (n,). Confidence is the max probability;
-    bin b holds confidences in ``(b/n_bins, (b+1)/n_bins]``. Returns
-    ``sum_b |acc_b - conf_b| * n_b / n``, a float in [0, 1].
+    probs: (n, K, C) rows summing to 1; y_true: int (n,). Confidence is the max probability;
+    bin b holds confidences in ``(b/n_bins, (b+1)/n_bins]``. Returns, per copy,
+    ``sum_b |acc_b - conf_b| * n_b / n``, (K,) in [0, 1].
     """
-    probs, y_true = _np(probs).astype(np.float64), _np(y_true)
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y_true
-    bins = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        members = bins == b
-        if members.any():
-            gap = abs(correct[members].mean() - confidence[members].mean())
-            ece += gap * members.mean()
-    return float(ece)
+    probs = probs.double()
+    confidence = probs.amax(dim=2)  # (n, K)
+    correct = (probs.argmax(dim=2) == y_true[:, None]).double()
+    bins = ((confidence * n_bins).ceil().long() - 1).clamp(0, n_bins - 1)
+    members = _one_hot(bins, n_bins).double()  # (n, K, bins)
+    count = members.sum(dim=0)  # (K, bins)
+    accuracy_b = (correct.unsqueeze(2) * members).sum(dim=0) / count
+    confidence_b = (confidence.unsqueeze(2) * members).sum(dim=0) / count
+    gap = (accuracy_b - confidence_b).abs() * (count / len(y_true))
+    return torch.where(count > 0, gap, 0.0).sum(dim=1)  # an empty bin (0/0) adds nothing
 
 
-def nll(logits: ArrayLike, y_true: ArrayLike) -> float:
-    """Mean negative log-likelihood of the true class, in nats. logits: (n, C); y_true: int (n,)."""
-    logits, y_true = _np(logits).astype(np.float64), _np(y_true)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-np.mean(log_probs[np.arange(len(y_true)), y_true]))
+def nll(logits: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of the true class, in nats, computed in float64.
+    logits: (n, K, C); y_true: int (n,). Returns (K,)."""
+    log_probs = logits.double().log_softmax(dim=2)
+    true_class = y_true.view(-1, 1, 1).expand(-1, logits.shape[1], 1)
+    return -log_probs.gather(2, true_class).squeeze(2).mean(dim=0)
 
 
-def brier(probs: ArrayLike, y_true: ArrayLike) -> float:
+def brier(probs: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
     """Multi-class Brier score: mean over examples of ``sum_k (p_k - [k == y])**2``, in [0, 2].
 
-    probs: (n, C); y_true: int (n,).
+    probs: (n, K, C); y_true: int (n,). Returns (K,).
     """
-    probs, y_true = _np(probs).astype(np.float64), _np(y_true)
-    onehot = np.eye(probs.shape[1])[y_true]
-    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+    onehot = _one_hot(y_true, probs.shape[2])[:, None].double()  # (n, 1, C)
+    return (probs.double() - onehot).square().sum(dim=2).mean(dim=0)
 
 
-def mean_max_prob(probs: ArrayLike) -> float:
-    """Mean confidence (largest class probability). probs: (n, C). Returns a float in [0, 1]."""
-    return float(np.mean(_np(probs).max(axis=1)))
+def mean_max_prob(probs: torch.Tensor) -> torch.Tensor:
+    """Mean confidence (largest class probability). probs: (n, K, C). Returns (K,) in [0, 1]."""
+    return probs.amax(dim=2).double().mean(dim=0)
 
 
-def dead_unit_fraction(activations: ArrayLike) -> float:
-    """Fraction of units inactive (<= 0) on every input. activations: (n, d) post-ReLU."""
-    return float(np.mean(np.all(_np(activations) <= 0, axis=0)))
+# -- units ------------------------------------------------------------------------------
 
 
-def inactive_unit_fraction(activations: ArrayLike) -> float:
-    """Mean over inputs of the fraction of units inactive (<= 0) on that input. (n, d) -> float."""
-    return float(np.mean(_np(activations) <= 0))
+def dead_unit_fraction(units: torch.Tensor) -> torch.Tensor:
+    """Fraction of units inactive (<= 0) on every input. units: (n, K, d) post-ReLU -> (K,)."""
+    return units.le(0).all(dim=0).double().mean(dim=1)
 
 
-def is_collapsed(y_pred: ArrayLike, threshold: float = 0.95) -> bool:
-    """True when one class receives at least ``threshold`` of the predictions. y_pred: int (n,)."""
-    y_pred = _np(y_pred)
-    return bool(np.bincount(y_pred).max() >= threshold * len(y_pred))
+def inactive_unit_fraction(units: torch.Tensor) -> torch.Tensor:
+    """Mean over inputs of the fraction of units inactive (<= 0) on that input.
+    units: (n, K, d) -> (K,)."""
+    return units.le(0).double().mean(dim=(0, 2))
+
+
+# -- logits and weights -----------------------------------------------------------------
+
+
+def max_abs_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Each copy's largest absolute elementwise difference of two same-shape tensors (n, K, ...)
+    (e.g. logits (n, K, C)). Returns (K,), computed in float64; NaN where either holds a NaN,
+    0 when n = 0."""
+    if a.shape != b.shape:
+        raise ValueError(f"max_abs_difference: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    if len(a) == 0:
+        return torch.zeros(a.shape[1], dtype=torch.float64, device=a.device)
+    difference = (a.double() - b.double()).abs()
+    return difference.amax(dim=(0, *range(2, a.dim())))
 
 
 def rank_correlation(x: ArrayLike, y: ArrayLike) -> float:
@@ -140,20 +264,15 @@ def rank_correlation(x: ArrayLike, y: ArrayLike) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
+def _np(a: ArrayLike) -> np.ndarray:
+    if hasattr(a, "detach"):  # torch tensor, possibly on an accelerator
+        a = a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
 def _ranks(a: np.ndarray) -> np.ndarray:
     """1-based ranks of a 1-d array, ties sharing their average rank."""
     a = a.astype(np.float64)
     _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
     first_rank = np.cumsum(counts) - counts + 1
     return (first_rank + (counts - 1) / 2)[inverse]
-
-
-def max_abs_difference(a: ArrayLike, b: ArrayLike) -> float:
-    """Largest absolute elementwise difference of two same-shape arrays (e.g. logits (n, C)).
-
-    Computed in float64; NaN when either holds a NaN, 0 for empty arrays.
-    """
-    a, b = _np(a).astype(np.float64), _np(b).astype(np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"max_abs_difference: shapes differ, {a.shape} vs {b.shape}")
-    return float(np.max(np.abs(a - b))) if a.size else 0.0

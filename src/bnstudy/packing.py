@@ -25,8 +25,9 @@ ends. When every copy has stopped, the pack stops.
 
 **Evaluation** mirrors ``train._evaluate`` metric for metric, each copy on its own draws:
 every forward pass (test, validation, PreciseBN, the train-mode predictions of the train/eval
-gap, the BN-fold check) runs packed on the device, and so do the metrics, the formulas of
-:mod:`bnstudy.metrics` applied to all copies at once; they come to the CPU in one transfer.
+gap, the BN-fold check) runs packed on the device, and so do the metrics: those of
+:func:`bnstudy.metrics.evaluation_metrics`, which ``run_trial`` applies to its model as one
+copy, here to all copies at once; they come to the CPU in one transfer.
 
 **Cost per copy.** On a GPU a small pack is launch-bound: each operator and each read back to
 the host costs host time whatever its size, so the pack keeps what grows with K to what each
@@ -62,7 +63,7 @@ from torch import nn
 
 from bnstudy import metrics as M
 from bnstudy.data import Dataset, build_dataset
-from bnstudy.models import build_model, hidden_relu
+from bnstudy.models import build_model
 from bnstudy.models.packed import PackedLinear, copy_view, pack_inputs, pack_models
 from bnstudy.protocol import Trial
 from bnstudy.train import (
@@ -71,6 +72,7 @@ from bnstudy.train import (
     _check_batch_size,
     _nan_metrics,
     _now,
+    _observed_head_forward,
     optimisation,
     sample_indices,
 )
@@ -319,9 +321,6 @@ def _stop_copy(model: nn.Module, optimizer: torch.optim.Optimizer, copies: int, 
 
 # -- evaluation -------------------------------------------------------------------------
 
-#: ``bnstudy.metrics.is_collapsed``'s threshold and ``expected_calibration_error``'s bins.
-COLLAPSE_SHARE, CALIBRATION_BINS = 0.95, 15
-
 
 @torch.no_grad()
 def _shared_forward(module: nn.Module, x: torch.Tensor, copies: int) -> torch.Tensor:
@@ -344,16 +343,7 @@ def _head_forward_pack(
     The units are the output of the head's last ``nn.ReLU`` where it has one; else the input
     of ``head.fc`` where that is not the features and, for that copy, never negative.
     """
-    seen: dict[str, torch.Tensor] = {}
-    hooks = [head.fc.register_forward_pre_hook(lambda m, args: seen.update(fc_input=args[0]))]
-    relu = hidden_relu(head)
-    if relu is not None:
-        hooks.append(relu.register_forward_hook(lambda m, args, output: seen.update(relu=output)))
-    try:
-        logits = head(features)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    logits, seen = _observed_head_forward(head, features)
     n = len(features)
     logits = logits.view(n, copies, -1)
     if "relu" in seen:
@@ -395,8 +385,7 @@ def _fold_max_abs_diff_pack(
     folded.fc = PackedLinear(copies, head.fc.in_features, head.fc.out_features).to(weight.device)
     folded.fc.weight.copy_(weight * scale.unsqueeze(1))
     folded.fc.bias.copy_(bias + shift)
-    difference = (folded(features).view(logits.shape).double() - logits.double()).abs()
-    return difference.amax(dim=(0, 2))
+    return M.max_abs_difference(folded(features).view(logits.shape), logits)
 
 
 @torch.no_grad()
@@ -445,7 +434,7 @@ def _tracking_norms(model: nn.Module) -> list[nn.Module]:
 def _train_mode_predictions(
     trials: Sequence[Trial], model: nn.Module, x_test: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``train._train_eval_gap``'s draws for every copy: (order, predictions), each (m, K).
+    """``train._train_mode_predictions`` for every copy: (order, predictions), each (m, K).
 
     Column k: copy k's ``eval_order`` shuffle of the test set (whole batches only) and its
     train-mode predictions on those images. None when the test set is smaller than a batch.
@@ -478,22 +467,16 @@ def _evaluate_pack(
     to the CPU in one transfer: work per copy here would grow the pack's time with K.
     """
     outputs = _eval_outputs_pack(trials, model, datas, x_train)
-    metrics, recalls, collapsed = _pack_metrics(outputs, datas[0])
-    columns = [torch.stack(list(metrics.values()), dim=1), recalls, collapsed[:, None].double()]
-    rows = torch.cat(columns, dim=1).tolist()  # the one transfer
-    count = len(metrics)
-    return [
-        (dict(zip(metrics, row[:count], strict=True)), row[count:-1], row[-1] > 0) for row in rows
-    ]
+    return M.per_copy(*M.evaluation_metrics(outputs, datas[0]))
 
 
 @torch.no_grad()
 def _eval_outputs_pack(
     trials: Sequence[Trial], model: nn.Module, datas: Sequence[Dataset], x_train: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """``train._eval_outputs`` for every copy, left on the device with the copies along
-    dimension 1 ((N, K, ...); ``fold`` and ``has_units``: (K,)), each copy on its own draws;
-    no ``fc_norms`` (the caller has them)."""
+    """``train._eval_outputs`` for every copy, each on its own draws: what
+    :func:`bnstudy.metrics.evaluation_metrics` reads, on the device, the copies along
+    dimension 1 ((N, K, ...); ``fold`` and ``has_units``: (K,))."""
     copies, data = len(trials), datas[0]
     device, dtype = x_train.device, x_train.dtype
     x_test = data.x_test.to(device, dtype)
@@ -503,7 +486,6 @@ def _eval_outputs_pack(
     outputs = {
         "features": features.view(len(x_test), copies, -1),
         "logits": logits,
-        "probs": torch.softmax(logits.double(), dim=2),
         "fold": _fold_max_abs_diff_pack(model.head, features, logits, copies),
     }
     if units is not None:
@@ -524,123 +506,3 @@ def _eval_outputs_pack(
     if gap is not None:
         outputs["gap_order"], outputs["gap_pred"] = gap
     return outputs
-
-
-@torch.no_grad()
-def _pack_metrics(
-    o: Mapping[str, torch.Tensor], data: Dataset
-) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """``train.eval_metrics`` for every copy at once, on the outputs' device.
-
-    Returns each metric it fills but ``fc_weight_norm_rank_corr``, (K,) float64 (metrics
-    that do not apply are left out, or NaN for the copies they do not apply to), the
-    per-class test recalls (K, C) and whether each copy collapsed (K,). The formulas are
-    those of :mod:`bnstudy.metrics`, with the copies side by side; sums may be taken in
-    another order, so values agree to float64 rounding (checked metric by metric against
-    ``run_trial`` in ``tests/test_packing.py``).
-    """
-    device, classes = o["logits"].device, data.num_classes
-    y = data.y_test.to(device)
-    out: dict[str, torch.Tensor] = {}
-    if "units" in o:
-        nan = torch.full_like(o["fold"], math.nan)
-        out["head_dead_frac"] = _dead_fraction(o["units"]).where(o["has_units"], nan)
-        out["head_inactive_frac"] = _inactive_fraction(o["units"]).where(o["has_units"], nan)
-    out["feature_dead_frac"] = _dead_fraction(o["features"])
-    out["feature_inactive_frac"] = _inactive_fraction(o["features"])
-
-    logits, probs = o["logits"], o["probs"]
-    y_pred = logits.argmax(dim=2)  # (N, K)
-    hits, predicted, sizes = _confusion(y, y_pred, classes)
-    recalls = hits / sizes  # NaN for a class absent from the test set, as 0/0
-    out["test_acc"] = _accuracy(y[:, None], y_pred)
-    out["balanced_acc"] = recalls.nanmean(dim=1)
-    # F1 = 2 tp / (2 tp + fp + fn), and 2 tp + fp + fn = predicted + size (integers).
-    out["macro_f1"] = torch.where(hits > 0, 2 * hits / (predicted + sizes), 0.0).mean(dim=1)
-    out["minority_recall"] = recalls[:, data.minority_classes].mean(dim=1)  # NaN if none
-    out["worst_class_recall"] = recalls.nan_to_num(nan=math.inf).amin(dim=1)
-    out["ece"] = _calibration_error(probs, y)
-    out["nll"] = _nll(logits, y)
-    out["brier"] = (probs - _one_hot(y, classes)[:, None].double()).square().sum(dim=2).mean(dim=0)
-    out["mean_max_prob"] = probs.amax(dim=2).mean(dim=0)
-    if "gap_order" in o:  # BN on batch statistics minus eval mode, on the same test images
-        order = o["gap_order"]  # (m, K): copy k's test images in column k
-        out["train_eval_gap"] = _accuracy(y[order], o["gap_pred"]) - _accuracy(
-            y[order], y_pred.gather(0, order)
-        )
-    out["fold_max_abs_diff"] = o["fold"]
-
-    if "val_logits" in o:
-        y_val, val_pred = data.y_val.to(device), o["val_logits"].argmax(dim=2)
-        out["val_acc"] = _accuracy(y_val[:, None], val_pred)
-        out["val_balanced_acc"] = _balanced_accuracy(y_val, val_pred, classes)
-        out["val_nll"] = _nll(o["val_logits"], y_val)
-    if "precise_test" not in o:  # no BN: recomputing nothing leaves the same model
-        out["balanced_acc_precise"] = out["balanced_acc"]
-        if "val_balanced_acc" in out:
-            out["val_balanced_acc_precise"] = out["val_balanced_acc"]
-    else:
-        out["balanced_acc_precise"] = _balanced_accuracy(y, o["precise_test"], classes)
-        if "precise_val" in o:
-            out["val_balanced_acc_precise"] = _balanced_accuracy(
-                data.y_val.to(device), o["precise_val"], classes
-            )
-    return out, recalls, predicted.amax(dim=1) >= COLLAPSE_SHARE * len(y)
-
-
-def _confusion(
-    y: torch.Tensor, y_pred: torch.Tensor, classes: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Labels (n,), each copy's predictions (n, K) -> per copy and class the true positives
-    and the predictions (K, C), and the class sizes (C,), all float64 (exact integers)."""
-    truth = _one_hot(y, classes).double()  # (n, C)
-    hits = (y_pred == y[:, None]).double().T @ truth
-    predicted = _one_hot(y_pred, classes).sum(dim=0).double()
-    return hits, predicted, truth.sum(dim=0)
-
-
-def _one_hot(labels: torch.Tensor, classes: int) -> torch.Tensor:
-    """Labels (...) -> one-hot bool (..., classes). ``F.one_hot`` checks the labels' range by
-    reading it back to the host on some devices (a sync on an accelerator); this reads nothing."""
-    return labels.unsqueeze(-1) == torch.arange(classes, device=labels.device)
-
-
-def _accuracy(y: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
-    """Labels (n, 1) or (n, K), predictions (n, K) -> each copy's accuracy, (K,)."""
-    return (y_pred == y).double().mean(dim=0)
-
-
-def _balanced_accuracy(y: torch.Tensor, y_pred: torch.Tensor, classes: int) -> torch.Tensor:
-    """Labels (n,), predictions (n, K) -> mean recall over the classes present, (K,)."""
-    hits, _, sizes = _confusion(y, y_pred, classes)
-    return (hits / sizes).nanmean(dim=1)
-
-
-def _nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Logits (n, K, C), labels (n,) -> each copy's mean NLL of the true class (float64)."""
-    log_probs = logits.double().log_softmax(dim=2)
-    true_class = y.view(-1, 1, 1).expand(-1, logits.shape[1], 1)
-    return -log_probs.gather(2, true_class).squeeze(2).mean(dim=0)
-
-
-def _calibration_error(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Probabilities (n, K, C), labels (n,) -> each copy's ECE (see ``bnstudy.metrics``)."""
-    confidence = probs.amax(dim=2)  # (n, K)
-    correct = (probs.argmax(dim=2) == y[:, None]).double()
-    bins = ((confidence * CALIBRATION_BINS).ceil().long() - 1).clamp(0, CALIBRATION_BINS - 1)
-    members = _one_hot(bins, CALIBRATION_BINS).double()  # (n, K, bins)
-    count = members.sum(dim=0)  # (K, bins)
-    accuracy = (correct.unsqueeze(2) * members).sum(dim=0) / count
-    mean_confidence = (confidence.unsqueeze(2) * members).sum(dim=0) / count
-    gap = (accuracy - mean_confidence).abs() * (count / len(y))
-    return torch.where(count > 0, gap, 0.0).sum(dim=1)
-
-
-def _dead_fraction(units: torch.Tensor) -> torch.Tensor:
-    """(n, K, d) -> each copy's fraction of units <= 0 on every input, (K,) float64."""
-    return units.le(0).all(dim=0).double().mean(dim=1)
-
-
-def _inactive_fraction(units: torch.Tensor) -> torch.Tensor:
-    """(n, K, d) -> each copy's fraction of (input, unit) pairs <= 0, (K,) float64."""
-    return units.le(0).double().mean(dim=(0, 2))

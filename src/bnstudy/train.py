@@ -289,15 +289,28 @@ def _evaluate(
     device: str,
     out: dict[str, float],
 ) -> tuple[list[float], bool]:
-    """Fill ``out`` with the evaluation metrics; return per-class test recalls and collapse."""
-    return eval_metrics(_eval_outputs(trial, model, data, x_train, device), data, out)
+    """Fill ``out`` with the evaluation metrics; return per-class test recalls and collapse.
+
+    The metrics are :func:`bnstudy.metrics.evaluation_metrics` of the model as one copy (the
+    layout of a seed pack with K = 1).
+    """
+    outputs = _eval_outputs(trial, model, data, x_train, device)
+    # The copy dimension: (n, ...) -> (n, 1, ...), and the fold check () -> (1,).
+    one_copy = {name: t.unsqueeze(1) if t.dim() else t.view(1) for name, t in outputs.items()}
+    [(metrics, recalls, collapsed)] = M.per_copy(*M.evaluation_metrics(one_copy, data))
+    out.update(metrics)
+    out["fc_weight_norm_rank_corr"] = M.rank_correlation(
+        model.head.fc.weight.norm(dim=1), data.class_counts
+    )
+    return recalls, collapsed
 
 
 @torch.no_grad()
 def _eval_outputs(
     trial: Trial, model: Classifier, data: Dataset, x_train: torch.Tensor, device: str
-) -> dict[str, Any]:
-    """The forward passes of the evaluation: what :func:`eval_metrics` reads, on the CPU.
+) -> dict[str, torch.Tensor]:
+    """The forward passes of the evaluation, on the device: the outputs that
+    :func:`bnstudy.metrics.evaluation_metrics` reads, without its copy dimension.
 
     Each output is computed once and shared by the metrics that read it (the test features
     and logits by the accuracy, calibration, dead-unit and fold metrics). When the body has
@@ -309,12 +322,7 @@ def _eval_outputs(
     model.eval()
     features = model.body(x_test)
     logits, units = _head_forward(model.head, features)
-    outputs: dict[str, Any] = {
-        "features": features,
-        "logits": logits,
-        "probs": torch.softmax(logits.double(), dim=1),
-        "fc_norms": model.head.fc.weight.norm(dim=1),
-    }
+    outputs = {"features": features, "logits": logits}
     if units is not None:
         outputs["units"] = units
     # In this order: with dropout, the train-mode passes (the gap's, then PreciseBN's) draw
@@ -337,66 +345,7 @@ def _eval_outputs(
         for split, (x, body_out) in inputs.items():
             logits_precise = precise(x) if whole else precise.head(body_out)
             outputs[f"precise_{split}"] = logits_precise.argmax(dim=1)
-    return {k: v.cpu() if torch.is_tensor(v) else v for k, v in outputs.items()}
-
-
-def eval_metrics(
-    o: Mapping[str, Any], data: Dataset, out: dict[str, float]
-) -> tuple[list[float], bool]:
-    """Fill ``out`` with the evaluation metrics of one model's outputs ``o`` (CPU tensors).
-
-    Shared by :func:`run_trial` and :mod:`bnstudy.packing` (one copy's slice of a packed
-    model's outputs). ``o``: ``features`` (n, d), ``logits``, ``probs`` (n, C; softmax in
-    float64), ``fc_norms`` (C,), ``fold`` (float); where they apply: ``units`` (n, u, the
-    dead-unit metrics), ``gap_order`` and ``gap_pred`` (the train-mode predictions on those
-    test images), ``val_logits``, and ``precise_test`` / ``precise_val`` (PreciseBN
-    predictions; absent for a model without BN, which PreciseBN leaves as it is). Returns the
-    per-class test recalls and whether the predictions collapsed.
-    """
-    y_test, num_classes = data.y_test.cpu(), data.num_classes
-    if "units" in o:
-        out["head_dead_frac"] = M.dead_unit_fraction(o["units"])
-        out["head_inactive_frac"] = M.inactive_unit_fraction(o["units"])
-    # Body features are post-ReLU (mlp) or averages of post-ReLU maps (cnn): 0 means inactive.
-    out["feature_dead_frac"] = M.dead_unit_fraction(o["features"])
-    out["feature_inactive_frac"] = M.inactive_unit_fraction(o["features"])
-
-    logits, probs = o["logits"], o["probs"]
-    y_pred = logits.argmax(dim=1)
-    recalls = M.per_class_recall(y_test, y_pred, num_classes)
-    out["test_acc"] = M.accuracy(y_test, y_pred)
-    out["balanced_acc"] = M.balanced_accuracy(y_test, y_pred, num_classes)
-    out["macro_f1"] = M.macro_f1(y_test, y_pred, num_classes)
-    out["minority_recall"] = M.minority_recall(recalls, data.minority_classes)
-    out["worst_class_recall"] = M.worst_class_recall(recalls)
-    out["ece"] = M.expected_calibration_error(probs, y_test)
-    out["nll"] = M.nll(logits, y_test)
-    out["brier"] = M.brier(probs, y_test)
-    out["mean_max_prob"] = M.mean_max_prob(probs)
-    out["fc_weight_norm_rank_corr"] = M.rank_correlation(o["fc_norms"], data.class_counts)
-    out["train_eval_gap"] = math.nan
-    if "gap_order" in o:  # BN on batch statistics minus eval mode, on the same test images
-        order = o["gap_order"]
-        out["train_eval_gap"] = M.accuracy(y_test[order], o["gap_pred"]) - M.accuracy(
-            y_test[order], y_pred[order]
-        )
-    out["fold_max_abs_diff"] = float(o["fold"])
-
-    if "val_logits" in o:
-        y_val, val_logits = data.y_val.cpu(), o["val_logits"]
-        out["val_acc"] = M.accuracy(y_val, val_logits.argmax(dim=1))
-        out["val_balanced_acc"] = M.balanced_accuracy(y_val, val_logits.argmax(dim=1), num_classes)
-        out["val_nll"] = M.nll(val_logits, y_val)
-    if "precise_test" not in o:  # no BN: recomputing nothing leaves the same model
-        out["balanced_acc_precise"] = out["balanced_acc"]
-        out["val_balanced_acc_precise"] = out["val_balanced_acc"]
-    else:
-        out["balanced_acc_precise"] = M.balanced_accuracy(y_test, o["precise_test"], num_classes)
-        if "precise_val" in o:
-            out["val_balanced_acc_precise"] = M.balanced_accuracy(
-                data.y_val.cpu(), o["precise_val"], num_classes
-            )
-    return recalls, M.is_collapsed(y_pred)
+    return outputs
 
 
 def _head_forward(
@@ -411,6 +360,21 @@ def _head_forward(
     than the body's features and is non-negative on every input; otherwise (``plain``, a norm
     before ``fc``, ``logit_bn``) there are none, and the metrics stay NaN.
     """
+    logits, seen = _observed_head_forward(head, features)
+    if "relu" in seen:
+        return logits, seen["relu"]
+    fc_input = seen["fc_input"]
+    is_features = fc_input.shape == features.shape and fc_input.data_ptr() == features.data_ptr()
+    if is_features or bool((fc_input < 0).any()):
+        return logits, None
+    return logits, fc_input
+
+
+def _observed_head_forward(
+    head: nn.Module, features: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The head's logits, and what its parts saw on the way: the input of ``head.fc``
+    (``fc_input``) and the output of its last ``nn.ReLU`` (``relu``, where it has one)."""
     seen: dict[str, torch.Tensor] = {}
     hooks = [head.fc.register_forward_pre_hook(lambda m, args: seen.update(fc_input=args[0]))]
     relu = hidden_relu(head)
@@ -421,33 +385,28 @@ def _head_forward(
     finally:
         for hook in hooks:
             hook.remove()
-    if "relu" in seen:
-        return logits, seen["relu"]
-    fc_input = seen["fc_input"]
-    is_features = fc_input.shape == features.shape and fc_input.data_ptr() == features.data_ptr()
-    if is_features or bool((fc_input < 0).any()):
-        return logits, None
-    return logits, fc_input
+    return logits, seen
 
 
 @torch.no_grad()
-def _fold_max_abs_diff(head: nn.Module, features: torch.Tensor, logits: torch.Tensor) -> float:
-    """Max |logit difference| after folding a BN directly before ``head.fc`` into it; else NaN.
+def _fold_max_abs_diff(
+    head: nn.Module, features: torch.Tensor, logits: torch.Tensor
+) -> torch.Tensor:
+    """Max |logit difference| after folding a BN directly before ``head.fc`` into it; else NaN
+    (a float64 scalar tensor).
 
     Applies to heads whose ``pre`` is an ``nn.Sequential`` ending in a ``BatchNorm1d`` with
     running statistics (``bn``, ``bn_noaffine``, ``bnneck``, ``hidden_relu_bn``). The fold is
     exact in real arithmetic, so this measures float32 rounding (or a fold bug).
     """
     pre = getattr(head, "pre", None)
-    if not (isinstance(pre, nn.Sequential) and len(pre) > 0):
-        return math.nan
-    bn = pre[-1]
+    bn = pre[-1] if isinstance(pre, nn.Sequential) and len(pre) > 0 else None
     if not (isinstance(bn, nn.BatchNorm1d) and bn.track_running_stats):
-        return math.nan
+        return torch.tensor(math.nan, dtype=torch.float64, device=logits.device)
     folded = copy.deepcopy(head)
     folded.fc = fold_bn_into_linear(bn, head.fc)
     folded.pre[-1] = nn.Identity()
-    return M.max_abs_difference(folded(features), logits)
+    return M.max_abs_difference(folded(features).unsqueeze(1), logits.unsqueeze(1))[0]
 
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
