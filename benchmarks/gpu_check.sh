@@ -12,7 +12,9 @@
 #   4. faults on the first device: a trial that asks for far more memory than the GPU has
 #      must give an 'oom' row, one that hangs a 'timeout' row (--timeout), and the trials after
 #      them must train normally;
-#   5. a table: seconds, trials per second, devices used, the most trials at once on a device
+#   5. benchmarks/bench_pack.py --quick: packed vs one at a time per trial at K = 1..64, with
+#      each phase's time and the operations per training step (bench_pack.txt);
+#   6. a table: seconds, trials per second, devices used, the most trials at once on a device
 #      (from the rows' start and end times; never above --per-device), deterministic rows.
 # It exits non-zero if the two deterministic runs differ, a device held more than
 # --per-device trials at once, or the fault check did not give its rows.
@@ -131,6 +133,16 @@ assert got == expected and measured == 4, summary.statuses
 print("faults: ok")
 EOF
 cat "$RESULTS/faults.log" | tail -12
+
+echo "== packing: per-trial speed-up packed vs one at a time, per-phase times (bench_pack --quick)"
+if [ "$DEVICES" = "cpu" ]; then
+    PACK_FLAGS=(--device cpu --ks 1,4)  # a dry run: the flow, not the figures
+else
+    PACK_FLAGS=()
+fi
+timeout 300 "$PY" benchmarks/bench_pack.py --quick "${PACK_FLAGS[@]}" >"$RESULTS/bench_pack.txt" 2>&1 \
+    || echo "gpu_check: bench_pack exited $?"
+cat "$RESULTS/bench_pack.txt"
 
 echo "== table"
 "$PY" - "$RESULTS" "$PER_DEVICE" <<'EOF' | tee "$RESULTS/table.txt"
