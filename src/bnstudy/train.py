@@ -431,15 +431,20 @@ def precise_bn(
     if not any(_tracks_stats(m) for m in model.modules()):
         return None
     precise = copy.deepcopy(model)
-    for module in precise.modules():
-        if _tracks_stats(module):
-            module.reset_running_stats()
-            module.momentum = None
+    norms = [module for module in precise.modules() if _tracks_stats(module)]
+    for module in norms:
+        module.reset_running_stats()
     batches = min(PRECISE_BN_BATCHES, len(y_train) // trial.batch_size)
     order = sample_indices(trial, y_train, batches * trial.batch_size, "precise_bn")
     precise.train()
-    for index in order.to(x_train.device).split(trial.batch_size):
+    for i, index in enumerate(order.to(x_train.device).split(trial.batch_size), start=1):
+        # The cumulative average of momentum=None, whose factor 1 / num_batches_tracked BN
+        # would read back from the device (a host sync per layer and batch on a GPU).
+        for module in norms:
+            module.momentum = 1.0 / i
         precise(x_train[index])
+    for module in norms:
+        module.momentum = None
     return precise.eval()
 
 
