@@ -135,10 +135,12 @@ EOF
 cat "$RESULTS/faults.log" | tail -12
 
 echo "== packing: per-trial speed-up packed vs one at a time, per-phase times (bench_pack --quick)"
-if [ "$DEVICES" = "cpu" ]; then
+if [ "$DEVICES" = "cpu" ] || ! "$PY" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
     PACK_FLAGS=(--device cpu --ks 1,4)  # a dry run: the flow, not the figures
+elif [ "$DEVICES" = "auto" ]; then
+    PACK_FLAGS=(--device cuda)
 else
-    PACK_FLAGS=()
+    PACK_FLAGS=(--device "${DEVICES%%,*}")  # the first device named
 fi
 timeout 300 "$PY" benchmarks/bench_pack.py --quick "${PACK_FLAGS[@]}" >"$RESULTS/bench_pack.txt" 2>&1 \
     || echo "gpu_check: bench_pack exited $?"

@@ -96,3 +96,19 @@ def test_the_models_package_names_networks_without_torch_and_builds_them_with_it
         shape = (3, 16, 16) if name != "cnn1d" else (1, 40)
         model = build_model(name, "bn", shape, 10, init_seed=lambda module: 0)
         assert model.head.fc.out_features == 10
+
+
+def test_devices_auto_asks_torch_only_where_a_gpu_driver_is_loaded(monkeypatch):
+    import torch
+
+    from bnstudy import devices
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    loaded: set[str] = set()
+    monkeypatch.setattr(devices.os.path, "exists", lambda path: path in loaded)
+    assert devices.visible_gpus() == []  # no driver: torch (which would say 2) not asked
+    for path in ("/proc/driver/nvidia/version", "/sys/module/amdgpu", "/dev/dxg"):
+        loaded = {path}
+        assert devices.visible_gpus() == ["cuda:0", "cuda:1"], path

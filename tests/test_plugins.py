@@ -154,3 +154,46 @@ def test_a_plugin_that_cannot_be_imported_is_one_line(study: Path, plugin, code,
     lines = checked.stderr.strip().splitlines()
     assert len(lines) == 1 and "plugged.yaml: plugins: " in lines[0], checked.stderr
     assert re.search(message, lines[0]), lines[0]
+
+
+def test_plugin_files_stay_found_after_the_working_folder_changes(study: Path, monkeypatch):
+    from bnstudy.protocol import load_protocol, plugins_of
+
+    monkeypatch.chdir(study.parent)
+    protocol = load_protocol("study/plugged.yaml")  # a relative path, read from here
+    monkeypatch.chdir(study)  # e.g. a notebook that moves on
+    expected = str(study / "my_networks.py")
+    assert protocol.plugin_entries() == plugins_of(study / "plugged.yaml") == (expected,)
+
+
+def test_unreadable_recorded_head_options_name_the_results_file(tmp_path: Path):
+    from bnstudy import study as verbs
+    from bnstudy.store import StoreError
+
+    source = pq.read_table(Path(__file__).parents[1] / "data/results/study_claim5.parquet")
+    metadata = dict(source.schema.metadata) | {b"bnstudy.head_options": b"{not json"}
+    path = tmp_path / "broken.parquet"
+    pq.write_table(source.replace_schema_metadata(metadata), path)
+    with pytest.raises(StoreError, match=r"broken\.parquet: unreadable head options"):
+        verbs.load_results(path)
+
+
+def test_a_plugin_is_imported_once_hashed_as_imported_and_fails_with_its_first_error(
+    tmp_path: Path,
+):
+    from bnstudy import plugins
+
+    good, bad = tmp_path / "good.py", tmp_path / "bad.py"
+    good.write_text("VALUE = 1\n")
+    bad.write_text("raise KeyError('first')\n")
+    [module] = plugins.load([str(good)])
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    good.write_text("VALUE = 2\n")  # edited while the process runs: not re-imported
+    assert plugins.load([str(good)]) == [module] and module.VALUE == 1
+    assert plugins.fingerprints([str(good)]) == {str(good): digest}  # what ran, not the edit
+    with pytest.raises(plugins.PluginError, match="KeyError: 'first'") as first:
+        plugins.load([str(bad)])
+    bad.write_text("raise ValueError('second')\n")
+    with pytest.raises(plugins.PluginError) as again:
+        plugins.load([str(bad)])
+    assert again.value is first.value

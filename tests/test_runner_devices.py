@@ -380,6 +380,10 @@ def test_packing_falls_back_to_one_at_a_time_and_says_so_once(monkeypatch):
     assert notes == [
         "packing does not support cnn (heads bn, plain): those 2 trials train one at a time"
     ]
+    # bnstudy.train's run_trial, passed itself, packs as the default (worker.run_trial) does
+    from bnstudy.train import run_trial as train_run_trial
+
+    assert runner._packing(execution, train_run_trial, None, mixed, [])[0] is packed
     # a substitute trial function has no packed version: unpacked, silently
     assert runner._packing(execution, instant, None, trials, []) == (None, None)
     # pack off: nothing to say

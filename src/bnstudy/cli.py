@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bnstudy {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = verbs.add_parser("validate", help="check a protocol file")
+    p = verbs.add_parser(
+        "validate", help="check a protocol file (imports the plugins it names: their code runs)"
+    )
     p.add_argument("protocol", type=Path)
     p.set_defaults(func=_validate)
 
@@ -182,6 +184,8 @@ def _load(path: Path) -> Protocol:
 def _validate(args: argparse.Namespace) -> int:
     protocol = _load(args.protocol)
     print(f"{args.protocol}: ok ({protocol.name!r}, {protocol.n_trials} trials)")
+    if protocol.plugins:  # their code ran to validate the names: say whose
+        print(f"plugins imported (their code ran): {', '.join(protocol.plugin_entries())}")
     return 0
 
 

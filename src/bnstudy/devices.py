@@ -44,15 +44,28 @@ AUTO = "auto"
 LEASE_POLL_S = 0.02
 
 
-#: Device files a GPU driver creates on Linux: NVIDIA (CUDA), AMD (ROCm, also ``torch.cuda``),
-#: and WSL2's GPU bridge.
-GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+#: What a loaded GPU driver leaves on Linux: NVIDIA's (CUDA) module and device files, AMD's
+#: (ROCm, also ``torch.cuda``), and WSL2's GPU bridge. /dev/nvidiactl alone is not enough: on
+#: a headless machine it may appear only when CUDA first starts.
+GPU_DRIVER_PATHS = (
+    "/proc/driver/nvidia/version",
+    "/sys/module/nvidia",
+    "/dev/nvidiactl",
+    "/sys/module/amdgpu",
+    "/dev/kfd",
+    "/dev/dxg",
+)
+
+
+def gpu_driver_absent() -> bool:
+    """Whether this is Linux with no GPU driver loaded: then no GPU, known without torch."""
+    return sys.platform == "linux" and not any(os.path.exists(p) for p in GPU_DRIVER_PATHS)
 
 
 def visible_gpus() -> list[str]:
     """``["cuda:0", ...]`` for every GPU torch sees (``CUDA_VISIBLE_DEVICES`` applies)."""
-    if sys.platform == "linux" and not any(os.path.exists(f) for f in GPU_DEVICE_FILES):
-        return []  # no GPU driver: known without importing torch (about a second)
+    if gpu_driver_absent():
+        return []  # importing torch to hear "none" would cost about a second
     import torch
 
     if not torch.cuda.is_available():

@@ -981,7 +981,9 @@ def load_protocol(path: str | Path, known: Mapping[str, Sequence[str]] | None = 
         raise ProtocolError(f"{path}: protocol file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"{path}: cannot read protocol file: {exc}") from None
-    return parse_protocol(text, source=str(path), known=known, source_dir=str(path.parent))
+    return parse_protocol(
+        text, source=str(path), known=known, source_dir=str(path.resolve().parent)
+    )
 
 
 def plugins_of(path: str | Path) -> tuple[str, ...]:
@@ -997,7 +999,7 @@ def plugins_of(path: str | Path) -> tuple[str, ...]:
         return ()
     if not all(isinstance(e, str) and re.fullmatch(PLUGIN, e) for e in entries):
         return ()
-    return _resolve_plugins(entries, Path(path).parent)
+    return _resolve_plugins(entries, Path(path).resolve().parent)
 
 
 def _resolve_plugins(entries: Sequence[str], base: Path) -> tuple[str, ...]:

@@ -514,7 +514,10 @@ def _packing(
         return None, None
     if pack_fn is not None:
         return pack_fn, None
-    if trial_fn is not run_trial:  # a substitute trial function has no packed counterpart
+    # A substitute trial function has no packed counterpart; bnstudy.train's own (which
+    # worker.run_trial imports in the worker) is named, not imported: the parent has no torch.
+    trains = (getattr(trial_fn, "__module__", None), getattr(trial_fn, "__qualname__", None))
+    if trial_fn is not run_trial and trains != ("bnstudy.train", "run_trial"):
         return None, None
     try:  # (import_module: an installation without it, or a test that hides it)
         packing = importlib.import_module("bnstudy.packing")

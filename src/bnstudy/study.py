@@ -282,10 +282,15 @@ def protocol_of(results: Results) -> Protocol:
         )
     # A plugin's head takes the options recorded with the results (its code need not be
     # importable here): expanded without them, its trials would not match their rows.
-    recorded_options = json.loads(results.metadata.get("head_options", "{}"))
-    for head, options in recorded_options.items():
-        if head not in head_options.heads():
-            head_options.declare(head, options)
+    try:
+        recorded_options = json.loads(results.metadata.get("head_options", "{}"))
+        for head, options in recorded_options.items():
+            if head not in head_options.heads():
+                head_options.declare(head, options)
+    except (ValueError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        raise StoreError(
+            f"{results.path}: unreadable head options in its metadata ({exc})"
+        ) from None
     return parse_protocol(text, source=f"{results.path} (recorded protocol)")
 
 

@@ -401,10 +401,13 @@ def _fold_max_abs_diff(
     """
     pre = getattr(head, "pre", None)
     bn = pre[-1] if isinstance(pre, nn.Sequential) and len(pre) > 0 else None
+    if logits.device.type == "mps":  # no float64 there: the check runs on the CPU
+        features, logits = features.cpu(), logits.cpu()
     if not (isinstance(bn, nn.BatchNorm1d) and bn.track_running_stats):
         return torch.tensor(math.nan, dtype=torch.float64, device=logits.device)
-    folded = copy.deepcopy(head)
-    folded.fc = fold_bn_into_linear(bn, head.fc)
+    folded = copy.deepcopy(head).to(logits.device)
+    bn = folded.pre[-1]
+    folded.fc = fold_bn_into_linear(bn, folded.fc)
     folded.pre[-1] = nn.Identity()
     return M.max_abs_difference(folded(features).unsqueeze(1), logits.unsqueeze(1))[0]
 

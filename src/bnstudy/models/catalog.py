@@ -141,7 +141,8 @@ def architecture_names() -> list[str]:
 
 
 def head_names() -> list[str]:
-    """Registered head names, sorted (the built-in heads and every head registered since)."""
+    """Head names, sorted: the built-in heads, those registered since, and those whose options
+    a results file read in this process recorded (see ``bnstudy.study.protocol_of``)."""
     return head_options.heads()
 
 

@@ -36,7 +36,6 @@ from bnstudy.models.catalog import (
     InputKind,
     Pooling,
     architecture_info,
-    architecture_names,
     check_architecture_input,
     declare_architecture,
     lookup,
@@ -124,6 +123,14 @@ def register_head(
     return decorator
 
 
+def _architecture_builder(name: str) -> ArchitectureBuilder:
+    """The builder of architecture ``name``, importing a built-in's module on first use."""
+    module = architecture_info(name).module  # KeyError for an unknown name
+    if name not in _ARCHITECTURES and module is not None:
+        importlib.import_module(module)  # registers it (register_builder)
+    return lookup(_ARCHITECTURES, "architecture", name)
+
+
 def build_model(
     architecture: str,
     head: str,
@@ -144,7 +151,7 @@ def build_model(
     ``architecture_options`` (a protocol's ``architectures:`` entry, e.g. ``{"width": 512}``
     for ``mlp``) are keyword arguments of the architecture builder.
     """
-    builder = lookup(_ARCHITECTURES, "architecture", architecture)
+    builder = _architecture_builder(architecture)
     check_architecture_input(architecture, input_shape)
     body = builder(tuple(input_shape), **(architecture_options or {}))
     builder_of_head = lookup(_HEADS, "head", head)
@@ -158,9 +165,9 @@ def build_model(
     return model
 
 
-# Whoever imports this module builds networks: register every built-in builder now (a module
-# that is importing this one is returned as it is and registers its builders itself), so a
-# second "bn" or "cnn" is refused whatever the import order.
-for _module in sorted({architecture_info(n).module for n in architecture_names()} - {None}):
-    importlib.import_module(_module)
+# Whoever imports this module builds networks: register the built-in heads now (the module
+# importing this one, if it is that module, is returned as it is and registers them itself),
+# so a second "bn" is refused whatever the import order. A built-in body's module is
+# imported on its first build (_architecture_builder): importing them all here would run into
+# one that is half imported (resnet, which preact_resnet imports from).
 importlib.import_module(BUILTIN_HEADS_MODULE)
