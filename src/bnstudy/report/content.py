@@ -248,7 +248,11 @@ def build(
         diagnostics=diag,
         n_diagnostics=len(analysis.diagnostics) if analysis.diagnostics is not None else 0,
         provenance_table=views.provenance(
-            metadata, metadata.get("protocol_sha256", protocol.sha256), __version__, generated
+            metadata,
+            metadata.get("protocol_sha256", protocol.sha256),
+            __version__,
+            generated,
+            table,
         ),
         figures=builder.items,
         missing=missing,

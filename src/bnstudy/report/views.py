@@ -369,22 +369,45 @@ def group_diagnostics(diag: pd.DataFrame | None) -> list[dict[str, object]]:
 
 
 def provenance(
-    metadata: Mapping[str, str], protocol_sha: str, version: str, generated_at: str
+    metadata: Mapping[str, str],
+    protocol_sha: str,
+    version: str,
+    generated_at: str,
+    table: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
+    """How the results were made: protocol hash, versions, the parent's machine, the plugins'
+    hashes, and the machines the trials ran on (from the rows of ``table``)."""
     rows = [("protocol sha256", protocol_sha)]
-    for key in ("versions", "machine"):
+    for key in ("versions", "machine", "plugins"):
         if key not in metadata:
             continue
         try:
             rows += [(f"{key}: {k}", v) for k, v in json.loads(metadata[key]).items()]
         except (json.JSONDecodeError, AttributeError):
             rows.append((key, metadata[key]))
+    if table is not None and len(table):
+        rows.append(("trials trained on", _trained_on(table)))
     rows.append(
         ("run metadata written (start of the run)", metadata.get("written_at", "not recorded"))
     )
     rows.append(("report generated", generated_at))
     rows.append(("report by", f"bnstudy {version}"))
     return pd.DataFrame(rows, columns=["what", "value"])
+
+
+NOT_RECORDED = "not recorded (rows written before bnstudy recorded it)"
+
+
+def _trained_on(table: pd.DataFrame) -> str:
+    """``host (CPU model): N trials; ...`` from the rows (a Dask cluster's workers differ)."""
+    where = pd.DataFrame({c: table.get(c) for c in ("host", "cpu_model")}, index=table.index)
+    where = where.fillna("").astype(str)
+    counts = where.value_counts(sort=True)
+    parts = []
+    for (host, cpu), n in counts.items():
+        machine = f"{host} ({cpu})" if host else NOT_RECORDED
+        parts.append(f"{machine}: {n} trial{'s' if n != 1 else ''}")
+    return "; ".join(parts)
 
 
 #: The hypotheses table's columns, in order (``href`` is the link target of the id cell).
