@@ -102,15 +102,12 @@ pd.DataFrame(rows).to_parquet(sys.argv[2])
 
 
 def describe_machine() -> str:
+    import hydra
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    import hydra
+    from bnstudy.devices import cpu_model
+
+    cpu = cpu_model() or platform.machine()
 
     return (
         f"cpu: {cpu}, {os.cpu_count()} logical cores; load average: {load()}\n"

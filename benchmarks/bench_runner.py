@@ -48,17 +48,13 @@ import torch.nn.functional as F
 
 from bnstudy import runner, study, train
 from bnstudy.data import build_dataset
+from bnstudy.devices import cpu_model
 from bnstudy.models import build_model
 from bnstudy.protocol import Trial, parse_protocol
 
 
 def describe_machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model() or platform.machine()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     return (

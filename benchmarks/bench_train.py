@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from bnstudy.data import pool
 from bnstudy.data.synthetic import synthetic_pool
+from bnstudy.devices import cpu_model
 from bnstudy.models import architecture_info, architecture_names, build_model
 from bnstudy.protocol import Trial
 from bnstudy.train import run_trial
@@ -34,17 +35,6 @@ from bnstudy.train import run_trial
 BATCH = 128
 IMAGE_SHAPES = [(3, 16, 16), (3, 32, 32)]
 SIGNAL_SHAPES = [(1, 40)]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def describe_machine(threads: int) -> str:

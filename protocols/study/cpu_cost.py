@@ -20,7 +20,7 @@ import torch
 from summary import PROTOCOLS, ROOT, made_on  # this folder's summary.py
 
 from bnstudy import study
-from bnstudy.runner import cpu_model
+from bnstudy.devices import cpu_model
 from bnstudy.train import run_trial
 
 
