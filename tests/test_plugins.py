@@ -69,7 +69,10 @@ control: plain
 """
 
 
-READ_BACK = "print(len(study.load_results({path!r}).results.table))"
+READ_BACK = (
+    "print(len(study.load_results({path!r}).results.table), "
+    "'plugin_scaled' in study.known_names()['head'])"
+)
 
 
 def bnstudy(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -116,7 +119,8 @@ def test_a_plugins_networks_train_in_worker_processes_and_its_code_is_recorded(s
         [sys.executable, "-c", f"from bnstudy import study; {READ_BACK.format(path=str(results))}"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert read_back.stdout.split() == ["4"]
+    # ... and the head stays unknown to new protocols there: it has no builder
+    assert read_back.stdout.split() == ["4", "False"]
 
 
 def test_a_plugins_head_options_are_factors(study: Path):

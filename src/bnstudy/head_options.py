@@ -47,19 +47,37 @@ BUILTIN: dict[str, tuple[str, ...]] = {
 _TAKES: dict[str, tuple[str, ...]] = dict(BUILTIN)
 
 
+#: Options a results file recorded for heads not registered in this process (their plugin
+#: absent): they let that file's protocol expand to its trials, and nothing else.
+_RECALLED: dict[str, tuple[str, ...]] = {}
+
+
 def declare(head: str, options: Iterable[str]) -> tuple[str, ...]:
     """Record that ``head`` takes ``options``; a second, different declaration is refused."""
+    options = _known(head, options)
+    if head in _TAKES and set(_TAKES[head]) != set(options):
+        raise ValueError(
+            f"head {head!r} takes {_TAKES[head]}, not {options} (see bnstudy.head_options)"
+        )
+    _TAKES[head] = options
+    return options
+
+
+def recall(head: str, options: Iterable[str]) -> None:
+    """Take a results file's record that ``head`` takes ``options``, for a head this process
+    has not registered: the file's protocol then expands to the trials of its rows, while the
+    name stays unknown to new protocols (:func:`heads`), which would need its builder."""
+    if head not in _TAKES:
+        _RECALLED[head] = _known(head, options)
+
+
+def _known(head: str, options: Iterable[str]) -> tuple[str, ...]:
     options = tuple(options)
     unknown = [o for o in options if o not in DEFAULTS]
     if unknown:
         raise ValueError(
             f"head {head!r}: unknown option {unknown[0]!r}; allowed: {', '.join(DEFAULTS)}"
         )
-    if head in _TAKES and set(_TAKES[head]) != set(options):
-        raise ValueError(
-            f"head {head!r} takes {_TAKES[head]}, not {options} (see bnstudy.head_options)"
-        )
-    _TAKES[head] = options
     return options
 
 
@@ -69,8 +87,8 @@ def heads() -> list[str]:
 
 
 def options_of(head: str) -> tuple[str, ...]:
-    """The options ``head`` takes (none for a head never declared)."""
-    return _TAKES.get(head, ())
+    """The options ``head`` takes (a recalled head's as recorded; none for an unknown head)."""
+    return _TAKES.get(head, _RECALLED.get(head, ()))
 
 
 def of_head(head: str) -> dict[str, Any]:

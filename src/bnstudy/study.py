@@ -285,8 +285,7 @@ def protocol_of(results: Results) -> Protocol:
     try:
         recorded_options = json.loads(results.metadata.get("head_options", "{}"))
         for head, options in recorded_options.items():
-            if head not in head_options.heads():
-                head_options.declare(head, options)
+            head_options.recall(head, options)
     except (ValueError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
         raise StoreError(
             f"{results.path}: unreadable head options in its metadata ({exc})"

@@ -141,8 +141,7 @@ def architecture_names() -> list[str]:
 
 
 def head_names() -> list[str]:
-    """Head names, sorted: the built-in heads, those registered since, and those whose options
-    a results file read in this process recorded (see ``bnstudy.study.protocol_of``)."""
+    """Registered head names, sorted (the built-in heads and every head registered since)."""
     return head_options.heads()
 
 
