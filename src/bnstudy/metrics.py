@@ -78,8 +78,9 @@ def evaluation_metrics(
         )
     out["fold_max_abs_diff"] = o["fold"]
 
+    y_val = data.y_val.to(device) if "val_logits" in o or "precise_val" in o else None
     if "val_logits" in o:
-        y_val, val_pred = data.y_val.to(device), o["val_logits"].argmax(dim=2)
+        val_pred = o["val_logits"].argmax(dim=2)
         out["val_acc"] = accuracy(y_val, val_pred)
         out["val_balanced_acc"] = balanced_accuracy(per_class_recall(y_val, val_pred, classes))
         out["val_nll"] = nll(o["val_logits"], y_val)
@@ -91,7 +92,6 @@ def evaluation_metrics(
         precise_recalls = per_class_recall(y, o["precise_test"], classes)
         out["balanced_acc_precise"] = balanced_accuracy(precise_recalls)
         if "precise_val" in o:
-            y_val = data.y_val.to(device)
             precise_recalls = per_class_recall(y_val, o["precise_val"], classes)
             out["val_balanced_acc_precise"] = balanced_accuracy(precise_recalls)
     return out, recalls, is_collapsed(y_pred, classes)

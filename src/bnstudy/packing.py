@@ -73,7 +73,9 @@ from bnstudy.train import (
     _nan_metrics,
     _now,
     _observed_head_forward,
+    _tracks_stats,
     optimisation,
+    recompute_bn_statistics,
     sample_indices,
 )
 
@@ -393,13 +395,10 @@ def _precise_bn_pack(
     trials: Sequence[Trial], model: nn.Module, x_train: torch.Tensor, datas: Sequence[Dataset]
 ) -> nn.Module | None:
     """``train.precise_bn`` for every copy at once: a packed copy in eval mode, or None."""
-    if not _tracking_norms(model):
+    if not any(_tracks_stats(m) for m in model.modules()):
         return None
     trial = trials[0]
     precise = copy.deepcopy(model)
-    norms = _tracking_norms(precise)
-    for module in norms:
-        module.reset_running_stats()
     batches = min(PRECISE_BN_BATCHES, len(datas[0].y_train) // trial.batch_size)
     order = torch.stack(
         [
@@ -409,25 +408,12 @@ def _precise_bn_pack(
         dim=1,
     ).to(x_train.device)
     every_copy = torch.arange(len(trials), device=x_train.device)
-    precise.train()
-    for i, index in enumerate(order.split(trial.batch_size), start=1):  # (batch, K) each
-        # The cumulative average of momentum=None, whose factor 1 / num_batches_tracked BN
-        # would read back from the device (a host sync per layer and batch).
-        for module in norms:
-            module.momentum = 1.0 / i
-        precise(pack_inputs(x_train[every_copy, index]))
-    for module in norms:
-        module.momentum = None
+    batches_x = (
+        pack_inputs(x_train[every_copy, index])
+        for index in order.split(trial.batch_size)  # (batch, K) each
+    )
+    recompute_bn_statistics(precise, batches_x)
     return precise.eval()
-
-
-def _tracking_norms(model: nn.Module) -> list[nn.Module]:
-    """The BN layers with running statistics (those PreciseBN recomputes)."""
-    return [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
 
 
 @torch.no_grad()

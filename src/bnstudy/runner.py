@@ -514,10 +514,10 @@ def _packing(
         return None, None
     if pack_fn is not None:
         return pack_fn, None
-    # A substitute trial function has no packed counterpart; bnstudy.train's own (which
-    # worker.run_trial imports in the worker) is named, not imported: the parent has no torch.
-    trains = (getattr(trial_fn, "__module__", None), getattr(trial_fn, "__qualname__", None))
-    if trial_fn is not run_trial and trains != ("bnstudy.train", "run_trial"):
+    # A substitute trial function has no packed counterpart. bnstudy.train.run_trial passed
+    # itself counts as the default; a caller holding it has imported bnstudy.train already.
+    train = sys.modules.get("bnstudy.train")
+    if trial_fn not in (run_trial, getattr(train, "run_trial", None)):
         return None, None
     try:  # (import_module: an installation without it, or a test that hides it)
         packing = importlib.import_module("bnstudy.packing")

@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -262,6 +262,9 @@ def run_trial(
     status = "diverged"
     if math.isfinite(losses[-1]):
         recalls, collapsed = _evaluate(trial, model, data, x_train, device, metrics)
+        metrics["fc_weight_norm_rank_corr"] = M.rank_correlation(
+            per_class["fc_weight_norm"], data.class_counts
+        )
         per_class["recall"] = recalls
         status = "collapsed" if collapsed else "ok"
     metrics["wall_s"] = time.perf_counter() - start_s
@@ -289,7 +292,8 @@ def _evaluate(
     device: str,
     out: dict[str, float],
 ) -> tuple[list[float], bool]:
-    """Fill ``out`` with the evaluation metrics; return per-class test recalls and collapse.
+    """Fill ``out`` with the evaluation metrics but ``fc_weight_norm_rank_corr`` (the caller
+    has the FC norms); return per-class test recalls and collapse.
 
     The metrics are :func:`bnstudy.metrics.evaluation_metrics` of the model as one copy (the
     layout of a seed pack with K = 1).
@@ -299,9 +303,6 @@ def _evaluate(
     one_copy = {name: t.unsqueeze(1) if t.dim() else t.view(1) for name, t in outputs.items()}
     [(metrics, recalls, collapsed)] = M.per_copy(*M.evaluation_metrics(one_copy, data))
     out.update(metrics)
-    out["fc_weight_norm_rank_corr"] = M.rank_correlation(
-        model.head.fc.weight.norm(dim=1), data.class_counts
-    )
     return recalls, collapsed
 
 
@@ -415,6 +416,24 @@ def _fold_max_abs_diff(
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
+@torch.no_grad()
+def recompute_bn_statistics(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Reset every BN of ``model`` that tracks running statistics and recompute them as the
+    cumulative average over ``batches`` (``model`` left in train mode), as ``momentum=None``
+    does: here with its factor 1/i set before batch i, since BN would compute it by reading
+    ``num_batches_tracked`` back from the device (a host sync per layer and batch on a GPU)."""
+    norms = [module for module in model.modules() if _tracks_stats(module)]
+    for module in norms:
+        module.reset_running_stats()
+    model.train()
+    for i, x in enumerate(batches, start=1):
+        for module in norms:
+            module.momentum = 1.0 / i
+        model(x)
+    for module in norms:
+        module.momentum = None
+
+
 def _tracks_stats(module: nn.Module) -> bool:
     """A BN layer with running statistics (what PreciseBN recomputes)."""
     return isinstance(module, _BATCH_NORMS) and module.track_running_stats
@@ -426,28 +445,17 @@ def precise_bn(
 ) -> Classifier | None:
     """A copy of ``model`` in eval mode with PreciseBN statistics; None when it has no BN.
 
-    Every BN tracking running statistics is reset and switched to a cumulative average
-    (``momentum=None``), then the copy runs in train mode, without gradients, on
-    :data:`PRECISE_BN_BATCHES` training batches of the training batch size, drawn by the
-    trial's sampler from the stream ``precise_bn``.
+    Every BN tracking running statistics is reset and recomputed as a cumulative average
+    (:func:`recompute_bn_statistics`) over :data:`PRECISE_BN_BATCHES` training batches of the
+    training batch size, drawn by the trial's sampler from the stream ``precise_bn``.
     """
     if not any(_tracks_stats(m) for m in model.modules()):
         return None
     precise = copy.deepcopy(model)
-    norms = [module for module in precise.modules() if _tracks_stats(module)]
-    for module in norms:
-        module.reset_running_stats()
     batches = min(PRECISE_BN_BATCHES, len(y_train) // trial.batch_size)
     order = sample_indices(trial, y_train, batches * trial.batch_size, "precise_bn")
-    precise.train()
-    for i, index in enumerate(order.to(x_train.device).split(trial.batch_size), start=1):
-        # The cumulative average of momentum=None, whose factor 1 / num_batches_tracked BN
-        # would read back from the device (a host sync per layer and batch on a GPU).
-        for module in norms:
-            module.momentum = 1.0 / i
-        precise(x_train[index])
-    for module in norms:
-        module.momentum = None
+    batches_x = (x_train[index] for index in order.to(x_train.device).split(trial.batch_size))
+    recompute_bn_statistics(precise, batches_x)
     return precise.eval()
 
 
