@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -28,6 +29,48 @@ SMALL_TRIAL = dict(
 def make_trial() -> Callable[..., Trial]:
     """``make_trial(**overrides)``: a small trial with the given settings changed."""
     return lambda **overrides: Trial(**{**SMALL_TRIAL, **overrides})
+
+
+def float64_dataset(build):
+    """``build_dataset`` run as in production (float32: the synthetic pool's draws depend on
+    the default dtype), then cast to float64 with the test and validation splits thinned
+    8-fold (both paths compared see the same thinned splits: what is compared is the code)."""
+    import torch
+
+    def build_float64(trial, options=None):
+        dtype = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float32)
+        try:
+            dataset = build(trial, options)
+        finally:
+            torch.set_default_dtype(dtype)
+        return dataclasses.replace(
+            dataset,
+            x_train=dataset.x_train.double(),
+            x_test=dataset.x_test[::8].double(),
+            y_test=dataset.y_test[::8].clone(),
+            x_val=dataset.x_val[::8].double(),
+            y_val=dataset.y_val[::8].clone(),
+        )
+
+    return build_float64
+
+
+@pytest.fixture
+def float64(monkeypatch):
+    """Train in float64, a trial alone and a pack alike, on the same (thinned) data: there two
+    code paths that should agree do so to about 1e-12 on any CPU, where float32 results differ
+    by summation order (tests/test_packing.py measures both)."""
+    import torch
+
+    from bnstudy import packing, train
+
+    monkeypatch.setattr(train, "build_dataset", float64_dataset(train.build_dataset))
+    monkeypatch.setattr(packing, "build_dataset", float64_dataset(packing.build_dataset))
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(dtype)
 
 
 @pytest.fixture(autouse=True, scope="session")

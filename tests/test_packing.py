@@ -35,40 +35,6 @@ SMALL = dict(imbalance_ratio=10.0, train_per_class=40, epochs=2, batch_size=32)
 SEEDS = (0, 1, 2, 3)
 
 
-def float64_dataset(build):
-    """``build_dataset`` run as in production (float32: the synthetic pool's draws depend on
-    the default dtype), then cast to float64 with the test and validation splits thinned."""
-
-    def build_float64(trial, options=None):
-        dtype = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float32)
-        try:
-            dataset = build(trial, options)
-        finally:
-            torch.set_default_dtype(dtype)
-        return dataclasses.replace(
-            dataset,
-            x_train=dataset.x_train.double(),
-            x_test=dataset.x_test[::8].double(),
-            y_test=dataset.y_test[::8].clone(),
-            x_val=dataset.x_val[::8].double(),
-            y_val=dataset.y_val[::8].clone(),
-        )
-
-    return build_float64
-
-
-@pytest.fixture
-def float64(monkeypatch):
-    """Both paths in float64, on the same (thinned) data; see the module docstring."""
-    monkeypatch.setattr(train, "build_dataset", float64_dataset(train.build_dataset))
-    monkeypatch.setattr(packing, "build_dataset", float64_dataset(packing.build_dataset))
-    dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(dtype)
-
-
 @pytest.fixture
 def trained(monkeypatch):
     """Captures the trained models: ``singles`` (one per run_trial) and ``packed``."""

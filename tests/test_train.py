@@ -67,30 +67,48 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+#: How far a changed float32 summation order moves each pinned trial's numbers. Another CPU
+#: family (SIMD width) or torch build sums in another order; on one machine, 2 threads instead
+#: of 1 does the same, and moved them by at most 3e-8 (mlp/plain), 2.2e-6 (cnn/bn) and
+#: 1.4e-2 with one test image flipped (hidden_relu_bn: units near zero switch on or off, and
+#: training amplifies that). A CPU with AVX-512 moved mlp/plain's nll by 1.2e-8. Tolerances
+#: are about 30x the largest move seen; a change to the code (another init, data order,
+#: schedule or metric definition) moves these numbers by 1e-2 or more in the first two cases.
+PIN_TOLERANCE = {"mlp/plain": 1e-6, "cnn/bn": 1e-4, "mlp/hidden_relu_bn": 0.05}
+
+
 @pytest.mark.parametrize(
-    "overrides, pinned",
+    "overrides, pinned, tolerance",
     [
-        ({}, (0.556, 0.2642187918386152, 1.3215288566208008, math.nan, 0.0)),
+        (
+            {},
+            (0.556, 0.2642187918386152, 1.3215288566208008, math.nan, 0.0),
+            PIN_TOLERANCE["mlp/plain"],
+        ),
         (
             {"architecture": "cnn", "head": "bn", "imbalance_ratio": 10.0},
             (0.3895, 0.8858239650726318, 1.756459536691068, math.nan, -0.011592741935483875),
+            PIN_TOLERANCE["cnn/bn"],
         ),
         (
             {"head": "hidden_relu_bn"},
             (0.5765, 0.30647379352200416, 1.3469833712075205, 0.375, -0.008064516129032251),
+            PIN_TOLERANCE["mlp/hidden_relu_bn"],
         ),
     ],
 )
 def test_trials_at_default_settings_keep_their_first_release_numbers(
-    make_trial, one_thread, overrides, pinned
+    make_trial, one_thread, overrides, pinned, tolerance
 ):
     """Numbers of the code before the training options (steps, schedules, warm-up, smoothing,
     clipping, samplers) and the extra evaluations existed: CPU, one thread, torch 2.13.
 
-    Float kernels may round differently on another CPU family or torch version; if these fail
-    there, re-pin from the first-release code (``test_default_training_matches_...`` below
-    checks the same property on any machine). ``hidden_relu_bn`` also pins where its dead
-    units are measured: on the hidden ReLU's output, not the BN output feeding the final FC.
+    These are float32 results, so they are pinned to within ``PIN_TOLERANCE`` (see there why),
+    not bit for bit: bit-identity holds only on one machine, which
+    ``test_same_trial_gives_bit_identical_metrics`` and
+    ``test_default_training_matches_the_first_release_loop`` check on any CPU.
+    ``hidden_relu_bn`` also pins where its dead units are measured: on the hidden ReLU's
+    output (0.375 here), not the BN output feeding the final FC.
     """
     result = run_trial(make_trial(**overrides))
     names = ["test_acc", "train_loss", "nll", "head_dead_frac", "train_eval_gap"]
@@ -98,7 +116,7 @@ def test_trials_at_default_settings_keep_their_first_release_numbers(
         if math.isnan(value):
             assert math.isnan(result.metrics[name]), name
         else:
-            assert result.metrics[name] == pytest.approx(value, abs=1e-12), name
+            assert result.metrics[name] == pytest.approx(value, abs=tolerance), name
     assert result.metrics["epochs_run"] == 3 and result.metrics["steps_run"] % 3 == 0
 
 
