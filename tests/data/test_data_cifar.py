@@ -107,3 +107,36 @@ def test_wrong_keys_and_shapes_are_reported(cifar10_dir):
     )
     with pytest.raises(DatasetError, match=r"labels must lie in 0\.\.9"):
         read_cifar("cifar10", cifar10_dir)
+
+
+def test_batches_repickled_by_python3_at_protocol_2_are_read(cifar10_dir):
+    # Python 3 writes bytes at protocol 2 as _codecs.encode(str, "latin1"): the NumPy array
+    # data and the byte-string keys alike.
+    rng = np.random.default_rng(3)
+    written = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = [c for c in range(10) for _ in range(2)]
+        batch = {
+            b"batch_label": b"re-pickled",
+            b"labels": labels,
+            b"data": rng.integers(0, 256, size=(20, 3072), dtype=np.uint8),
+            b"filenames": [b"img.png"] * 20,
+        }
+        blob = pickle.dumps(batch, protocol=2)
+        assert b"c_codecs\nencode\n" in blob
+        (cifar10_dir / name).write_bytes(blob)
+        written[name] = batch
+    data = read_cifar("cifar10", cifar10_dir)
+    train = [written[f"data_batch_{i}"] for i in range(1, 6)]
+    expected = np.concatenate([b[b"data"] for b in train]).reshape(-1, 3, 32, 32)
+    assert np.array_equal(data["x_train"], expected) and data["x_train"].dtype == np.uint8
+    assert data["y_train"].tolist() == [y for b in train for y in b[b"labels"]]
+    assert np.array_equal(data["x_test"].reshape(20, -1), written["test_batch"][b"data"])
+
+
+def test_codecs_encode_is_allowed_for_latin1_only():
+    latin1 = b"\x80\x02c_codecs\nencode\nX\x02\x00\x00\x00\xc3\xa9X\x06\x00\x00\x00latin1\x86R."
+    assert restricted_load(latin1) == "é".encode("latin1") == pickle.loads(latin1)
+    hex_codec = b"\x80\x02c_codecs\nencode\nC\x01aX\x03\x00\x00\x00hex\x86R."
+    with pytest.raises(pickle.UnpicklingError, match="latin1"):
+        restricted_load(hex_codec)

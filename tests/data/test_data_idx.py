@@ -19,8 +19,11 @@ def test_reads_plain_and_gzipped_idx(make_idx_dir, gz):
 def test_plain_and_gz_give_the_same_pool(make_idx_dir):
     a = load_pool("fashion_mnist", {"path": str(make_idx_dir(gz=False))})
     b = load_pool("fashion_mnist", {"path": str(make_idx_dir(gz=True))})
-    # Same identity options: the second is the first's cache (the path only locates files).
-    assert a is b
+    # Other files, so another cache (each read from its own files), holding the same images.
+    assert a is not b
+    for split in ("train", "val", "test"):
+        assert np.array_equal(getattr(a, f"x_{split}"), getattr(b, f"x_{split}"))
+        assert np.array_equal(getattr(a, f"y_{split}"), getattr(b, f"y_{split}"))
     assert a.input_shape == (1, 28, 28) and a.class_counts() == [9] * 10
 
 

@@ -44,13 +44,15 @@ def test_prepare_writes_once_and_reuses(cifar10_dir, count_builds, _cache_in_tmp
         )
 
 
-def test_moving_the_files_does_not_rebuild(cifar10_dir, count_builds, tmp_path):
+def test_moved_files_are_read_from_their_new_place(cifar10_dir, count_builds, tmp_path):
     first = prepare_dataset("cifar10", {"path": str(cifar10_dir)})
     moved = cifar10_dir.rename(tmp_path / "elsewhere")
-    assert prepare_dataset("cifar10", {"path": str(moved)}) == first
-    # The files are no longer needed once the pool is cached.
-    check_dataset("cifar10", {"path": str(tmp_path / "gone")})
-    assert count_builds == ["cifar10"]
+    # The cache is keyed by the files' resolved paths: a pool is never served for a path
+    # whose files are gone, and the files at the new place are read.
+    with pytest.raises(DatasetError, match="not a directory"):
+        check_dataset("cifar10", {"path": str(cifar10_dir)})
+    second = prepare_dataset("cifar10", {"path": str(moved)})
+    assert second != first and count_builds == ["cifar10", "cifar10"]
 
 
 def test_data_changing_option_gets_its_own_cache(cifar10_dir, count_builds):

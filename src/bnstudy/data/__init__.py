@@ -7,7 +7,8 @@ first use.
 
 The flow: the protocol validator calls :func:`check_dataset` (files present and parseable),
 :func:`input_shape` / :func:`input_kind` (network/data match) and :func:`max_train_per_class`
-(enough images); the runner calls :func:`prepare_dataset` once per dataset in the parent; each
+(enough images); the runner records :func:`source_fingerprint` (which files each dataset is
+read from) with the results and calls :func:`prepare_dataset` once per dataset in the parent; each
 trial calls ``build_dataset(trial, options)``, which loads the cached pool (once per process)
 and applies the trial's imbalance profile to the training split only (``trial.train_per_class``
 is the head class's count, ``trial.imbalance_ratio`` the head/tail ratio), drawing the subset
@@ -33,6 +34,7 @@ from bnstudy.data.pool import (
     num_classes,
     pool_class_counts,
     prepare_dataset,
+    source_fingerprint,
 )
 from bnstudy.data.spec import (
     SPECS,
@@ -76,6 +78,7 @@ __all__ = [
     "prepare_dataset",
     "profile_counts",
     "resolve_options",
+    "source_fingerprint",
 ]
 
 #: Names whose modules import torch, loaded on first access (PEP 562).

@@ -3,18 +3,23 @@
 The files are Python 2 pickles of dicts with byte-string keys (``b"data"``: uint8 (n, 3072),
 rows of 1024 red, 1024 green and 1024 blue values; ``b"labels"`` or ``b"fine_labels"``: ints).
 A pickle can run any code it names, so they are read with :class:`RestrictedUnpickler`, which
-resolves only the three NumPy globals an array needs and refuses everything else.
+resolves only the three NumPy globals an array needs, and ``_codecs.encode`` for the files
+re-pickled by Python 3 (which writes bytes that way at protocol 2), and refuses everything else.
+Each file is checked to be a regular file before it is opened (:mod:`bnstudy.data.files`).
 """
 
 from __future__ import annotations
 
+import codecs
 import io
+import os
 import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bnstudy.data.files import regular_file
 from bnstudy.data.spec import DatasetError
 
 IMAGE_SHAPE = (3, 32, 32)
@@ -55,13 +60,21 @@ def _dtype(*args: Any) -> np.dtype:
     return dtype
 
 
+def _latin1_encode(text: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as Python 3's pickle uses it for bytes at protocol 2: latin1 only."""
+    if codecs.lookup(encoding).name != "iso8859-1":
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not allowed (latin1)")
+    return codecs.encode(text, "latin1")
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that resolves exactly the globals a pickled NumPy array references.
 
     Allowed: ``numpy.core.multiarray._reconstruct`` (and its NumPy 2 name
     ``numpy._core.multiarray._reconstruct``), ``numpy.ndarray`` and ``numpy.dtype`` (object
-    dtypes refused). Any other global, e.g. ``os.system``, raises ``UnpicklingError`` before it
-    can be called.
+    dtypes refused), and ``_codecs.encode`` with the latin1 codec (how Python 3 pickles bytes
+    at protocol 2: harmless, and torch's ``weights_only`` loader allows it too). Any other
+    global, e.g. ``os.system``, raises ``UnpicklingError`` before it can be called.
     """
 
     def find_class(self, module: str, name: str) -> Any:
@@ -74,6 +87,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return np.ndarray
         if (module, name) == ("numpy", "dtype"):
             return _dtype
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
 
 
@@ -111,12 +126,22 @@ def _read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndar
     return x.reshape(-1, *IMAGE_SHAPE), y
 
 
-def _require_files(directory: Path, files: tuple[str, ...], what: str) -> None:
+def source_files(name: str, directory: Path) -> list[Path]:
+    """The files :func:`read_cifar` reads (training, then test), each a regular, readable file.
+
+    Raises :class:`DatasetError` naming the directory, the missing files or the file that is
+    not a regular file (a FIFO, a device).
+    """
+    train_files, test_files, _, _, what = LAYOUTS[name]
     if not directory.is_dir():
         raise DatasetError(f"{directory}: not a directory (expected {what})")
-    missing = [f for f in files if not (directory / f).is_file()]
+    paths = [directory / f for f in train_files + test_files]
+    missing = [p.name for p in paths if not os.path.exists(p)]
     if missing:
         raise DatasetError(f"{directory}: missing {', '.join(missing)} (expected {what})")
+    for path in paths:
+        regular_file(path, what)
+    return paths
 
 
 def read_cifar(name: str, directory: Path) -> dict[str, np.ndarray]:
@@ -125,8 +150,8 @@ def read_cifar(name: str, directory: Path) -> dict[str, np.ndarray]:
     Raises :class:`DatasetError` (one line, naming the directory or file) when a file is
     missing or malformed.
     """
-    train_files, test_files, label_key, num_classes, what = LAYOUTS[name]
-    _require_files(directory, train_files + test_files, what)
+    train_files, test_files, label_key, num_classes, _ = LAYOUTS[name]
+    source_files(name, directory)  # every file there and a regular file before any is read
     out = {}
     for split, files in (("train", train_files), ("test", test_files)):
         parts = [_read_batch(directory / f, label_key, num_classes) for f in files]

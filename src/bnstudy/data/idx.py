@@ -2,17 +2,20 @@
 
 An IDX file is a big-endian header (two zero bytes, a type code, the number of dimensions,
 then each dimension as uint32) followed by the raw values. Images are type 0x08 (uint8) with
-3 dimensions (magic 2051), labels uint8 with one dimension (magic 2049).
+3 dimensions (magic 2051), labels uint8 with one dimension (magic 2049). Each file is checked
+to be a regular file before it is opened (:mod:`bnstudy.data.files`).
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
+from bnstudy.data.files import regular_file
 from bnstudy.data.spec import DatasetError
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -35,7 +38,7 @@ def _what(name: str) -> str:
 def _locate(directory: Path, stem: str) -> Path | None:
     """``stem`` or ``stem.gz`` in ``directory`` (the plain file when both exist)."""
     for candidate in (directory / stem, directory / f"{stem}.gz"):
-        if candidate.is_file():
+        if os.path.exists(candidate):  # not is_file(): a FIFO there is refused, not "missing"
             return candidate
     return None
 
@@ -68,11 +71,11 @@ def parse_idx(path: Path, magic: int, dims: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def read_idx(name: str, directory: Path) -> dict[str, np.ndarray]:
-    """``x_train`` uint8 (n, 1, 28, 28), ``y_train`` int64 (n,), ``x_test``, ``y_test``.
+def source_files(name: str, directory: Path) -> dict[str, Path]:
+    """Each file :func:`read_idx` reads, by stem (plain or ``.gz``), a regular, readable file.
 
-    Raises :class:`DatasetError` (one line naming the directory or file) for a missing file, a
-    wrong magic number, a size that disagrees with the header, or images that are not 28x28.
+    Raises :class:`DatasetError` naming the directory, the missing files or the file that is
+    not a regular file (a FIFO, a device).
     """
     what = _what(name)
     if not directory.is_dir():
@@ -81,6 +84,19 @@ def read_idx(name: str, directory: Path) -> dict[str, np.ndarray]:
     missing = [stem for stem, path in located.items() if path is None]
     if missing:
         raise DatasetError(f"{directory}: missing {', '.join(missing)} (expected {what})")
+    files = {stem: path for stem, path in located.items() if path is not None}  # all of them
+    for path in files.values():
+        regular_file(path, what)
+    return files
+
+
+def read_idx(name: str, directory: Path) -> dict[str, np.ndarray]:
+    """``x_train`` uint8 (n, 1, 28, 28), ``y_train`` int64 (n,), ``x_test``, ``y_test``.
+
+    Raises :class:`DatasetError` (one line naming the directory or file) for a missing file, a
+    wrong magic number, a size that disagrees with the header, or images that are not 28x28.
+    """
+    located = source_files(name, directory)
     out = {}
     for split, (images, labels) in FILES.items():
         x = parse_idx(located[images], IMAGES_MAGIC, 3)

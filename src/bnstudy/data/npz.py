@@ -5,16 +5,23 @@ Read with ``np.load(allow_pickle=False)``, so a file cannot run code. Labels are
 input is the ``layout`` option (see :mod:`bnstudy.data.spec`): by default ``(n, D)`` are
 vectors, ``(n, H, W)`` one-channel images (a channel axis is added) and ``(n, C, H, W)``
 channels-first images.
+
+Nothing is opened before the path is known to be a regular file (a FIFO would block, a device
+never end: :mod:`bnstudy.data.files`), and no array is read before its header's declared size
+(shape x itemsize) is checked against the bytes its archive member holds: a 1 KB file whose
+header declares 10**12 values must not make NumPy allocate terabytes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from bnstudy.data.files import regular_file
 from bnstudy.data.spec import DatasetError
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -30,6 +37,7 @@ _AUTO = {2: "keep", 3: "channel", 4: "keep"}
 
 
 def file_sha256(path: Path) -> str:
+    regular_file(path, WHAT)
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -38,26 +46,37 @@ def file_sha256(path: Path) -> str:
 
 
 def _headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of each array in the archive, read from the .npy headers only."""
+    """Shape and dtype of each array in the archive, read from the .npy headers only.
+
+    Raises :class:`DatasetError` when an array's header declares more bytes than its archive
+    member holds (a truncated or crafted file), so that nothing allocates what it declares.
+    """
+    regular_file(path, WHAT)
     out = {}
+    sizes = {}  # the data bytes each member holds after its header
     try:
         with zipfile.ZipFile(path) as archive:
-            for member in archive.namelist():
-                if not member.endswith(".npy"):
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
                     continue
-                with archive.open(member) as f:
+                key = info.filename[: -len(".npy")]
+                with archive.open(info) as f:
                     version = np.lib.format.read_magic(f)
                     if version == (1, 0):
                         shape, _, dtype = np.lib.format.read_array_header_1_0(f)
                     else:
                         shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-                out[member[: -len(".npy")]] = (tuple(shape), dtype)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found (expected {WHAT})") from None
-    except IsADirectoryError:
-        raise DatasetError(f"{path}: is a directory (expected {WHAT})") from None
+                    sizes[key] = info.file_size - f.tell()
+                out[key] = (tuple(shape), dtype)
     except (OSError, zipfile.BadZipFile, ValueError) as exc:
         raise DatasetError(f"{path}: not a readable .npz ({exc}; expected {WHAT})") from None
+    for key, (shape, dtype) in out.items():
+        declared = math.prod(shape) * dtype.itemsize
+        if declared > sizes[key]:
+            raise DatasetError(
+                f"{path}: {key} declares shape {shape} of {dtype}, {declared} bytes, but its "
+                f"archive member holds {sizes[key]} (truncated or not a NumPy .npz)"
+            )
     return out
 
 
@@ -125,6 +144,8 @@ def _load(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
             return {k: archive[k] for k in keys}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DatasetError(f"{path}: cannot load ({exc}; expected {WHAT})") from None
+    except MemoryError:  # sizes were checked against the archive's own (claimed) member sizes
+        raise DatasetError(f"{path}: not enough memory to load {', '.join(keys)}") from None
 
 
 def _check_labels(path: Path, y_train: np.ndarray, y_test: np.ndarray) -> int:

@@ -5,8 +5,13 @@ holds out the validation split, computes the standardisation statistics and writ
 atomically to ``<cache dir>/<name>-<key>.npz``. Workers only load that file
 (``np.load(allow_pickle=False)``), once per process. The cache directory is
 ``data/datasets`` under the working directory, or ``$BNSTUDY_DATA_DIR``. The key hashes the
-cache format version and every data-changing option (defaults included), never the path:
-moving the source files neither rebuilds the pool nor changes a trial.
+cache format version, every data-changing option (defaults included) and, for a dataset read
+from files, the files' fingerprint (:func:`source_fingerprint`: each file's resolved path, size
+and mtime, and ``npz``'s pinned SHA-256). A replaced or moved file is therefore read again,
+and a path whose files are gone is an error even where a pool built from them is cached: the
+files are checked on every use (a few ``stat`` calls, in workers too). The path is still not
+part of a trial's identity: moving the files rebuilds the pool but changes no trial id. The
+runner records the fingerprints with the results (``bnstudy.dataset_sources``).
 
 Images stay in their stored dtype (uint8 for the image datasets) in the cache and in memory;
 :func:`bnstudy.data.build_dataset` standardises only the trial's subset to float32.
@@ -31,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bnstudy.data import cifar, digits, idx, mnist1d, npz
+from bnstudy.data import cifar, digits, files, idx, mnist1d, npz
 from bnstudy.data.spec import (
     DatasetError,
     InputKind,
@@ -87,33 +92,60 @@ def _identity_all(name: str, resolved: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resolved.items() if specs[k].identity}
 
 
-def _content_key(name: str, resolved: Mapping[str, Any]) -> dict[str, Any]:
-    """What else names the data: for ``npz`` the file (pinned hash, or its path/size/mtime)."""
-    if name != "npz":
-        return {}
-    if resolved["sha256"]:
-        return {"sha256": resolved["sha256"].lower()}
-    path = Path(resolved["path"])
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found (expected {npz.WHAT})") from None
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return {"file": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+def _source_paths(name: str, resolved: Mapping[str, Any]) -> list[Path]:
+    """The files ``name``'s reader reads, each checked to be there and a regular file; none
+    for a dataset generated from code or shipped with a package."""
+    if name in cifar.LAYOUTS:
+        return cifar.source_files(name, Path(resolved["path"]))
+    if name in ("mnist", "fashion_mnist"):
+        return list(idx.source_files(name, Path(resolved["path"])).values())
+    if name == "npz":
+        path = Path(resolved["path"])
+        files.regular_file(path, npz.WHAT)
+        return [path]
+    return []
+
+
+def source_fingerprint(
+    name: str, options: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Which files dataset ``name`` is read from, as they are now (JSON-able; no torch).
+
+    ``{"files": [{"path", "size", "mtime_ns"}, ...]}`` (resolved paths, in reading order),
+    with ``"sha256"`` for an ``npz`` whose hash is pinned; ``None`` for a generated dataset
+    (``synthetic``, ``mnist1d``, ``digits``). Keys the cache and is recorded with results.
+    Raises :class:`DatasetError` when a file is missing or not a regular file.
+    """
+    resolved = resolve_options(name, options)
+    paths = _source_paths(name, resolved)
+    if not paths:
+        return None
+    out: dict[str, Any] = {"files": files.describe(paths)}
+    if name == "npz" and resolved["sha256"]:
+        out["sha256"] = resolved["sha256"].lower()
+    return out
+
+
+def _cache_key(name: str, resolved: Mapping[str, Any]) -> dict[str, Any]:
+    key = {"format": CACHE_FORMAT, "name": name, "options": _identity_all(name, resolved)}
+    sources = source_fingerprint(name, resolved)
+    if sources is not None:  # left out, not null: generated pools keep their cache names
+        key["sources"] = sources
+    return key
+
+
+def _path_of(key: Mapping[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / f"{key['name']}-{digest}-v{CACHE_FORMAT}.npz"
 
 
 def cache_path(name: str, options: Mapping[str, Any] | None = None) -> Path:
-    """The cache file of dataset ``name`` with ``options`` (whether or not it exists)."""
-    resolved = resolve_options(name, options)
-    key = {
-        "format": CACHE_FORMAT,
-        "name": name,
-        "options": _identity_all(name, resolved),
-        **_content_key(name, resolved),
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_dir() / f"{name}-{digest}-v{CACHE_FORMAT}.npz"
+    """The cache file of dataset ``name`` with ``options`` (whether or not it exists).
+
+    Checks the source files (see :func:`source_fingerprint`): :class:`DatasetError` when
+    they are missing, even if a pool built from them is cached.
+    """
+    return _path_of(_cache_key(name, resolve_options(name, options)))
 
 
 # -- reading the sources ----------------------------------------------------------------
@@ -197,28 +229,34 @@ def prepare_dataset(name: str, options: Mapping[str, Any] | None = None) -> Path
 
     Run once in the parent process before trials start. Returns the cache file. The file is
     written to a temporary name in the cache directory and renamed into place, so a reader
-    never sees a partial file and concurrent builders of the same pool are harmless.
+    never sees a partial file and concurrent builders of the same pool are harmless. A write
+    that fails (a full disk, a file-size limit) is a :class:`DatasetError` naming the file.
     """
     resolved = resolve_options(name, options)
-    path = cache_path(name, resolved)
+    key = _cache_key(name, resolved)
+    path = _path_of(key)
     if path.is_file():
         return path
     pool = build_pool(name, resolved)
-    meta = {
-        "format": CACHE_FORMAT,
-        "name": name,
-        "options": _identity_all(name, resolved),
-        "num_classes": pool.num_classes,
-        "input_shape": list(pool.input_shape),
-    }
+    meta = {**key, "num_classes": pool.num_classes, "input_shape": list(pool.input_shape)}
     arrays = {f"{p}_{s}": getattr(pool, f"{p}_{s}") for s in _SPLITS for p in ("x", "y")}
     if pool.mean is not None:  # absent: already standardised (synthetic)
         arrays.update(mean=pool.mean, std=pool.std)
+    try:
+        _write_atomically(path, {**arrays, "meta": np.array(json.dumps(meta))})
+    except OSError as exc:
+        why = exc.strerror or str(exc) or type(exc).__name__
+        raise DatasetError(f"{path}: cannot write the dataset cache: {why}") from exc
+    return path
+
+
+def _write_atomically(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """``arrays`` as an .npz at ``path``, whole or not at all (no temporary file left)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays, meta=np.array(json.dumps(meta)))
+            np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is as readable as any output
@@ -226,7 +264,6 @@ def prepare_dataset(name: str, options: Mapping[str, Any] | None = None) -> Path
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 @functools.lru_cache(maxsize=4)
@@ -263,10 +300,11 @@ def _read_meta(path: Path) -> dict[str, Any]:
 def check_dataset(name: str, options: Mapping[str, Any] | None = None) -> None:
     """Verify, before anything trains, that dataset ``name`` can be built with ``options``.
 
-    Checks the options, that the generator's package is installed (``mnist1d``, ``digits``)
-    and, unless the pool is already cached, that the source files exist and parse (headers,
-    keys, shapes, labels). Raises :class:`DatasetError` with one line naming the path and the
-    files it expected.
+    Checks the options, that the generator's package is installed (``mnist1d``, ``digits``),
+    that the source files exist and are regular files and, unless a pool built from these
+    very files (same paths, sizes, mtimes) is cached, that they parse (headers, keys, shapes,
+    labels). Raises :class:`DatasetError` with one line naming the path and the files it
+    expected.
     """
     resolved = resolve_options(name, options)
     if name == "mnist1d":
@@ -276,8 +314,8 @@ def check_dataset(name: str, options: Mapping[str, Any] | None = None) -> None:
         _require_package(name, "sklearn", "scikit-learn")
     if name in ("synthetic", "mnist1d", "digits"):
         return  # generated from code or shipped with a package: no files to check
-    if cache_path(name, resolved).is_file():
-        return  # the pool is built; its source files are no longer needed
+    if cache_path(name, resolved).is_file():  # checks the files are there (and unchanged)
+        return  # built from these very files, which parsed then
     if name in cifar.LAYOUTS:
         cifar.read_cifar(name, Path(resolved["path"]))
     elif name in ("mnist", "fashion_mnist"):
