@@ -215,15 +215,80 @@ def test_plan_takes_a_half_width_per_metric(tmp_path: Path, monkeypatch, capsys)
     assert "seeds per cell from the pilot" in out and "nats" in out
 
 
-def _pilot(path: str) -> None:
+def _pilot(path: str, text: str = TINY) -> None:
+    """Simulated results of the protocol ``text``, recorded as a run records them."""
     from bnstudy.protocol import parse_protocol
     from bnstudy.stats.simulate import simulate_results
     from bnstudy.store import ResultStore
 
+    protocol = parse_protocol(text)
     store = ResultStore(path)
-    for row in simulate_results(parse_protocol(TINY), effect=1.0).to_dict("records"):
+    for row in simulate_results(protocol, effect=1.0).to_dict("records"):
         store.append(row)
-    store.consolidate({"protocol": TINY})
+    store.consolidate({"protocol": text, "protocol_name": protocol.name})
+
+
+COMMITTED = Path(__file__).parents[1] / "data/results/study_claim3.parquet"
+
+
+def _fits_a_terminal(out: str) -> None:
+    """At most 100 characters a line, a blank (not NaN or None) for a missing value."""
+    assert out.strip()
+    for line in out.splitlines():
+        assert len(line) <= 100, line
+        assert not any(bad in line for bad in ("NaN", "None", "nan")), line
+
+
+def test_plan_pilot_prints_a_table_that_fits_100_columns(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(TINY)
+    _pilot("pilot.parquet")
+    assert main(["plan", "tiny.yaml", "--pilot", "pilot.parquet"]) == 0
+    out = capsys.readouterr().out
+    _fits_a_terminal(out)
+    assert "\n  imbalance_profile       1  exp\n" in out  # in line with the other factors
+    # nll cannot reach its margin: no seed count (was NaN), and the note says why
+    assert re.search(r"\n  nll +bn +nats +half-width 0.02 \(margin\) +0 ", out), out
+    assert "note: nll, bn: target 0.02 is below the floor" in out
+
+
+def test_status_prints_a_table_that_fits_100_columns(tmp_path: Path, monkeypatch, capsys):
+    from bnstudy.protocol import parse_protocol
+    from bnstudy.stats.simulate import simulate_results
+    from bnstudy.store import ResultStore
+
+    monkeypatch.chdir(tmp_path)
+    Path("tiny.yaml").write_text(TINY)
+    rows = simulate_results(parse_protocol(TINY), effect=1.0)
+    rows.loc[0, "status"] = "failed"
+    store = ResultStore("partial.parquet")
+    for row in rows.iloc[:-3].to_dict("records"):  # part-way: three trials not run yet
+        store.append(row)
+    store.consolidate({"protocol": TINY, "protocol_name": "tiny"})
+    assert main(["status", "tiny.yaml", "--results", "partial.parquet"]) == 0
+    out = capsys.readouterr().out
+    _fits_a_terminal(out)
+    lines = out.splitlines()
+    assert lines[0] == "study 'tiny': 12 trials; results partial.parquet"
+    assert lines[1].split() == ["head", "ok", "failed", "missing", "total"]
+    assert [line.split()[0] for line in lines[3:]] == ["plain", "bn", "total"]
+    assert lines[-1].split() == ["total", "8", "1", "3", "12"]
+
+
+def test_analyze_prints_tables_that_fit_100_columns(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _pilot("pilot.parquet")
+    assert main(["analyze", "pilot.parquet"]) == 0
+    out = capsys.readouterr().out
+    _fits_a_terminal(out)
+    assert "bn - plain on balanced_acc (pp), intention-to-treat" in out
+    assert "bn - plain on nll (nats), ok only" in out
+
+    assert main(["analyze", str(COMMITTED)]) == 0  # a real study, with hypotheses
+    out = capsys.readouterr().out
+    _fits_a_terminal(out)
+    assert "bn_noaffine - plain on balanced_acc_precise (pp), intention-to-treat" in out
+    assert "\nhypotheses:\n  c3_bn_fails_more: contradicted\n" in out
 
 
 def test_a_large_protocol_is_warned_about(tmp_path: Path, capsys):
@@ -262,16 +327,42 @@ def test_rows_of_trials_no_longer_in_the_protocol_are_not_analysed():
         (["run", "tiny.yaml", "--device", "mps"], "device 'mps' is not usable here"),
         (["validate", "empty.yaml"], "empty.yaml: the protocol is empty"),
         (["report", "tiny.parquet", "-o", "results"], "Is a directory: 'results'"),
+        (["status", "tiny.yaml", "--results", "results"], "results: is a directory"),
+        # Another study's results are not counted as this study's (run refuses them too).
+        (
+            ["status", "tiny.yaml", "--results", "foreign.parquet"],
+            "foreign.parquet: holds results of study 'other', not 'tiny'",
+        ),
+        # A file of the wrong kind, told by its content: a hint naming the right command.
+        (
+            ["status", "tiny.parquet"],
+            "tiny.parquet: is a results file, not a protocol; try `bnstudy analyze "
+            "tiny.parquet` or `bnstudy report tiny.parquet`",
+        ),
+        (["run", "tiny.parquet"], "tiny.parquet: is a results file, not a protocol"),
+        (["validate", "misnamed.yaml"], "misnamed.yaml: is a results file, not a protocol"),
+        (
+            ["analyze", "tiny.yaml"],
+            "tiny.yaml: is a protocol, not a results file; try `bnstudy run tiny.yaml` or "
+            "`bnstudy status tiny.yaml` (it writes data/results/tiny.parquet)",
+        ),
+        (["report", "tiny.yaml"], "tiny.yaml: is a protocol, not a results file"),
+        (["plan", "tiny.yaml", "--pilot", "tiny.yaml"], "tiny.yaml: is a protocol"),
+        (["status", "tiny.yaml", "--results", "tiny.yaml"], "tiny.yaml: is a protocol"),
+        (["analyze", "misnamed.parquet"], "misnamed.parquet: is a protocol, not a results"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(argv, expected, tmp_path, monkeypatch, capsys):
 
     monkeypatch.chdir(tmp_path)
     Path("tiny.yaml").write_text(TINY)
+    Path("misnamed.parquet").write_text(TINY)
     Path("empty.yaml").write_text("# nothing yet\n")
     pd.DataFrame({"a": [1, 2]}).to_parquet("other.parquet")
     Path("results").mkdir()
     _pilot("tiny.parquet")
+    shutil.copy("tiny.parquet", "misnamed.yaml")
+    _pilot("foreign.parquet", TINY.replace("name: tiny", "name: other"))
     shutil.copy("tiny.parquet", "results/a.parquet")
     shutil.copy("tiny.parquet", "results/b.parquet")
     assert main(argv) == 2

@@ -115,7 +115,7 @@ BAD = [  # (what is wrong, how to break the good protocol, what the message must
     (
         "unknown top-level key",
         lambda t: t.replace("name: demo", "name: demo\nnam: x"),
-        "nam: unknown key 'nam'; allowed: name, description",
+        "nam: unknown key 'nam' (did you mean 'name'?); allowed: name, description",
     ),
     (
         "unknown factor",
@@ -218,6 +218,16 @@ def test_bad_input_gets_a_one_line_message_naming_file_field_and_value(kind, edi
     assert "\n" not in message
     assert message.startswith("p.yaml: ")
     assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"), [("haed", "head"), ("imbalance_ratoi", "imbalance_ratio")]
+)
+def test_a_misspelled_factor_name_gets_a_did_you_mean_hint(typo, meant):
+    with pytest.raises(ProtocolError) as info:
+        parse(GOOD.replace(f"  {meant}:", f"  {typo}:"))
+    expected = f"p.yaml: factors.{typo}: unknown key {typo!r} (did you mean {meant!r}?); allowed: "
+    assert any(line.startswith(expected) for line in str(info.value).splitlines()), info.value
 
 
 def test_yaml_syntax_error_names_line_and_column():

@@ -1002,6 +1002,24 @@ def plugins_of(path: str | Path) -> tuple[str, ...]:
     return _resolve_plugins(entries, Path(path).resolve().parent)
 
 
+def protocol_fields(path: str | Path) -> dict[Any, Any] | None:
+    """The top-level mapping of ``path`` when its content reads as a protocol (YAML whose
+    mapping has ``factors``), valid or not; else None. For telling a user who gave a protocol
+    where a results file belongs which command takes it."""
+    try:
+        with open(path, "rb") as handle:  # a protocol is a few KiB: no need to read a big file
+            head = handle.read(_PROTOCOL_MAX_BYTES + 1)
+        if len(head) > _PROTOCOL_MAX_BYTES:
+            return None
+        data = yaml.load(head.decode("utf-8"), Loader=_StrictLoader)  # noqa: S506
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) and "factors" in data else None
+
+
+_PROTOCOL_MAX_BYTES = 1 << 20
+
+
 def _resolve_plugins(entries: Sequence[str], base: Path) -> tuple[str, ...]:
     return tuple(str((base / e).resolve()) if e.endswith(".py") else e for e in entries)
 
@@ -1085,7 +1103,8 @@ def _describe(first: Any, source: str) -> str:
         message = str(raw)
     elif first["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
-        message = f"unknown key {loc[-1]!r}; allowed: {', '.join(allowed)}"
+        hint = did_you_mean(loc[-1], allowed)
+        message = f"unknown key {loc[-1]!r}{hint}; allowed: {', '.join(allowed)}"
     elif first["type"] == "missing":
         message = "required field is missing"
     elif first["type"] == "value_error":  # raised by our validators, already explicit

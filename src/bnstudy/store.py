@@ -174,6 +174,19 @@ class ResultStore:
         main = _user_metadata(_read_schema(self.path)) if self.path.exists() else {}
         return {**newest, **main}
 
+    def check_study(self, name: str, remedy: str) -> None:
+        """Raise StoreError (ending in ``remedy``) when the file holds another study's results.
+
+        The study is the protocol name the metadata records; an edited protocol keeps its
+        name, so a file written before an edit is still this study's. A file that records no
+        name (none yet, or written before names were recorded) is not refused.
+        """
+        recorded = self.metadata().get("protocol_name")
+        if recorded is not None and recorded != name:
+            raise StoreError(
+                f"{self.path}: holds results of study {recorded!r}, not {name!r}; {remedy}"
+            )
+
     # -- reading ----------------------------------------------------------------------
 
     def read(self) -> Results:
@@ -217,6 +230,18 @@ class ResultStore:
 def read_results(path: str | Path) -> Results:
     """Read a results file (and any parts a running or killed run left pending)."""
     return ResultStore(path).read()
+
+
+def is_parquet(path: str | Path) -> bool:
+    """Whether ``path`` is a file that starts as a Parquet file does (its magic, ``PAR1``)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(_PARQUET_MAGIC)) == _PARQUET_MAGIC
+    except OSError:  # missing, a directory, no permission: the reader says which
+        return False
+
+
+_PARQUET_MAGIC = b"PAR1"
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -319,8 +344,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _read_parquet(path: Path) -> pa.Table:
-    if path.is_dir():  # pyarrow would read every Parquet file inside as one table
-        raise StoreError(f"{path}: is a directory; expected a results file (.parquet)")
+    _refuse_directory(path)  # pyarrow would read every Parquet file inside as one table
     try:
         table = pq.read_table(path)
     except FileNotFoundError:
@@ -336,12 +360,18 @@ def _read_parquet(path: Path) -> pa.Table:
 
 
 def _read_schema(path: Path) -> pa.Schema:
+    _refuse_directory(path)
     try:
         return pq.read_schema(path)
     except FileNotFoundError:
         raise
     except (pa.ArrowInvalid, OSError) as exc:
         raise _unreadable(path, exc) from None
+
+
+def _refuse_directory(path: Path) -> None:
+    if path.is_dir():
+        raise StoreError(f"{path}: is a directory; expected a results file (.parquet)")
 
 
 def _unreadable(path: Path, exc: Exception) -> StoreError:

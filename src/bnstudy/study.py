@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from bnstudy import head_options
+from bnstudy.catalogue import COLLAPSED, DIVERGED, FAILED, OK, OOM, TIMEOUT
 from bnstudy.head_options import DEFAULTS as HEAD_OPTION_DEFAULTS
 from bnstudy.protocol import (
     ARM,
+    STUDY_NAME,
     Factors,
     Protocol,
     ProtocolError,
@@ -30,8 +33,10 @@ from bnstudy.protocol import (
     load_protocol,
     parse_protocol,
     plugins_of,
+    protocol_fields,
 )
-from bnstudy.store import Results, ResultStore, StoreError, read_results
+from bnstudy.store import Results, ResultStore, StoreError, is_parquet
+from bnstudy.store import read_results as read_store
 
 if TYPE_CHECKING:  # keep torch out of analysis-only imports
     from bnstudy.runner import RunSummary
@@ -57,6 +62,11 @@ def load(path: str | Path) -> Protocol:
     ``train_per_class`` images per class and each training set fills a batch. Such a problem
     would otherwise fail every trial at run time, and again on every resume.
     """
+    if is_parquet(path):  # told by content: a results file keeps its table whatever its name
+        raise ProtocolError(
+            f"{path}: is a results file, not a protocol; try `bnstudy analyze {path}` or "
+            f"`bnstudy report {path}`"
+        )
     protocol = _with_plugins(path)
     check_feasible(protocol, str(path))
     return protocol
@@ -181,6 +191,32 @@ def results_path(protocol: Protocol) -> Path:
     return RESULTS_DIR / f"{protocol.name}.parquet"
 
 
+def read_results(path: str | Path) -> Results:
+    """Read a results file (see :func:`bnstudy.store.read_results`); a protocol given in its
+    place is refused with a message naming the commands that take one."""
+    _refuse_protocol(path)
+    return read_store(path)
+
+
+def _refuse_protocol(path: str | Path) -> None:
+    """Raise StoreError when ``path`` holds a protocol, not results (told by its content)."""
+    if is_parquet(path):
+        return
+    fields = protocol_fields(path)
+    if fields is None:
+        return  # not a protocol either: the reader says what is wrong with it
+    name = fields.get("name")
+    writes = (
+        f" (it writes {RESULTS_DIR / f'{name}.parquet'})"
+        if isinstance(name, str) and re.fullmatch(STUDY_NAME, name)
+        else ""
+    )
+    raise StoreError(
+        f"{path}: is a protocol, not a results file; try `bnstudy run {path}` or "
+        f"`bnstudy status {path}`{writes}"
+    )
+
+
 def report_path(protocol: Protocol, format: str = "html") -> Path:
     return REPORTS_DIR / f"{protocol.name}.{format}"
 
@@ -204,29 +240,42 @@ class Plan:
         return len({t.block_id for t in self.trials})
 
     def describe(self, first: int = 5) -> str:
+        """The trial count, each factor's levels, the arms and the first trials, each shown
+        by the settings that vary (the rest are in the factor table)."""
+        from bnstudy.terminal import table, wrapped
+
         lines = [f"protocol {self.protocol.name!r}: {len(self.trials)} trials"]
-        lines.append(f"  {'factor':<16} {'levels':>6}  values")
-        for name, values in self.levels.items():
-            shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
-            lines.append(f"  {name:<16} {len(values):>6}  {shown}")
+        levels = pd.DataFrame(
+            [
+                (
+                    name,
+                    len(values),
+                    ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else ""),
+                )
+                for name, values in self.levels.items()
+            ],
+            columns=["factor", "levels", "values"],
+        )
+        lines.append(table(levels, wrap=["values"]))
         design = self.protocol.design()  # arms, not heads: head options can make more
-        lines.append(
-            f"  control {design.control!r}; variants {', '.join(design.variants)}; "
+        arms = (
+            f"control {design.control!r}; variants {', '.join(design.variants)}; "
             f"{self.n_blocks} pairing blocks of {1 + len(design.variants)} arms"
         )
-        lines.append(f"first {min(first, len(self.trials))} trials:")
+        lines.append(wrapped(arms, first="  ", indent="  "))
+        varying = self.protocol.factors.varying()
+        shown = ["seed", *varying] if len(self.protocol.seeds) > 1 else varying
+        lines.append(f"first {min(first, len(self.trials))} trials (the settings that vary):")
         for t in self.trials[:first]:
-            lines.append(f"  {t.trial_id}  block {t.block_id}  {_short(t)}")
+            settings = t.settings()
+            varied = " ".join(f"{k}={settings[k]}" for k in shown)
+            line = f"{t.trial_id}  block {t.block_id}  {varied}"
+            lines.append(wrapped(line, first="  ", indent="    "))
         return "\n".join(lines)
 
 
 def plan(protocol: Protocol) -> Plan:
     return Plan(protocol, protocol.expand())
-
-
-def _short(trial: Trial) -> str:
-    s = trial.settings()
-    return " ".join(f"{k}={v}" for k, v in s.items())
 
 
 # -- run --------------------------------------------------------------------------------
@@ -418,17 +467,33 @@ def report(
     return write_report(recorded, analysis, out, format, figures, latex)
 
 
+#: The ``status`` of a planned trial with no row yet.
+MISSING = "missing"
+#: Outcome columns of :func:`status`, best first (any other status follows them).
+_STATUS_ORDER = (OK, COLLAPSED, DIVERGED, FAILED, OOM, TIMEOUT, MISSING)
+
+
 def status(protocol: Protocol, results: str | Path | None = None) -> pd.DataFrame:
-    """Trials per head by outcome, with those not yet run as ``missing`` (works mid-run)."""
+    """Trials per head by outcome (works mid-run): a row per head in protocol order, then
+    ``total``; a column per outcome, ``ok`` first, then ``missing`` (not yet run) and
+    ``total``. A protocol given for ``results``, or another study's results file, is refused
+    (StoreError), as ``run`` does."""
     path = Path(results) if results else results_path(protocol)
+    _refuse_protocol(path)
     planned = pd.DataFrame([{"trial_id": t.trial_id, "head": t.head} for t in protocol.expand()])
     store = ResultStore(path)
     if store.exists():
+        store.check_study(protocol.name, "give this study's own results file (--results)")
         table = store.read().table[["trial_id", "status"]]
     else:
         table = pd.DataFrame({"trial_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)})
     merged = planned.merge(table, on="trial_id", how="left")
-    merged["status"] = merged["status"].fillna("missing")
+    merged["status"] = merged["status"].fillna(MISSING)
     counts = merged.groupby(["head", "status"]).size().unstack(fill_value=0)
+    outcomes = [s for s in _STATUS_ORDER if s in counts.columns]
+    counts = counts[outcomes + sorted(set(counts.columns) - set(outcomes))]
+    counts = counts.reindex([h for h in protocol.factors.head if h in counts.index])
+    counts["total"] = counts.sum(axis=1)
     counts.loc["total"] = counts.sum()
+    counts.columns.name = None  # the outcomes need no "status" label above them
     return counts
