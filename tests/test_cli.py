@@ -249,7 +249,7 @@ def test_plan_pilot_prints_a_table_that_fits_100_columns(tmp_path: Path, monkeyp
     assert "\n  imbalance_profile       1  exp\n" in out  # in line with the other factors
     # nll cannot reach its margin: no seed count (was NaN), and the note says why
     assert re.search(r"\n  nll +bn +nats +half-width 0.02 \(margin\) +0 ", out), out
-    assert "note: nll, bn: target 0.02 is below the floor" in out
+    assert "note: nll, bn: target 0.02 needs more than 100000 seeds per condition" in out
 
 
 def test_status_prints_a_table_that_fits_100_columns(tmp_path: Path, monkeypatch, capsys):

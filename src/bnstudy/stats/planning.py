@@ -275,14 +275,21 @@ def plan_seeds(
                             None,
                             [
                                 note,
-                                f"target {target:.3g} is below the floor {floor:.3g} set by tau: "
-                                "add conditions, not seeds",
+                                _out_of_reach(target, floor),
                             ],
                         )
                     ),
                 )
             )
     return pd.DataFrame(rows, columns=PLAN_COLUMNS)
+
+
+def _out_of_reach(target: float, floor: float) -> str:
+    """Why no number of seeds reaches ``target``: the between-condition floor, or (with the
+    floor below it, e.g. a single condition or tau = 0) the search's seed limit."""
+    if floor >= target:
+        return f"target {target:.3g} is below the floor {floor:.3g} set by tau: add conditions"
+    return f"target {target:.3g} needs more than {MAX_SEEDS} seeds per condition"
 
 
 def halfwidth_floor(tau2: float, G: int, confidence: float) -> float:
