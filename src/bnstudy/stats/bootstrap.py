@@ -29,6 +29,7 @@ none does) -- the conservative choice, treating each condition as one observatio
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import special
@@ -144,6 +145,26 @@ def _sums(d: np.ndarray, direction: str) -> tuple[np.ndarray, np.ndarray, np.nda
     return d, d * d, improvement_score(d, direction)
 
 
+def _resampled_sums(
+    columns: Sequence[np.ndarray],
+    draw: Callable[[int], np.ndarray],
+    replicates: int,
+    width: int,
+) -> np.ndarray:
+    """Sums of each of ``columns`` over ``replicates`` resamples: (len(columns), replicates).
+
+    ``draw(k)`` gives the indices of k resamples, (k, width); drawn in chunks so that no more
+    than :data:`_CHUNK_ELEMENTS` indices are held at once."""
+    sums = np.empty((len(columns), replicates))
+    step = max(1, _CHUNK_ELEMENTS // width)
+    for start in range(0, replicates, step):
+        stop = min(start + step, replicates)
+        idx = draw(stop - start)
+        for row, column in enumerate(columns):
+            sums[row, start:stop] = column[idx].sum(axis=1)
+    return sums
+
+
 def condition_bootstrap(
     d: np.ndarray,
     groups: np.ndarray,
@@ -167,13 +188,9 @@ def condition_bootstrap(
     if G < 3:
         return _nan_result(point, GENERALISING, replicates)
     rng = np.random.default_rng(seed)
-    sums = np.empty((4, replicates))
-    step = max(1, _CHUNK_ELEMENTS // G)
-    for start in range(0, replicates, step):
-        stop = min(start + step, replicates)
-        idx = rng.integers(0, G, size=(stop - start, G))
-        for row, c in enumerate((cn, c1, c2, c3)):
-            sums[row, start:stop] = c[idx].sum(axis=1)
+    sums = _resampled_sums(
+        (cn, c1, c2, c3), lambda k: rng.integers(0, G, size=(k, G)), replicates, G
+    )
     boot = _from_sums(*sums)
     jack = _from_sums(n - cn, c1.sum() - c1, c2.sum() - c2, c3.sum() - c3)
     values, n_eff = _summarise(point, boot, jack, confidence, G, int(n))
@@ -206,14 +223,11 @@ def stratified_bootstrap(
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     first, size = starts[g], counts[g]  # per position: its condition's slice of the pairs
     rng = np.random.default_rng(seed)
-    sums = np.empty((3, replicates))
-    step = max(1, _CHUNK_ELEMENTS // n)
-    for start in range(0, replicates, step):
-        stop = min(start + step, replicates)
-        u = rng.random((stop - start, n))
-        idx = first + np.minimum((u * size).astype(np.int64), size - 1)
-        for row, x in enumerate((x1, x2, x3)):
-            sums[row, start:stop] = x[idx].sum(axis=1)
+
+    def draw(k: int) -> np.ndarray:
+        return first + np.minimum((rng.random((k, n)) * size).astype(np.int64), size - 1)
+
+    sums = _resampled_sums((x1, x2, x3), draw, replicates, n)
     boot = _from_sums(float(n), *sums)
     jack = _from_sums(float(n - 1), s1 - x1, s2 - x2, s3 - x3)
     values, n_eff = _summarise(point, boot, jack, confidence, n, n)

@@ -17,7 +17,7 @@ Equivalence comes in two strengths, and the verdict says which:
   a new condition (see ``mixed.EffectFit.prediction_interval``) lies inside +-margin: no
   condition like the ones studied is expected to show a difference beyond the margin. The
   analysis asks this only of a between-condition variance estimated from about 20
-  conditions or more (``analysis.PI_CLAIM_MIN_DF``).
+  conditions or more (``decisions.PI_CLAIM_MIN_DF``).
 
 Rows outside the multiplicity family (moderator levels, slopes and contrasts with family
 "overall") are descriptive, never verdicts: :func:`unadjusted_words` words them

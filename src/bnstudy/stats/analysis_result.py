@@ -1,0 +1,369 @@
+"""The result of an analysis: the :class:`Analysis` of tidy tables, the columns of each
+table, and their JSON form. Computes nothing; :func:`bnstudy.stats.analysis.analyze` fills it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bnstudy.stats.imputation import ITT, OK_ONLY
+from bnstudy.stats.tuning import FIXED, SELECTION_COLUMNS, TUNED
+
+#: The columns that name an estimate row; the equivalence table has a row for each estimate
+#: row, named the same way.
+_ESTIMATE_KEYS = [
+    "metric",
+    "variant",
+    "control",
+    "population",
+    "scope",
+    "level",
+]
+ESTIMATE_COLUMNS = [
+    *_ESTIMATE_KEYS,
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "p",
+    "p_adj",
+    "verdict",
+    "n_pairs",
+    "n_imputed",
+    "method",
+    "estimand",
+    "pi_low",
+    "pi_high",
+]
+EQUIVALENCE_COLUMNS = [
+    *_ESTIMATE_KEYS,
+    "margin",
+    "tost_ci_low",
+    "tost_ci_high",
+    "p_tost",
+    "p_tost_adj",
+    "estimand",
+    "pi_low",
+    "pi_high",
+    "pi_within_margin",
+]
+EFFECT_SIZE_COLUMNS = [
+    "metric",
+    "variant",
+    "control",
+    "statistic",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "n_pairs",
+    "method",
+    "estimand",
+    "resampled",
+]
+HETEROGENEITY_COLUMNS = [
+    "metric",
+    "variant",
+    "control",
+    "estimator",
+    "k",
+    "tau2",
+    "tau",
+    "i2",
+    "q",
+    "q_df",
+    "q_p",
+    "pooled",
+    "pooled_ci_low",
+    "pooled_ci_high",
+    "note",
+    "estimand",
+    "ci_method",
+]
+PER_CONDITION_COLUMNS = [
+    "metric",
+    "variant",
+    "control",
+    "condition",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "n_pairs",
+    "se",
+    "estimand",
+]
+ROBUSTNESS_COLUMNS = [
+    "metric",
+    "variant",
+    "control",
+    "model_estimate",
+    "model_ci_low",
+    "model_ci_high",
+    "model_p",
+    "bootstrap_estimate",
+    "bootstrap_ci_low",
+    "bootstrap_ci_high",
+    "wilcoxon_p",
+    "wilcoxon_unit",
+    "n_pairs",
+    "n_dropped_blocks",
+    "n_conditions",
+    "agree",
+    "note",
+    "estimand",
+    "bootstrap_resampled",
+    "signflip_p",
+    "signflip_min_p",
+]
+DIAGNOSTIC_COLUMNS = ["metric", "variant", "model", "level", "message"]
+SUMMARY_COLUMNS = [
+    "metric",
+    "variant",
+    "population",
+    "model",
+    "method",
+    "optimiser",
+    "converged",
+    "boundary",
+    "n_obs",
+    "n_groups",
+    "df",
+    "fixed_effects",
+    "fixed_se",
+    "tau2",
+    "tau",
+    "residual_sd",
+    "llf",
+    "estimand",
+]
+IMPUTATION_COLUMNS = [
+    "metric",
+    "head",
+    "status",
+    "rule",
+    "n_trials",
+    "value_low",
+    "value_high",
+    "arm",
+]
+#: Suffix of a slope's scope, e.g. "lr_slope"; its level is "slope".
+SLOPE_SUFFIX = "_slope"
+#: Suffix of a moderator contrast's scope, e.g. "lr_contrast"; its level reads
+#: "0.1 - 0.01" (the effect at lr 0.1 minus the effect at the first level, 0.01).
+CONTRAST_SUFFIX = "_contrast"
+#: How the prediction interval (``pi_low``, ``pi_high``) is computed.
+PI_METHOD = (
+    "prediction interval for the effect in a new condition: estimate +- t_{G-p} "
+    "sqrt(tau^2 + se^2), tau^2 the paired model's between-condition variance (REML), on the "
+    "model's own G - p degrees of freedom; 'equivalent (PI within margin)' needs it inside "
+    "the margin and tau^2 estimated on at least 19 degrees of freedom (about 20 conditions)"
+)
+#: Appended to the verdict of every sensitivity (ok-only) row.
+SENSITIVITY_VERDICT = " (sensitivity, unadjusted)"
+#: The robustness table no longer runs a Wilcoxon test; its two old columns stay, empty.
+WILCOXON_REPLACED = "not computed: replaced by the sign-flip test (signflip_p)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """Everything estimated from one results table, as tidy DataFrames.
+
+    ``estimates`` has exactly :data:`ESTIMATE_COLUMNS`; population is "intention-to-treat"
+    (primary) or "ok only" (sensitivity; verdict suffixed :data:`SENSITIVITY_VERDICT`, no
+    p_adj); estimand is "fixed" or "tuned" (:mod:`bnstudy.stats.tuning`); scope is
+    "overall", a moderator name (level: its value as a string), ``moderator + "_contrast"``
+    (level "b - a": the effect at level b minus at the first level a) or ``moderator +
+    "_slope"`` (level "slope": the change of the effect per unit of the moderator on its
+    declared scale, the method says which); ``pi_low``/``pi_high`` is the prediction
+    interval for a new condition (:data:`PI_METHOD`; overall and level rows); n_imputed
+    counts the declared (not measured) values among the row's pairs, both arms together.
+    Rows in the multiplicity family (``primary_estimand``, and with family "overall" the
+    overall scope) carry verdicts; other rows read "unadjusted: ..." (not a verdict).
+
+    ``equivalence``, ``model_summaries``, ``effect_sizes``, ``heterogeneity``,
+    ``per_condition`` and ``robustness`` carry the estimand column; the last four are of the
+    primary population only. ``imputations`` (:data:`IMPUTATION_COLUMNS`) counts, per
+    metric x arm x status, the trials without metrics and the rule that scored them (values
+    in analysis units). ``selected_levels`` (:data:`~bnstudy.stats.tuning.SELECTION_COLUMNS`
+    plus the base-condition and tuning-factor columns) records the level each arm was tuned
+    to per condition and population; empty without tuning factors. ``failed_score`` is the
+    declared rule. ``units`` maps metric -> unit.
+    """
+
+    estimates: pd.DataFrame
+    equivalence: pd.DataFrame
+    effect_sizes: pd.DataFrame
+    heterogeneity: pd.DataFrame
+    per_condition: pd.DataFrame
+    robustness: pd.DataFrame
+    failures: pd.DataFrame
+    imputations: pd.DataFrame
+    diagnostics: pd.DataFrame
+    model_summaries: pd.DataFrame
+    confidence: float
+    units: dict[str, str]
+    control: str
+    variants: list[str]
+    metrics: list[str]
+    correction: str
+    family: str
+    failed_score: str
+    selected_levels: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=SELECTION_COLUMNS)
+    )
+    treatment: str = ""
+    primary_estimand: str = FIXED
+    #: The protocol's pre-registered hypotheses judged, one row each
+    #: (``stats.hypotheses.HYPOTHESIS_COLUMNS``); filled by ``study.analyze_recorded``, which
+    #: knows the results file's registration. Empty when the protocol states none.
+    hypotheses: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    tuning: list[str] = dataclasses.field(default_factory=list)
+    select_by: str | None = None
+
+    def primary(self) -> pd.DataFrame:
+        """The estimates of the primary (intention-to-treat) analysis, every estimand."""
+        return self.estimates[self.estimates["population"] == ITT]
+
+    def sensitivity(self) -> pd.DataFrame:
+        """The estimates of the ok-only sensitivity analysis."""
+        return self.estimates[self.estimates["population"] == OK_ONLY]
+
+    def headline(
+        self, metric: str | None = None, variant: str | None = None, estimand: str | None = None
+    ) -> dict[str, Any]:
+        """The primary (intention-to-treat) overall row of ``metric`` x ``variant`` (default:
+        the first of each) for ``estimand`` (default: the primary one) as a dict, with
+        ``text`` like "bn − plain on balanced_acc: −0.42 pp (95% CI −0.90 to 0.06;
+        prediction interval for a new condition −1.3 to 0.5; p = 0.08, holm-adjusted 0.16),
+        inconclusive". Empty dict when there is no such estimate."""
+        metric = metric or (self.metrics[0] if self.metrics else None)
+        variant = variant or (self.variants[0] if self.variants else None)
+        estimand = estimand or self.primary_estimand
+        est = self.primary()
+        row = est[
+            (est["metric"] == metric)
+            & (est["variant"] == variant)
+            & (est["scope"] == "overall")
+            & (est["estimand"] == estimand)
+        ]
+        if row.empty:
+            return {}
+        r = row.iloc[0].to_dict()
+        unit = self.units.get(metric, "")
+        r.update(unit=unit, confidence=self.confidence)
+        spaced = f" {unit}" if unit else ""
+        # The CI is per comparison; the verdict uses the multiplicity-adjusted p. Say both,
+        # so a CI that excludes 0 beside an "inconclusive" verdict is not a puzzle.
+        adjusted = (
+            f"; p = {r['p']:.2g}, {self.correction}-adjusted {r['p_adj']:.2g}"
+            if np.isfinite(r["p_adj"]) and self.correction != "none"
+            else f"; p = {r['p']:.2g}"
+        )
+        pi = (
+            f"; prediction interval for a new condition {_num(r['pi_low'])} to {_num(r['pi_high'])}"
+            if np.isfinite(r["pi_low"])
+            else ""
+        )
+        tuned = (
+            f" (each arm at its best {', '.join(self.tuning)} by {self.select_by})"
+            if estimand == TUNED
+            else ""
+        )
+        r["text"] = (
+            f"{variant} − {self.control} on {metric}{tuned}: {_num(r['estimate'])}{spaced}"
+            f" ({_percent(self.confidence)} CI {_num(r['ci_low'])} to {_num(r['ci_high'])}"
+            f"{pi}{adjusted}), {r['verdict']}"
+        )
+        return r
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table, by name (the DataFrame fields, in declaration order)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), pd.DataFrame)
+        }
+
+    def settings(self) -> dict[str, Any]:
+        """The analysis settings and roles behind the tables (JSON-friendly)."""
+        return dict(
+            confidence=self.confidence,
+            units=dict(self.units),
+            treatment=self.treatment,
+            control=self.control,
+            variants=list(self.variants),
+            metrics=list(self.metrics),
+            correction=self.correction,
+            family=self.family,
+            failed_score=self.failed_score,
+            primary_estimand=self.primary_estimand,
+            tuning=list(self.tuning),
+            select_by=self.select_by,
+            prediction_interval=PI_METHOD,
+        )
+
+    def to_records(self) -> dict[str, Any]:
+        """JSON-friendly form: each table as a list of row dicts, plus the settings, all at
+        the top level (see :meth:`to_document` for tables and settings kept apart)."""
+        out: dict[str, Any] = {k: _records(v) for k, v in self.tables().items()}
+        out.update(self.settings())
+        return out
+
+    def to_document(self) -> dict[str, Any]:
+        """Every table as one JSON-friendly document with named tables::
+
+            {"format": "bnstudy.analysis", "version": 2, "settings": {...},
+             "tables": {"estimates": [{column: value, ...}, ...], "equivalence": [...], ...}}
+
+        Values are plain Python (str, int, float, bool, None); NaN and infinities are None,
+        so ``json.dumps(doc, allow_nan=False)`` succeeds.
+        """
+        return {
+            "format": "bnstudy.analysis",
+            "version": 2,
+            "settings": _jsonable(self.settings()),
+            "tables": {k: _records(v) for k, v in self.tables().items()},
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """:meth:`to_document` as strict JSON text."""
+        return json.dumps(self.to_document(), indent=indent, allow_nan=False)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain-Python, strict-JSON form of a value from a table or the settings."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    columns = [str(c) for c in frame.columns]
+    return [
+        {c: _jsonable(v) for c, v in zip(columns, row, strict=True)}
+        for row in frame.itertuples(index=False, name=None)
+    ]
+
+
+def _percent(confidence: float) -> str:
+    """0.95 -> "95%", 0.975 -> "97.5%" (a plain ".0%" would print 98%)."""
+    return f"{round(confidence * 100, 6):g}%"
+
+
+def _num(x: float) -> str:
+    return f"{x:.2f}".replace("-", "−") if np.isfinite(x) else "n/a"
