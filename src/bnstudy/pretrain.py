@@ -26,9 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import pickle
-import tempfile
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from bnstudy.atomic import write_atomically
 from bnstudy.data import DatasetError, build_dataset, cache_dir, prepare_dataset
 from bnstudy.models import build_model
 from bnstudy.protocol import Protocol, ProtocolError, Trial
@@ -153,16 +152,7 @@ def save_checkpoint(path: Path, trial: Trial, body: dict, train_loss: float) -> 
         "train_loss": train_loss,
         "body": body,
     }
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(content, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda file: torch.save(content, file))
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> dict[str, Any]:

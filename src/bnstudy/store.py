@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -39,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bnstudy.atomic import write_atomically
 from bnstudy.catalogue import FINAL_STATUSES
 
 try:
@@ -301,25 +301,10 @@ def _arrow_type(path: Path, name: str, value: Any) -> pa.DataType:
     )
 
 
-_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows would otherwise translate newlines
-
-
 def _atomic_write(table: pa.Table, final: Path, results: Path) -> None:
     """Write ``table`` to ``final`` whole or not at all; failures name the ``results`` file."""
-    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with _writing(results):
-            # Created like any other file (0666 less the umask); mkstemp would make it 0600.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
-            with os.fdopen(fd, "wb") as fh:
-                pq.write_table(table, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(final.parent)
+    with _writing(results):
+        write_atomically(final, lambda file: pq.write_table(table, file))
 
 
 @contextlib.contextmanager
@@ -330,17 +315,6 @@ def _writing(results: Path) -> Iterator[None]:
     except OSError as exc:
         why = exc.strerror or str(exc) or type(exc).__name__
         raise StoreError(f"{results}: cannot write results: {why}") from exc
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_parquet(path: Path) -> pa.Table:

@@ -29,13 +29,13 @@ import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bnstudy.atomic import write_atomically
 from bnstudy.data import cifar, digits, files, idx, mnist1d, npz
 from bnstudy.data.spec import (
     DatasetError,
@@ -253,17 +253,7 @@ def prepare_dataset(name: str, options: Mapping[str, Any] | None = None) -> Path
 def _write_atomically(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """``arrays`` as an .npz at ``path``, whole or not at all (no temporary file left)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is as readable as any output
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda file: np.savez(file, **arrays))
 
 
 @functools.lru_cache(maxsize=4)
