@@ -330,3 +330,23 @@ def test_print_layout_in_chromium(browser, report, tmp_path):
         assert toc == "visible"
     finally:
         browser.call("Emulation.setEmulatedMedia", {"media": ""}, session=browser.session)
+
+
+_VERDICT_BOXES = """JSON.stringify([...document.querySelectorAll('table')].flatMap(t => {
+  const box = t.closest('.scroll').getBoundingClientRect();
+  return [...t.querySelectorAll('th')].filter(h => /verdict/.test(h.textContent)).map(h => ({
+    header: h.textContent, right: h.getBoundingClientRect().right, visible: box.right}));
+}))"""
+
+
+def test_verdict_columns_are_in_view_at_1300_px(browser, report):
+    """The verdict is the column that matters: on a 1,300 px window no table may scroll it
+    out of view (it sat last in the estimates and equivalence tables)."""
+    path, *_ = report
+    browser.open(path.as_uri())
+    boxes = json.loads(browser.evaluate(_VERDICT_BOXES))
+    headers = [b["header"] for b in boxes]
+    # the estimates, the ok-only estimates, equivalence, and the two populations side by side
+    assert headers.count("verdict") >= 3 and "ok only verdict" in headers
+    for b in boxes:
+        assert b["right"] <= b["visible"] + 1, b

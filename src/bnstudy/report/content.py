@@ -541,10 +541,22 @@ def _mechanisms(b: _Figures, table: pd.DataFrame, roles: Roles, missing) -> pd.D
         drawn_curve = True
         what = column[len(CURVE_PREFIX) :].replace("_", " ")
         pooled_words = f" Pooled over {', '.join(pooled)}." if pooled else ""
+        # One diverged trial must not set the axis for every median line: say what is cut.
+        span = figures_arms.curve_range(panels)
+        clipped = ""
+        if span.highest > span.top:
+            clipped += (
+                f" The y axis stops at {span.top:.3g} so that the median lines stay readable: "
+                f"some interquartile bands reach {span.highest:.3g} (trials that diverged); "
+                "each panel they leave says how far."
+            )
+        if span.lowest < span.bottom:
+            clipped += f" Some bands go down to {span.lowest:.3g}, below the axis."
         caption = (
             f"{what.capitalize()} during training: median (line) and interquartile range (band) "
             f"over each arm's trials, one panel per condition.{pooled_words} Points are logged "
             "once per epoch (every fixed number of steps when the training length is in steps)."
+            + clipped
         )
         b.add(
             "mechanisms",
@@ -561,6 +573,8 @@ def _mechanisms(b: _Figures, table: pd.DataFrame, roles: Roles, missing) -> pd.D
             "No training curves: the table has no non-empty curve_train_loss (or other curve_*) "
             "column."
         )
+    balanced: list[str] = []
+    count = 0.0
     for column, (short, what, scale, relative) in PER_CLASS.items():
         rows = detail.per_class_rows(table, column, roles.treatment, relative=relative, scale=scale)
         if rows.empty:
@@ -570,6 +584,10 @@ def _mechanisms(b: _Figures, table: pd.DataFrame, roles: Roles, missing) -> pd.D
                 else f"no trial has a non-empty {column} list as long as its class_counts"
             )
             notes.append(f"No figure of {short} per class against the class's count: {why}.")
+            continue
+        if rows["count"].nunique() == 1:  # balanced data: one point per arm, nothing to read
+            balanced.append(short)
+            count = float(rows["count"].iloc[0])
             continue
         caption = (
             f"{what[0].upper() + what[1:]} against the number of training images of that class, "
@@ -590,6 +608,12 @@ def _mechanisms(b: _Figures, table: pd.DataFrame, roles: Roles, missing) -> pd.D
             lambda rows=rows, what=what: figures_arms.draw_per_class(
                 rows, what, roles.arms, b.colours
             ),
+        )
+    if balanced:
+        notes.append(
+            f"No figure of {' or '.join(balanced)} per class against the class's count: every "
+            f"class of every measured trial had {count:g} training images (balanced data), so "
+            "there is no count to draw it against."
         )
     present = [m for m in MECHANISMS if m in table.columns and _any_finite(table[m])]
     absent = [m for m in MECHANISMS if m not in present]

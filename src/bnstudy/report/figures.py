@@ -24,7 +24,12 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
 
 plt.rcParams.update(
     {
@@ -113,41 +118,72 @@ def numeric_levels(levels: pd.Series) -> np.ndarray | None:
         return None
 
 
-def plain_log_axis(axis) -> None:
+def plain_log_axis(axis, decades: float | None = None) -> None:
     """A log axis labelled 1, 2, 5, 10 (or 2e-06): the default labels are mathtext, which
-    this module turns off so that names with "$" stay text; 1-2-5 ticks label a range
-    narrower than a decade too."""
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    this module turns off so that names with "$" stay text. ``decades``: the range shown,
+    when known: over two decades, decades only (1-2-5 labels crowd into each other); under
+    one, a few evenly spaced values (1-2-5 would label one tick or none)."""
+    if decades is not None and decades < 1:
+        axis.set_major_locator(MaxNLocator(4))
+    else:
+        subs = (1.0,) if decades is not None and decades > 2 else (1.0, 2.0, 5.0)
+        axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
+
+
+def log_axis(values: np.ndarray, log_x: bool) -> bool:
+    """Whether levels ``values`` go on a log axis: asked for, and every level positive."""
+    return bool(log_x and len(values) and np.all(values > 0))
 
 
 def set_level_axis(ax, values: np.ndarray, log_x: bool) -> None:
     """Ticks at the numeric levels themselves, on a log axis for log-scale moderators."""
     levels = sorted(set(values.tolist()))
-    if log_x and all(v > 0 for v in levels):
+    if log_axis(values, log_x):
         ax.set_xscale("log")
     ax.set_xticks(levels, [f"{v:g}" for v in levels])
     ax.minorticks_off()
+
+
+def dodge(x: np.ndarray, fraction: float, levels: np.ndarray, log: bool) -> np.ndarray:
+    """``x`` moved sideways by ``fraction`` of the smallest gap between adjacent ``levels``,
+    measured in the axis' own space (a factor on a log axis), so that series drawn side by
+    side at one level stay nearer their own tick than any other: a fixed shift in data units
+    put a point at lr 0.1 over the 0.03 tick."""
+    distinct = np.unique(levels[np.isfinite(levels)])
+    if log:
+        gaps = np.diff(np.log10(distinct))
+        return x * 10 ** (fraction * (gaps.min() if len(gaps) else 1.0))
+    gaps = np.diff(distinct)
+    # One level: no gap to measure, so a share of the level itself (or of 1 at 0).
+    gap = gaps.min() if len(gaps) else (abs(distinct[0]) if len(distinct) and distinct[0] else 1.0)
+    return x + fraction * gap
+
+
+#: How far the series at one level spread, as a fraction of the smallest gap between levels
+#: (categories are one apart): the outermost sit at ±this.
+DODGE = 0.15
 
 
 def _effect_axes(
     ax, rows: pd.DataFrame, log_x: bool, variants: Sequence[str], colours: Mapping[str, str]
 ) -> None:
     """One moderator's effects on ``ax``: per variant, estimates with CI bars at each level."""
-    offsets = np.linspace(-0.06, 0.06, len(variants)) if len(variants) > 1 else [0.0]
+    offsets = np.linspace(-DODGE, DODGE, len(variants)) if len(variants) > 1 else [0.0]
     numeric_all = numeric_levels(rows["level"])
+    numeric = numeric_all is not None
+    log = numeric and log_axis(numeric_all, log_x)
     categories = list(dict.fromkeys(rows["level"].astype(str)))
     for variant, offset in zip(variants, offsets, strict=True):
         part = rows[rows["variant"] == variant]
         if part.empty:
             continue
-        x = numeric_levels(part["level"])
-        numeric = x is not None
         if numeric:  # levels are strings: "10.0" sorts before "2.0"
+            x = numeric_levels(part["level"])
             order = np.argsort(x, kind="stable")
             part, x = part.iloc[order], x[order]
-            xpos = x * (10**offset) if log_x else x + offset
+            xpos = dodge(x, offset, numeric_all, log)
         else:
             xpos = np.array([categories.index(v) for v in part["level"].astype(str)]) + offset
         est = part["estimate"].to_numpy(float)
@@ -165,7 +201,7 @@ def _effect_axes(
             label=variant,
             color=colours.get(variant),
         )
-    if numeric_all is not None:
+    if numeric:
         set_level_axis(ax, numeric_all, log_x)
     else:
         ax.set_xticks(np.arange(len(categories)), categories)

@@ -11,14 +11,19 @@ import math
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from bnstudy.report.figures import (
+    DODGE,
+    dodge,
     legend_outside,
+    log_axis,
     numeric_levels,
     plain_log_axis,
     plt,
@@ -75,7 +80,7 @@ def draw_level_grid(
     shown = [
         a for a in arms if any((p.rows["arm"] == a).any() for _, panels, _ in rows for p in panels)
     ]
-    offsets = dict(zip(shown, np.linspace(-0.08, 0.08, len(shown)) if len(shown) > 1 else [0.0],
+    offsets = dict(zip(shown, np.linspace(-DODGE, DODGE, len(shown)) if len(shown) > 1 else [0.0],
                        strict=True))  # fmt: skip
     # Columns share their x axis, so ticks and categories come from every row of a column
     # (a row without values at one level must not drop that level's tick for the others).
@@ -89,12 +94,18 @@ def draw_level_grid(
             _level_axes(ax, panels[c], shown, offsets, colours, columns[c])
             if log_y:
                 ax.set_yscale("log")
-                plain_log_axis(ax.yaxis)
             if r == nrows - 1:
                 factor = panels[c].factor
                 ax.set_xlabel(factor.replace("_", " ") if factor else "arm")
+        if log_y:  # the row's range is known once every panel is drawn
+            low, high = axes[r, 0].get_ylim()
+            for ax in axes[r]:
+                plain_log_axis(ax.yaxis, decades=float(np.log10(high / low)))
         axes[r, 0].set_ylabel(textwrap.fill(ylabel, 28))
     fig.subplots_adjust(wspace=0.12, hspace=0.25)
+    # One label column at the left edge: each row's label placed by its own tick labels sat
+    # at a different distance, the widest ("0.0005") pushing its label to the figure's edge.
+    fig.align_ylabels(axes[:, 0])
     _legend(fig, shown, colours, "arm")
     return fig
 
@@ -111,6 +122,7 @@ def _level_axes(ax, panel: LevelPanel, shown, offsets, colours, column) -> None:
         return
     every = pd.concat([p.rows[panel.factor] for p in column], ignore_index=True)
     x_all = numeric_levels(every)
+    log = x_all is not None and log_axis(x_all, panel.log_x)
     cats = list(dict.fromkeys(every.astype(str)))
     for arm in shown:
         part = rows[rows["arm"] == arm]
@@ -118,8 +130,7 @@ def _level_axes(ax, panel: LevelPanel, shown, offsets, colours, column) -> None:
         if x_all is not None and x is not None:
             order = np.argsort(x, kind="stable")
             part, x = part.iloc[order], x[order]
-            x = x * 10 ** offsets[arm] if panel.log_x else x + offsets[arm] * _span(x_all)
-            _points(ax, x, part, colours.get(arm), "-o")
+            _points(ax, dodge(x, offsets[arm], x_all, log), part, colours.get(arm), "-o")
         else:
             xs = np.array([cats.index(v) for v in part[panel.factor].astype(str)], float)
             _points(ax, xs + offsets[arm], part, colours.get(arm), "o")
@@ -127,11 +138,6 @@ def _level_axes(ax, panel: LevelPanel, shown, offsets, colours, column) -> None:
         set_level_axis(ax, x_all, panel.log_x)
     else:
         ax.set_xticks(np.arange(len(cats)), cats)
-
-
-def _span(x: np.ndarray) -> float:
-    finite = x[np.isfinite(x)]
-    return float(finite.max() - finite.min()) if len(finite) > 1 else 1.0
 
 
 def _points(ax, x: np.ndarray, rows: pd.DataFrame, colour: str | None, fmt: str) -> None:
@@ -155,6 +161,44 @@ class CurvePanel:
     n: Mapping[str, int]
 
 
+class CurveRange(NamedTuple):
+    """The y range of :func:`draw_curves` (bottom, top) and the lowest and highest value of
+    any median or quartile; values beyond the range are clipped."""
+
+    bottom: float
+    top: float
+    lowest: float
+    highest: float
+
+    @property
+    def clipped(self) -> bool:
+        return self.highest > self.top or self.lowest < self.bottom
+
+
+def _finite(arrays) -> np.ndarray:
+    values = np.concatenate([np.asarray(a, float).ravel() for a in arrays] or [np.zeros(0)])
+    return values[np.isfinite(values)]
+
+
+def curve_range(panels: Sequence[CurvePanel]) -> CurveRange:
+    """Every median line, and the quartile bands as far as they stay within one
+    median-range beyond the medians: a diverged trial's loss (hundreds, where the medians
+    stay below 3) would otherwise set the axis and flatten every median line. From 0 when
+    nothing is negative (losses)."""
+    medians = _finite([m for p in panels for m in p.median.values()])
+    bands = _finite([q[arm] for p in panels for q in (p.q25, p.q75) for arm in p.median])
+    if not len(medians):
+        return CurveRange(0.0, 1.0, 0.0, 0.0)
+    lo, hi = float(medians.min()), float(medians.max())
+    reach = max(hi - lo, abs(hi), abs(lo)) or 1.0
+    inside = bands[(bands >= lo - reach) & (bands <= hi + reach)]
+    low, high = min(lo, inside.min(initial=lo)), max(hi, inside.max(initial=hi))
+    pad = 0.05 * ((high - low) or reach)
+    bottom = 0.0 if low >= 0 else low - pad
+    lowest, highest = float(bands.min(initial=lo)), float(bands.max(initial=hi))
+    return CurveRange(bottom, high + pad, lowest, highest)
+
+
 def draw_curves(
     panels: Sequence[CurvePanel],
     arms: Sequence[str],
@@ -162,14 +206,15 @@ def draw_curves(
     ylabel: str = "training loss",
     ncols: int = 4,
 ) -> Figure:
-    """Median line and interquartile band per arm, one panel per condition, shared axes."""
+    """Median line and interquartile band per arm, one panel per condition, shared axes; a
+    panel whose band leaves the shared range (:func:`curve_range`) says how far it goes."""
     k = len(panels)
     ncols = max(1, min(ncols, k))
     nrows = math.ceil(k / ncols)
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(0.6 + 2.6 * ncols, 0.4 + 2.0 * nrows), sharey=True, squeeze=False
     )
-    top = 0.0
+    span = curve_range(panels)
     for i, ax in enumerate(axes.flat):
         if i >= k:
             ax.set_visible(False)
@@ -183,16 +228,18 @@ def draw_curves(
             colour = colours.get(arm)
             ax.fill_between(x, panel.q25[arm], panel.q75[arm], color=colour, alpha=0.2, lw=0)
             ax.plot(x, med, color=colour, lw=1.3)
-            finite = panel.q75[arm][np.isfinite(panel.q75[arm])]
-            if len(finite):
-                top = max(top, float(finite.max()))
+        own = curve_range([panel])
+        if own.highest > span.top or own.lowest < span.bottom:
+            beyond = own.highest if own.highest > span.top else own.lowest
+            ax.text(0.98, 0.96, f"clipped: band reaches {beyond:.3g}", transform=ax.transAxes,
+                    ha="right", va="top", fontsize=6.5, color="0.3")  # fmt: skip
         ax.set_title(textwrap.fill(panel.title, 34), fontsize=7, loc="left")
         if i % ncols == 0:
-            ax.set_ylabel(ylabel)
+            ax.set_ylabel(ylabel + (" (axis clipped)" if span.clipped else ""))
         if i >= k - ncols:
             ax.set_xlabel("logged point", fontsize=8)
-    if top > 0:
-        axes.flat[0].set_ylim(0, top * 1.05)
+    axes.flat[0].xaxis.set_major_locator(MaxNLocator(integer=True))  # points are counted
+    axes.flat[0].set_ylim(span.bottom, span.top)
     fig.subplots_adjust(wspace=0.1, hspace=0.6)
     _legend(fig, [a for a in arms if any(a in p.median for p in panels)], colours, "arm")
     return fig

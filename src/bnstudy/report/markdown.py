@@ -101,7 +101,8 @@ def _markdown(c: Content, href: str) -> str:
     lines += ["## What the evidence shows", ""]
     if c.headline:
         h = c.headline
-        lines += [f"> {t(h['sentence'])} **{t(h['verdict_words'])}**", ""]
+        multiplicity = f" {t(h['multiplicity'])}" if h["multiplicity"] else ""
+        lines += [f"> {t(h['sentence'])} **{t(h['verdict_words'])}**{multiplicity}", ""]
         if h["sensitivity"]:
             lines += [f"> {t(h['sensitivity'])}", ""]
     else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
 from bnstudy.catalogue import COLLAPSED, MEASURED_STATUSES, METRICS
@@ -54,28 +55,75 @@ def headline(analysis: Analysis, metric: str, variant: str) -> dict[str, str]:
         "sentence": f"{row['text']}; {row['n_pairs']} pairs{imputed}.",
         "verdict": str(row["verdict"]),
         "verdict_words": VERDICT_WORDS.get(row["verdict"], str(row["verdict"])),
+        "multiplicity": multiplicity_sentence(analysis, row),
         "sensitivity": sensitivity_sentence(analysis, row),
     }
 
 
+def multiplicity_sentence(analysis: Analysis, primary: Mapping) -> str:
+    """Why a CI that excludes 0 comes with an inconclusive verdict: the CI is of this one
+    comparison, the verdict uses the p adjusted over the multiplicity family."""
+    p_adj = primary.get("p_adj")
+    if (
+        primary["verdict"] != "inconclusive"
+        or analysis.correction == "none"
+        or p_adj is None
+        or not np.isfinite(p_adj)
+        or not (primary["ci_low"] > 0 or primary["ci_high"] < 0)
+    ):
+        return ""
+    est = analysis.primary()
+    n = int(est["p_adj"].notna().sum())  # the family: the rows that got an adjusted p
+    what = (
+        "overall effects (each variant on each primary metric)"
+        if analysis.family == "overall"
+        else f"estimates of the family '{analysis.family}'"
+    )
+    return (
+        f"The {100 * analysis.confidence:g}% CI excludes 0, but it is unadjusted: after "
+        f"{analysis.correction} adjustment across the {n} {what} tested together, "
+        f"p = {p_adj:.2g}, not below α = {1 - analysis.confidence:.3g}, so no difference is "
+        "claimed."
+    )
+
+
 def sensitivity_sentence(analysis: Analysis, primary: Mapping) -> str:
-    """The ok-only overall effect beside the headline, when it rests on other trials."""
+    """The ok-only overall effect beside the headline, when it rests on other trials: of the
+    headline's own estimand (tuned or fixed), or, when the analysis has no ok-only estimate
+    of it, of another one, named."""
     sens = analysis.sensitivity()
     rows = sens[
         (sens["metric"] == primary["metric"])
         & (sens["variant"] == primary["variant"])
         & (sens["scope"] == "overall")
     ]
+    estimand = primary.get("estimand")
+    same = rows[rows["estimand"] == estimand] if "estimand" in rows.columns else rows
     if rows.empty:  # every ok pair is also an intention-to-treat pair: these differ
         return "Sensitivity check (ok trials only): no estimate, fewer than 2 pairs of ok trials."
-    r = rows.iloc[0]
-    if r.n_pairs == primary["n_pairs"] and not primary.get("n_imputed"):
-        return ""  # the same trials: nothing to add
+    r = (same if len(same) else rows).iloc[0]
+    if (
+        len(same)
+        and r.n_pairs == primary["n_pairs"]
+        and not primary.get("n_imputed")
+        and np.isclose(r.estimate, primary["estimate"])
+    ):
+        return ""  # the same trials (and, tuned, the same selections): nothing to add
+    # Name the estimand wherever there is more than one, so the two numbers are not mixed up.
+    if not len(same):
+        which = (
+            f"; the {r.estimand} comparison: the analysis has no ok-only estimate of the "
+            f"{estimand} one"
+        )
+    elif "estimand" in rows.columns and rows["estimand"].nunique() > 1:
+        which = f"; the {estimand} comparison, as above"
+    else:
+        which = ""
     unit = analysis.units.get(r.metric, "")
     return (
         "Sensitivity check (ok trials only, dropping every block with a collapsed, diverged "
-        f"or failed arm): {signed(r.estimate)} {unit} ({100 * analysis.confidence:g}% CI "
-        f"{signed(r.ci_low)} to {signed(r.ci_high)}), {r.n_pairs} pairs; not the verdict."
+        f"or failed arm{which}): {signed(r.estimate)} {unit} ({100 * analysis.confidence:g}% "
+        f"CI {signed(r.ci_low)} to {signed(r.ci_high)}), {r.n_pairs} pairs; not the verdict."
     ).replace("  ", " ")
 
 

@@ -135,15 +135,17 @@ def population_view(analysis: Analysis) -> pd.DataFrame:
                 & (population["variant"] == variant)
                 & (population["scope"] == "overall")
             ]
+            # Each population's verdict first, so that both stay in view of a narrow page.
             if r.empty:
-                row.update({f"{name} estimate [CI]": "no estimate", f"{name} pairs": None})
+                row.update({f"{name} verdict": None, f"{name} estimate [CI]": "no estimate",
+                            f"{name} pairs": None})  # fmt: skip
                 continue
             r = r.iloc[0]
+            row[f"{name} verdict"] = r.verdict
             row[f"{name} estimate [CI]"] = f"{r.estimate:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
             row[f"{name} pairs"] = r.n_pairs
             if name == "ITT":
                 row["ITT imputed values"] = r.n_imputed
-            row[f"{name} verdict"] = r.verdict
         rows.append(row)
     out = pd.DataFrame(rows)
     for c in ("ITT pairs", "ok only pairs", "ITT imputed values"):
@@ -154,8 +156,10 @@ def population_view(analysis: Analysis) -> pd.DataFrame:
 
 # -- estimates ---------------------------------------------------------------------------
 
-_ESTIMATE_FIRST = ["metric", "variant", *_KEY_EXTRAS, "scope", "level", "estimate", "CI", "PI",
-                   "p", "p_adj", "verdict", "n_pairs", "n_imputed"]  # fmt: skip
+#: The verdict straight after the labels: it is what a reader looks for, and a wide table
+#: scrolls its last columns out of view on a laptop.
+_ESTIMATE_FIRST = ["metric", "variant", *_KEY_EXTRAS, "scope", "level", "verdict", "estimate",
+                   "CI", "PI", "p", "p_adj", "n_pairs", "n_imputed"]  # fmt: skip
 
 
 def estimates_view(est: pd.DataFrame) -> pd.DataFrame:
@@ -163,7 +167,7 @@ def estimates_view(est: pd.DataFrame) -> pd.DataFrame:
 
 
 def effect_sizes_view(es: pd.DataFrame) -> pd.DataFrame:
-    return tidy(es, ["metric", "variant", "statistic", "estimate", "CI", "n_pairs"])
+    return tidy(es, ["metric", "variant", *_KEY_EXTRAS, "statistic", "estimate", "CI", "n_pairs"])
 
 
 def robustness_view(rob: pd.DataFrame) -> pd.DataFrame:
@@ -171,8 +175,8 @@ def robustness_view(rob: pd.DataFrame) -> pd.DataFrame:
         rob = rob.drop(columns=[c for c in ("wilcoxon_p", "wilcoxon_unit") if c in rob.columns])
     return tidy(
         rob,
-        ["metric", "variant", "model_estimate", "model CI", "model_p", "bootstrap CI",
-         "signflip_p", "wilcoxon_p", "wilcoxon_unit", "n_pairs", "agree", "note"],
+        ["metric", "variant", *_KEY_EXTRAS, "agree", "model_estimate", "model CI", "model_p",
+         "bootstrap CI", "signflip_p", "wilcoxon_p", "wilcoxon_unit", "n_pairs", "note"],
         hide=["bootstrap_estimate", "n_dropped_blocks", "n_conditions"],
     )  # fmt: skip
 
@@ -193,8 +197,8 @@ def heterogeneity_view(het: pd.DataFrame) -> pd.DataFrame:
     out = het.assign(**{"I² (%)": 100 * het["i2"]}).drop(columns=["i2"])
     return tidy(
         out,
-        ["metric", "variant", "estimator", "k", "tau", "I² (%)", "q_p", "pooled", "pooled CI",
-         "PI"],
+        ["metric", "variant", *_KEY_EXTRAS, "estimator", "k", "tau", "I² (%)", "q_p", "pooled",
+         "pooled CI", "PI"],
         hide=["tau2", "q", "q_df", "note"],
     )  # fmt: skip
 
@@ -236,8 +240,8 @@ def equivalence_view(analysis: Analysis, roles: Roles) -> pd.DataFrame:
     view = view.iloc[np.argsort((view["scope"] != "overall").to_numpy(), kind="stable")]
     return tidy(
         view,
-        ["metric", "variant", *_KEY_EXTRAS, "scope", "level", "estimate", "margin",
-         f"{tost_pct} CI (TOST)", "PI", "PI inside ±margin", "p_tost", "p_tost_adj", "verdict"],
+        ["metric", "variant", *_KEY_EXTRAS, "scope", "level", "verdict", "estimate", "margin",
+         f"{tost_pct} CI (TOST)", "PI", "PI inside ±margin", "p_tost", "p_tost_adj"],
     )  # fmt: skip
 
 
