@@ -54,7 +54,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from bnstudy.protocol import Trial
+from bnstudy.spec.trial import Trial
 from bnstudy.train import run_trial
 
 

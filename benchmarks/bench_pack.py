@@ -48,7 +48,7 @@ from count_pack_ops import ORDER, PhaseClock, measure, phases  # same folder
 from bnstudy.models import build_model
 from bnstudy.models.packed import pack_inputs, pack_models
 from bnstudy.packing import run_pack
-from bnstudy.protocol import Trial
+from bnstudy.spec.trial import Trial
 from bnstudy.train import run_trial
 
 

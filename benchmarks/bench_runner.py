@@ -50,7 +50,8 @@ from bnstudy import runner, study, train
 from bnstudy.data import build_dataset
 from bnstudy.devices import cpu_model
 from bnstudy.models import build_model
-from bnstudy.protocol import Trial, parse_protocol
+from bnstudy.spec.loading import parse_protocol
+from bnstudy.spec.trial import Trial
 
 
 def describe_machine() -> str:

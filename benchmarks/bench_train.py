@@ -29,7 +29,7 @@ from bnstudy.data import pool
 from bnstudy.data.synthetic import synthetic_pool
 from bnstudy.devices import cpu_model
 from bnstudy.models import architecture_info, architecture_names, build_model
-from bnstudy.protocol import Trial
+from bnstudy.spec.trial import Trial
 from bnstudy.train import run_trial
 
 BATCH = 128

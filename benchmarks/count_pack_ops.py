@@ -46,7 +46,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bnstudy import packing
-from bnstudy.protocol import Trial
+from bnstudy.spec.trial import Trial
 from bnstudy.train import TrialResult
 
 #: (function in ``bnstudy.packing`` that ``run_pack`` calls, phase while it runs, phase after)

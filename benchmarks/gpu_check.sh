@@ -96,7 +96,7 @@ import torch
 
 from bnstudy import runner, study
 from bnstudy.devices import parse_devices
-from bnstudy.protocol import parse_protocol
+from bnstudy.spec.loading import parse_protocol
 from bnstudy.train import run_trial
 
 out, devices = sys.argv[1], sys.argv[2]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bnstudy.protocol import Trial
+from bnstudy.spec.trial import Trial
 
 #: A small, fast trial; tests override what they are about.
 SMALL_TRIAL = dict(

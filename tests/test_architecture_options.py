@@ -6,7 +6,8 @@ from torch import nn
 
 from bnstudy import study, train
 from bnstudy.models import build_model
-from bnstudy.protocol import ProtocolError, parse_protocol
+from bnstudy.spec.errors import ProtocolError
+from bnstudy.spec.loading import parse_protocol
 
 BASE = """
 name: t

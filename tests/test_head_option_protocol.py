@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from bnstudy import study
-from bnstudy.protocol import ProtocolError, arm_of, parse_protocol
+from bnstudy.spec.errors import ProtocolError
+from bnstudy.spec.loading import parse_protocol
+from bnstudy.spec.trial import arm_of
 
 BASE = """
 name: t

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bnstudy import hypotheses, runner, study
+from bnstudy import runner, study
 from bnstudy.catalogue import METRICS
-from bnstudy.protocol import ProtocolError, parse_protocol
+from bnstudy.spec import claims
+from bnstudy.spec.errors import ProtocolError
+from bnstudy.spec.loading import parse_protocol
 from tiny_protocol import tiny_text
 
 KNOWN = {"architecture": ["mlp"], "head": ["plain", "bn", "ln"], "dataset": ["synthetic"]}
@@ -51,12 +53,12 @@ def test_hypotheses_parse_with_defaults_resolved():
     assert h1.margin == METRICS["balanced_acc"].default_margin == 0.5
     assert h1.where == {"imbalance_ratio": [1]}
     assert h3.metric == "failure" and h3.where == {"batch_size": [8]}
-    d1 = hypotheses.designs(p)[0]
+    d1 = claims.designs(p)[0]
     assert d1.estimand == "fixed" and d1.where == {"imbalance_ratio": (1,)}
     tuned = parse(
         BASE.replace("epochs: 2", "epochs: 2\n  lr: [0.01, 0.1]") + "analysis:\n  tune: [lr]\n" + H1
     )
-    assert hypotheses.designs(tuned)[0].estimand == "tuned"
+    assert claims.designs(tuned)[0].estimand == "tuned"
 
 
 @pytest.mark.parametrize(
@@ -128,9 +130,9 @@ def test_hash_is_stable_under_key_order_and_changes_with_any_field():
         "    metric: balanced_acc\n    variant: bn\n", "    variant: bn\n    metric: balanced_acc\n"
     ).replace("{imbalance_ratio: 1}", "{imbalance_ratio: [1.0]}")
     explicit = H1 + "    margin: 0.5\n    estimand: fixed\n"
-    base = hypotheses.designs(p)[0].sha256
-    assert hypotheses.designs(parse(BASE + reordered))[0].sha256 == base
-    assert hypotheses.designs(parse(BASE + explicit))[0].sha256 == base  # defaults resolved
+    base = claims.designs(p)[0].sha256
+    assert claims.designs(parse(BASE + reordered))[0].sha256 == base
+    assert claims.designs(parse(BASE + explicit))[0].sha256 == base  # defaults resolved
     for edit in [
         ("little difference", "no difference"),
         ("expect: equivalent", "expect: higher"),
@@ -138,7 +140,7 @@ def test_hash_is_stable_under_key_order_and_changes_with_any_field():
         ("metric: balanced_acc", "metric: test_acc"),
         ("expect: equivalent", "expect: equivalent\n    margin: 1.0"),
     ]:
-        assert hypotheses.designs(parse(BASE + H1.replace(*edit)))[0].sha256 != base, edit
+        assert claims.designs(parse(BASE + H1.replace(*edit)))[0].sha256 != base, edit
 
 
 def instant(trial, device, data_options=None):
@@ -159,16 +161,16 @@ def test_registration_is_recorded_by_the_first_run_and_kept_by_later_ones(tmp_pa
     first = tiny(BASE + H1)
     runner.run_protocol(first, path, jobs=1, trial_fn=instant)
     meta = study.read_results(path).metadata
-    record = json.loads(meta[hypotheses.REGISTRATION_KEY])
-    assert record["hypotheses"] == {"claim1": hypotheses.designs(first)[0].sha256}
+    record = json.loads(meta[claims.REGISTRATION_KEY])
+    assert record["hypotheses"] == {"claim1": claims.designs(first)[0].sha256}
     assert record["registered_at"]
 
     amended = tiny(BASE.replace("seeds: 2", "seeds: 3") + H1 + H3)  # new trials run too
     assert runner.run_protocol(amended, path, jobs=1, trial_fn=instant).ran > 0
     after = study.read_results(path).metadata
-    assert after[hypotheses.REGISTRATION_KEY] == meta[hypotheses.REGISTRATION_KEY]
-    registered = hypotheses.registered_hashes(after)
-    h1, h3 = hypotheses.designs(amended)
+    assert after[claims.REGISTRATION_KEY] == meta[claims.REGISTRATION_KEY]
+    registered = claims.registered_hashes(after)
+    h1, h3 = claims.designs(amended)
     assert h1.sha256 in registered and h3.sha256 not in registered  # claim3 is exploratory
 
 
@@ -176,12 +178,12 @@ def test_results_written_before_registration_never_gain_one(tmp_path: Path):
     path = tmp_path / "hyp.parquet"
     runner.run_protocol(tiny(BASE), path, jobs=1, trial_fn=instant)
     assert (
-        json.loads(study.read_results(path).metadata[hypotheses.REGISTRATION_KEY])["hypotheses"]
+        json.loads(study.read_results(path).metadata[claims.REGISTRATION_KEY])["hypotheses"]
         == {}
     )
     legacy = {"protocol": "x"}
-    assert hypotheses.registration_to_record(legacy, True, tiny(BASE + H1)) == {}
-    assert hypotheses.registered_hashes(legacy) is None
+    assert claims.registration_to_record(legacy, True, tiny(BASE + H1)) == {}
+    assert claims.registered_hashes(legacy) is None
 
 
 STUDY = """\
@@ -223,10 +225,10 @@ def results_file(tmp_path: Path) -> Path:
 
     from bnstudy.stats.simulate import simulate_results
 
-    registered = hypotheses.registration(parse_protocol(STUDY))
+    registered = claims.registration(parse_protocol(STUDY))
     protocol = parse_protocol(STUDY + LATER)
     table = simulate_results(protocol, effect=2.0, sigma=0.3, seed=0)
-    meta = {"protocol": protocol.source_text, hypotheses.REGISTRATION_KEY: registered}
+    meta = {"protocol": protocol.source_text, claims.REGISTRATION_KEY: registered}
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     arrow = arrow.replace_schema_metadata({f"bnstudy.{k}": v for k, v in meta.items()})
     path = tmp_path / "hypstudy.parquet"
@@ -292,7 +294,7 @@ def test_the_studys_claims_parse():
          control: hidden, expect: higher}
     """
     known = {**KNOWN, "head": ["plain", "bn", "logit_bn", "hidden", "hidden_bn_relu"]}
-    designs = {d.id: d for d in hypotheses.designs(parse(text, known))}
+    designs = {d.id: d for d in claims.designs(parse(text, known))}
     assert designs["c1"].estimand == "tuned" and designs["c1"].margin == 0.5
     assert designs["c3"].where == {"batch_size": (8, 16)} and designs["c3"].margin is None
     assert designs["c4"].interaction == ("imbalance_ratio", 1, 100)

@@ -26,7 +26,7 @@ import torch
 from bnstudy import packing, train
 from bnstudy.models.packed import copy_view
 from bnstudy.packing import PACKABLE_HEADS, check_pack, packable, run_pack
-from bnstudy.protocol import Trial
+from bnstudy.spec.trial import Trial
 from bnstudy.train import run_trial
 
 TOLERANCE = 1e-6

@@ -161,7 +161,7 @@ def test_a_plugin_that_cannot_be_imported_is_one_line(study: Path, plugin, code,
 
 
 def test_plugin_files_stay_found_after_the_working_folder_changes(study: Path, monkeypatch):
-    from bnstudy.protocol import load_protocol, plugins_of
+    from bnstudy.spec.loading import load_protocol, plugins_of
 
     monkeypatch.chdir(study.parent)
     protocol = load_protocol("study/plugged.yaml")  # a relative path, read from here
@@ -185,7 +185,7 @@ def test_unreadable_recorded_head_options_name_the_results_file(tmp_path: Path):
 def test_a_plugin_is_imported_once_hashed_as_imported_and_fails_with_its_first_error(
     tmp_path: Path,
 ):
-    from bnstudy import plugins
+    from bnstudy.spec import plugins
 
     good, bad = tmp_path / "good.py", tmp_path / "bad.py"
     good.write_text("VALUE = 1\n")

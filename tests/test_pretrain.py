@@ -13,7 +13,8 @@ from bnstudy import pretrain, study
 from bnstudy.cli import main
 from bnstudy.models import build_model
 from bnstudy.packing import packable
-from bnstudy.protocol import ProtocolError, parse_protocol
+from bnstudy.spec.errors import ProtocolError
+from bnstudy.spec.loading import parse_protocol
 
 TINY = """\
 name: tiny

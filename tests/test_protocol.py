@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bnstudy.protocol import ProtocolError, Trial, load_protocol, parse_protocol
+from bnstudy.spec.errors import ProtocolError
+from bnstudy.spec.loading import load_protocol, parse_protocol
+from bnstudy.spec.trial import Trial
 
 KNOWN = {"architecture": ["mlp", "cnn"], "head": ["plain", "bn", "ln"], "dataset": ["synthetic"]}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bnstudy import study
-from bnstudy.hypotheses import designs, registered_hashes
+from bnstudy.spec.claims import designs, registered_hashes
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = sorted(

@@ -10,7 +10,7 @@ from bnstudy import metrics as M
 from bnstudy.catalogue import DERIVED_METRICS, METRICS, RECORDED_METRICS
 from bnstudy.data import build_dataset
 from bnstudy.models import Classifier, build_model
-from bnstudy.protocol import Trial
+from bnstudy.spec.trial import Trial
 from bnstudy.train import TrialResult, batch_order, run_trial
 
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from bnstudy import head_options, train
 from bnstudy import metrics as M
+from bnstudy import train
 from bnstudy.models import Classifier, register_head, registry
 from bnstudy.models.pooling import MaxPool2x2
+from bnstudy.spec import head_options
 from bnstudy.train import PRECISE_BN_BATCHES, precise_bn, run_trial, sample_indices
 
 

@@ -5,7 +5,8 @@ tiny, tiny_text``; pytest puts tests/ on ``sys.path``) and pass what they are ab
 from __future__ import annotations
 
 from bnstudy import study
-from bnstudy.protocol import Protocol, parse_protocol
+from bnstudy.spec.loading import parse_protocol
+from bnstudy.spec.protocol import Protocol
 
 
 def tiny_text(

@@ -1,209 +1,31 @@
-"""Pre-registered hypotheses: the protocol's ``hypotheses:`` section, its hash and registration.
-
-A hypothesis states, before any result exists, which comparison (variant vs control on one
-metric, in a subset of the conditions) is expected to come out which way: ``higher`` or
-``lower`` (the sign of variant - control on the metric's own scale, not "better") or
-``equivalent`` within ``margin``. Optionally the claim is about an ``interaction``: the effect
-at one level of a factor minus the effect at another.
-
-Each hypothesis has a canonical hash (sha256 of its JSON with every default resolved), so a
-reworded claim or a moved margin is a different hypothesis. The first run that writes results
-records the hashes in the results file's metadata (:data:`REGISTRATION_KEY`); later runs keep
-that record as it is. At analysis time a hypothesis whose hash the record lacks was added or
-changed after results existed: it is exploratory, reported unadjusted and never part of the
-confirmatory (Holm) family. A file without a record (written before registration existed)
-makes every hypothesis exploratory: nothing proves they came first.
-
-The cross-checks against the protocol (heads, factors, levels) live in ``protocol.py``; this
-module knows only the catalogue, so it loads without torch.
-"""
+"""Deprecated alias of bnstudy.spec.claims, kept for one release (pre-registered hypotheses)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from bnstudy.spec.claims import (
+    HYPOTHESIS_ID,
+    REGISTRATION_KEY,
+    Hypothesis,
+    Interaction,
+    designs,
+    hypothesis_sha256,
+    registered_at,
+    registered_hashes,
+    registration,
+    registration_to_record,
+    resolved,
+)
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from bnstudy.catalogue import METRICS
-from bnstudy.design import HypothesisDesign
-
-#: The results-file metadata key (``bnstudy.`` prefix added by the store) of the registration.
-REGISTRATION_KEY = "hypotheses_registration"
-#: An id appears in HTML anchors and file-like contexts, so keep it a safe name.
-HYPOTHESIS_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-
-_STRICT = ConfigDict(extra="forbid", frozen=True)
-
-
-class Interaction(BaseModel):
-    """The claim is about (effect at ``factor = high``) - (effect at ``factor = low``)."""
-
-    model_config = _STRICT
-
-    factor: Annotated[str, Field(min_length=1)]
-    low: Any
-    high: Any
-
-    @model_validator(mode="after")
-    def _two_levels(self) -> Interaction:
-        if self.low == self.high:
-            raise ValueError(f"low and high must differ; both are {self.low!r}")
-        return self
-
-
-class Hypothesis(BaseModel):
-    """One pre-registered claim (see the module docstring)."""
-
-    model_config = _STRICT
-
-    id: Annotated[str, Field(pattern=HYPOTHESIS_ID, max_length=100)]
-    claim: Annotated[str, Field(min_length=1)]
-    metric: str
-    variant: Annotated[str, Field(min_length=1)]
-    control: Annotated[str, Field(min_length=1)]
-    #: factor -> level or list of levels; the claim is about these conditions only.
-    where: dict[str, list[Any]] = Field(default={})
-    expect: Literal["higher", "lower", "equivalent"]
-    #: In analysis units (pp for accuracies); default: the metric's customary margin.
-    margin: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
-    interaction: Interaction | None = None
-    #: ``tuned`` (each arm at its own best level of ``analysis.tune``) or ``fixed``;
-    #: default: tuned when the protocol tunes, else fixed (resolved by :func:`resolved`).
-    estimand: Literal["tuned", "fixed"] | None = None
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, name: str) -> str:
-        if name not in METRICS:
-            raise ValueError(f"unknown metric {name!r}; allowed: {', '.join(METRICS)}")
-        return name
-
-    @field_validator("where", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
-        return value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_margin(cls, data: Any) -> Any:
-        # Resolved here, not at analysis time, so the registered hash covers the margin used.
-        if isinstance(data, dict) and data.get("margin") is None and data.get("metric") in METRICS:
-            return {**data, "margin": METRICS[data["metric"]].default_margin}
-        return data
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Hypothesis:
-        if self.variant == self.control:
-            raise ValueError(f"variant and control are both {self.variant!r}")
-        if self.expect == "equivalent" and self.interaction is not None:
-            # The moderator contrast carries no equivalence test (see stats.hypotheses).
-            raise ValueError("an interaction is expected higher or lower, not equivalent")
-        if self.expect == "equivalent" and self.margin is None:
-            raise ValueError(
-                f"expect: equivalent needs a margin; {self.metric} has no customary one"
-            )
-        return self
-
-
-def resolved(h: Hypothesis, tunes: bool) -> dict[str, Any]:
-    """Every field with its default resolved, in canonical form (what the hash covers).
-
-    Numbers are written as floats (``1`` and ``1.0`` are the same level) and the levels of
-    ``where`` sorted, so only a change of meaning changes the hash.
-    """
-    data = h.model_dump()
-    data["estimand"] = h.estimand or ("tuned" if tunes else "fixed")
-    data["where"] = {k: sorted(map(_canonical, v), key=json.dumps) for k, v in h.where.items()}
-    if h.interaction is not None:
-        i = h.interaction
-        data["interaction"] = {
-            "factor": i.factor,
-            "low": _canonical(i.low),
-            "high": _canonical(i.high),
-        }
-    return data
-
-
-def _canonical(value: Any) -> Any:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def hypothesis_sha256(h: Hypothesis, tunes: bool) -> str:
-    """sha256 of the canonical JSON of :func:`resolved` (stable under key order)."""
-    text = json.dumps(resolved(h, tunes), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def designs(protocol: Any) -> list[HypothesisDesign]:
-    """The protocol's hypotheses as plain data for ``stats`` (no pydantic there)."""
-    tunes = bool(protocol.analysis.tune)
-    out = []
-    for h in protocol.hypotheses:
-        r = resolved(h, tunes)
-        i = h.interaction
-        out.append(
-            HypothesisDesign(
-                id=h.id,
-                claim=h.claim,
-                metric=h.metric,
-                variant=h.variant,
-                control=h.control,
-                where={k: tuple(v) for k, v in h.where.items()},
-                expect=h.expect,
-                margin=h.margin,
-                estimand=r["estimand"],
-                sha256=hypothesis_sha256(h, tunes),
-                interaction=None if i is None else (i.factor, i.low, i.high),
-            )
-        )
-    return out
-
-
-def registration(protocol: Any, now: dt.datetime | None = None) -> str:
-    """The registration record (JSON): when, and each hypothesis' id and hash."""
-    when = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
-    record = {
-        "registered_at": when,
-        "protocol_sha256": protocol.sha256,
-        "hypotheses": {d.id: d.sha256 for d in designs(protocol)},
-    }
-    return json.dumps(record, sort_keys=True)
-
-
-def registration_to_record(
-    metadata: Mapping[str, str], results_exist: bool, protocol: Any
-) -> dict[str, str]:
-    """The registration metadata a run writes: the file's own record if it has one (never
-    replaced), a new record when no result exists yet, else none (results came first)."""
-    if REGISTRATION_KEY in metadata:
-        return {REGISTRATION_KEY: metadata[REGISTRATION_KEY]}
-    if results_exist:
-        return {}
-    return {REGISTRATION_KEY: registration(protocol)}
-
-
-def registered_hashes(metadata: Mapping[str, str]) -> set[str] | None:
-    """The hashes a results file registered; None when it has no (readable) record."""
-    text = metadata.get(REGISTRATION_KEY)
-    if text is None:
-        return None
-    try:
-        return set(json.loads(text)["hypotheses"].values())
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
-def registered_at(metadata: Mapping[str, str]) -> str | None:
-    """When the record was made (ISO 8601, UTC), if the file has one."""
-    try:
-        return json.loads(metadata[REGISTRATION_KEY])["registered_at"]
-    except (KeyError, ValueError, TypeError):
-        return None
+__all__ = [
+    "HYPOTHESIS_ID",
+    "REGISTRATION_KEY",
+    "Hypothesis",
+    "Interaction",
+    "designs",
+    "hypothesis_sha256",
+    "registered_at",
+    "registered_hashes",
+    "registration",
+    "registration_to_record",
+    "resolved",
+]

@@ -65,7 +65,7 @@ from bnstudy import metrics as M
 from bnstudy.data import Dataset, build_dataset
 from bnstudy.models import build_model
 from bnstudy.models.packed import PackedLinear, copy_view, pack_inputs, pack_models
-from bnstudy.protocol import Trial
+from bnstudy.spec.trial import Trial
 from bnstudy.train import (
     PRECISE_BN_BATCHES,
     TrialResult,

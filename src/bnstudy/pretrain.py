@@ -1,7 +1,7 @@
 """Pre-training stages: a body trained on another task first, cached once, shared by a block.
 
 A trial with ``pretrain`` other than ``none`` starts its body from the weights a stage of the
-protocol's ``pretraining:`` section produced (see :class:`bnstudy.protocol.PretrainStage`),
+protocol's ``pretraining:`` section produced (see :class:`bnstudy.spec.stages.PretrainStage`),
 then fine-tunes body and head exactly as any trial; its head is initialised as without
 pre-training. Every arm of a pairing block loads the *same* checkpoint: the body is a
 function of (architecture, stage settings, seed) only, never of the head, so the comparison
@@ -38,7 +38,9 @@ import torch.nn.functional as F
 from bnstudy.atomic import write_atomically
 from bnstudy.data import DatasetError, build_dataset, cache_dir, prepare_dataset
 from bnstudy.models import build_model
-from bnstudy.protocol import Protocol, ProtocolError, Trial
+from bnstudy.spec.errors import ProtocolError
+from bnstudy.spec.protocol import Protocol
+from bnstudy.spec.trial import Trial
 
 #: Bump when the checkpoint's content changes: old files are then simply not found.
 CHECKPOINT_FORMAT = 1

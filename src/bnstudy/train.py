@@ -50,10 +50,10 @@ from bnstudy import metrics as M
 from bnstudy import pretrain
 from bnstudy.data import Dataset, build_dataset
 from bnstudy.models import Classifier, build_model, fold_bn_into_linear, hidden_relu
-from bnstudy.protocol import Trial
 from bnstudy.result import TrialResult
 from bnstudy.result import nan_metrics as _nan_metrics
 from bnstudy.result import now as _now
+from bnstudy.spec.trial import Trial
 
 #: Training batches (of the training batch size) over which PreciseBN recomputes the BN
 #: statistics; fewer when one pass has fewer. A fixed number, so every trial's

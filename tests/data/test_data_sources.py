@@ -42,7 +42,7 @@ def test_a_missing_path_fails_even_when_a_pool_is_cached(cifar10_dir, tmp_path):
 
 def test_validate_refuses_a_missing_path_after_a_run(cifar10_dir, tmp_path):
     from bnstudy import study
-    from bnstudy.protocol import ProtocolError
+    from bnstudy.spec.errors import ProtocolError
     from tiny_protocol import tiny_text
 
     text = tiny_text(seeds=1, imbalance_ratio=1, batch_size=8).replace(
@@ -131,7 +131,7 @@ def _vectors(path: Path) -> Path:
 
 def test_a_run_records_its_source_files_in_the_results_metadata(tmp_path):
     from bnstudy import runner, study
-    from bnstudy.protocol import parse_protocol
+    from bnstudy.spec.loading import parse_protocol
     from tiny_protocol import tiny, tiny_text
 
     npz = _vectors(tmp_path / "vectors.npz")

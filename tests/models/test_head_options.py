@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from bnstudy import head_options
 from bnstudy.models import build_model, head_names, register_head, registry
+from bnstudy.spec import head_options
 
 
 def build(head, **options):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bnstudy.models import architecture_info, architecture_names, build_model
-from bnstudy.protocol import Trial
+from bnstudy.spec.trial import Trial
 from bnstudy.train import batch_order
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnstudy.design import HypothesisDesign
+from bnstudy.spec.design import HypothesisDesign
 from bnstudy.stats import analyze
 from bnstudy.stats.derived import with_derived_metrics
 from bnstudy.stats.hypotheses import EXPLORATORY_VERDICT, NO_ESTIMATE, evaluate_hypotheses

@@ -97,7 +97,8 @@ def test_no_factor_name_is_special_cased_in_the_analysis():
         if path.name in ("simulate.py", "levels.py"):  # a simulator; levels: not ours
             continue
         text = path.read_text()
-        for banned in ("imbalance_ratio", "TREATMENT", "bnstudy.protocol", "'head'"):
+        banned_words = ("imbalance_ratio", "TREATMENT", "bnstudy.protocol", "bnstudy.spec.protocol")
+        for banned in (*banned_words, "'head'"):
             assert banned not in text, (path.name, banned)
         for line in text.splitlines():
             if '"head"' in line:

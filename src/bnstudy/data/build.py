@@ -15,7 +15,7 @@ from bnstudy.data.pool import Pool, load_pool
 from bnstudy.data.spec import DatasetError
 
 if TYPE_CHECKING:
-    from bnstudy.protocol import Trial
+    from bnstudy.spec.trial import Trial
 
 
 def _tensor(pool: Pool, x: np.ndarray) -> torch.Tensor:

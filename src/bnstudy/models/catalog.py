@@ -8,7 +8,7 @@ torch modules of :mod:`bnstudy.models`) are imported by whoever builds a network
 Each built-in architecture is declared here with its :class:`ArchitectureInfo` and the module
 that registers its builder (:func:`bnstudy.models.registry.register_builder`); a user's
 architecture is declared by :func:`bnstudy.models.registry.register_architecture`, with its
-builder. Heads are named by :mod:`bnstudy.head_options`, which knows the options each takes.
+builder. Heads are named by :mod:`bnstudy.spec.head_options`, which knows the options each takes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Literal
 
-from bnstudy import head_options
+from bnstudy.spec import head_options
 from bnstudy.suggest import did_you_mean
 
 InputKind = Literal["image", "signal", "vector", "any"]

@@ -16,7 +16,7 @@ The hidden layer keeps the feature width by default, so ``head.fc`` has the same
 head; with ``hidden_width`` set, ``head.fc`` of a hidden-layer head has another shape and its
 initial weights are its own (a new shape cannot share them).
 
-**Options** (:mod:`bnstudy.head_options`) are keyword arguments of the builders:
+**Options** (:mod:`bnstudy.spec.head_options`) are keyword arguments of the builders:
 ``hidden_width`` (hidden-layer heads), ``bn_momentum`` (heads with a BatchNorm), ``dropout``
 on the input of ``fc`` (every head) and ``dropout_at`` (heads with a norm right before ``fc``:
 ``bn``, ``bn_noaffine``, ``bnneck``, ``hidden_relu_bn``, ``ln``).
@@ -30,8 +30,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from bnstudy.head_options import BUILTIN, DROPOUT_PLACES
 from bnstudy.models.registry import register_head
+from bnstudy.spec.head_options import BUILTIN, DROPOUT_PLACES
 
 
 class Head(nn.Module):
@@ -110,7 +110,7 @@ def _width(d: int, hidden_width: int) -> int:
     return hidden_width or d
 
 
-# The options each head takes are declared in bnstudy.head_options (torch-free, so that a
+# The options each head takes are declared in bnstudy.spec.head_options (torch-free, so that a
 # protocol expands without torch); register_head checks the builders agree with it.
 
 

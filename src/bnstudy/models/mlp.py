@@ -1,7 +1,7 @@
 """``mlp``: flatten -> ReLU hidden layers. Its "pooled features" are the last hidden layer.
 
 Width and depth are options (a protocol's ``architectures: {mlp: {width: 512, depth: 3}}``,
-see :mod:`bnstudy.arch_options`); the defaults, 256 wide and 2 deep, are the first release's
+see :mod:`bnstudy.spec.arch_options`); the defaults, 256 wide and 2 deep, are the first release's
 network, with the same layer names and therefore the same initial weights.
 """
 

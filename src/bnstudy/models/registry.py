@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnstudy import head_options
 from bnstudy.models.catalog import (
     ArchitectureInfo,
     ConvInit,
@@ -41,6 +40,7 @@ from bnstudy.models.catalog import (
     lookup,
 )
 from bnstudy.models.init import init_weights
+from bnstudy.spec import head_options
 
 ArchitectureBuilder = Callable[[tuple[int, ...]], nn.Module]
 HeadBuilder = Callable[..., nn.Module]
@@ -107,9 +107,9 @@ def register_head(
     """``@register_head("name", options=(...))`` on a builder ``(in_features, num_classes,
     **options) -> head``.
 
-    ``options`` names the head options (:data:`bnstudy.head_options.DEFAULTS`) the builder
+    ``options`` names the head options (:data:`bnstudy.spec.head_options.DEFAULTS`) the builder
     takes as keyword arguments; omitted, those already declared in
-    :mod:`bnstudy.head_options` (none for a new head). Options a head does not take are set to
+    :mod:`bnstudy.spec.head_options` (none for a new head). Options a head does not take are set to
     their defaults when a protocol is expanded, so they never create duplicate trials.
     """
     head_options.declare(name, head_options.options_of(name) if options is None else options)

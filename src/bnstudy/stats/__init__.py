@@ -1,4 +1,4 @@
-"""Estimands from a results table and a plain design description (``bnstudy.design.Design``):
+"""Estimands from a results table and a plain design description (``bnstudy.spec.design.Design``):
 paired mixed-model effects with prediction intervals for a new condition, equivalence,
 heterogeneity, multiplicity, moderator contrasts and slopes, tuned comparisons, robustness,
 failure rates and seed planning. Imports neither torch nor pydantic."""

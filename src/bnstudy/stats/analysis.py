@@ -59,7 +59,7 @@ from typing import Any
 import pandas as pd
 
 from bnstudy.catalogue import METRICS
-from bnstudy.design import Design, MetricDesign
+from bnstudy.spec.design import Design, MetricDesign
 from bnstudy.stats.analysis_result import (
     CONTRAST_SUFFIX,
     DIAGNOSTIC_COLUMNS,
@@ -120,7 +120,7 @@ __all__ = [
 def analyze(table: pd.DataFrame, design: Design | Any) -> Analysis:
     """Analyse a results table (one row per trial) under ``design``'s roles and settings.
 
-    ``design``: a :class:`~bnstudy.design.Design` (a ``Protocol`` is accepted too and read
+    ``design``: a :class:`~bnstudy.spec.design.Design` (a ``Protocol`` is accepted too and read
     through its ``design()``). Never raises on thin data (no complete pairs, one seed): the
     affected estimates are absent and ``diagnostics`` says why. Raises ValueError when a
     required column (block_id, status, the treatment) is missing.

@@ -9,7 +9,7 @@ import pandas as pd
 from scipy import special, stats
 
 from bnstudy.catalogue import OK
-from bnstudy.design import Design
+from bnstudy.spec.design import Design
 from bnstudy.stats.paired import as_design
 
 #: ``arm`` is the treatment level (e.g. a head variant); ``head`` repeats it under its old

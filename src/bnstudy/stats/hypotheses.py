@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from bnstudy.catalogue import METRICS
-from bnstudy.design import Design, HypothesisDesign, MetricDesign
+from bnstudy.spec.design import Design, HypothesisDesign, MetricDesign
 from bnstudy.stats.analysis import CONTRAST_SUFFIX, analyze
 from bnstudy.stats.imputation import ITT
 from bnstudy.stats.inference import adjust

@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 
 from bnstudy.catalogue import METRICS, OK
-from bnstudy.design import Design
+from bnstudy.spec.design import Design
 from bnstudy.stats.imputation import ITT, Scored, score_trials
 
 
 def as_design(design: Design | Any) -> Design:
-    """A :class:`~bnstudy.design.Design`, from itself or from anything with a ``design()``
+    """A :class:`~bnstudy.spec.design.Design`, from itself or from anything with a ``design()``
     method (a ``Protocol``: accepted for compatibility, without importing pydantic here)."""
     if isinstance(design, Design):
         return design
@@ -87,7 +87,7 @@ def paired_differences(
 ) -> Pairs:
     """Block-level differences variant - control of ``metric`` on the analysis scale.
 
-    ``design``: a :class:`~bnstudy.design.Design` (or a Protocol). ``population``:
+    ``design``: a :class:`~bnstudy.spec.design.Design` (or a Protocol). ``population``:
     "intention-to-treat" (default, the primary analysis: collapsed trials with their
     metrics, trials without metrics at the design's ``failed_score``) or
     "ok only". ``scored``: the rows' values from :func:`~bnstudy.stats.imputation.

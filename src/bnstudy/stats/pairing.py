@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from bnstudy.design import Design
+from bnstudy.spec.design import Design
 from bnstudy.stats.findings import Findings, label
 from bnstudy.stats.imputation import ITT, Scored
 from bnstudy.stats.paired import Pairs, paired_differences

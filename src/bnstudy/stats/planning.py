@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from bnstudy.catalogue import METRICS
-from bnstudy.design import Design
+from bnstudy.spec.design import Design
 from bnstudy.stats.mixed import paired_effect_fit
 from bnstudy.stats.paired import as_design, condition_columns, paired_differences
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnstudy.design import Design
+from bnstudy.spec.design import Design
 from bnstudy.stats.analysis_result import WILCOXON_REPLACED
 from bnstudy.stats.bootstrap import GENERALISING, STATISTICS, Bootstrap, effect_size_bootstrap
 from bnstudy.stats.findings import Comparison, Findings

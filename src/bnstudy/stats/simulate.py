@@ -32,7 +32,7 @@ import pandas as pd
 from bnstudy.catalogue import METRICS
 
 if TYPE_CHECKING:  # the protocol (pydantic) is imported only by the functions that need it
-    from bnstudy.protocol import Protocol
+    from bnstudy.spec.protocol import Protocol
 
 
 def simulate_results(
@@ -176,7 +176,7 @@ def grid_protocol(
     extra_analysis: str = "",
 ) -> Protocol:
     """A protocol over datasets x ratios x lrs (48 conditions by default) for simulations."""
-    from bnstudy.protocol import parse_protocol
+    from bnstudy.spec.loading import parse_protocol
 
     def seq(values: tuple) -> str:
         return "[" + ", ".join(str(v) for v in values) + "]"

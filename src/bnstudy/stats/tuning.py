@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from bnstudy.catalogue import METRICS
-from bnstudy.design import Design
+from bnstudy.spec.design import Design
 from bnstudy.stats.imputation import ITT, Scored, score_trials
 from bnstudy.stats.paired import (
     Pairs,

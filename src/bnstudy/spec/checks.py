@@ -1,0 +1,253 @@
+"""The cross-checks of a protocol's sections against each other, run once it is parsed.
+
+Each raises :class:`~bnstudy.spec.errors.FieldError` at the field a user has to change:
+the control among the heads, moderators and tuning factors among the factors, dataset and
+architecture options, head options that belong to the arms, pre-training stages, exclusions,
+hypotheses, and the number of trials.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bnstudy.data.spec import SPECS as DATASET_SPECS
+from bnstudy.data.spec import DatasetError, resolve_options
+from bnstudy.spec import arch_options
+from bnstudy.spec.errors import FieldError, UnknownName, show
+from bnstudy.spec.factors import Factors
+from bnstudy.spec.fields import DEFAULT_MAX_TRIALS, as_list
+from bnstudy.spec.head_options import options_of as head_options_of
+from bnstudy.spec.trial import NO_PRETRAIN, TREATMENT
+
+if TYPE_CHECKING:
+    from bnstudy.spec.protocol import Protocol
+
+
+def check_all(p: Protocol) -> None:
+    """Every cross-check, in the order a user would fix them."""
+    _check_roles(p)
+    _check_datasets(p)
+    _check_head_options(p)
+    _check_architectures(p)
+    _check_pretraining(p)
+    _check_exclusions(p)
+    _check_hypotheses(p)
+    _check_size(p)
+
+
+def _check_roles(p: Protocol) -> None:
+    """The control among the heads, with a variant beside it; moderators, transforms and
+    tuning factors among the factors (a log transform on positive numeric levels only)."""
+    heads = getattr(p.factors, TREATMENT)
+    if p.control not in heads:
+        raise FieldError(
+            ("control",),
+            f"{p.control!r} is not among the {TREATMENT}s; allowed: {', '.join(heads)}",
+        )
+    if len(heads) < 2:
+        raise FieldError(
+            ("factors", TREATMENT),
+            f"needs the control and at least one variant to compare; got {heads}",
+        )
+    allowed = [f for f in Factors.model_fields if f != TREATMENT]
+    for i, m in enumerate(p.analysis.moderators or []):
+        if m not in allowed:
+            raise FieldError(
+                ("analysis", "moderators", i),
+                f"{m!r} is not a factor; allowed: {', '.join(allowed)}",
+            )
+    for name, transform in p.analysis.transforms.items():
+        if name not in allowed:
+            raise FieldError(
+                ("analysis", "transforms", name),
+                f"{name!r} is not a factor; allowed: {', '.join(allowed)}",
+            )
+        levels = getattr(p.factors, name)
+        if transform == "log" and not all(isinstance(v, int | float) and v > 0 for v in levels):
+            raise FieldError(
+                ("analysis", "transforms", name),
+                f"log needs positive numeric levels; {name} has {show(levels)}",
+            )
+    for i, name in enumerate(p.analysis.tune):
+        if name not in allowed or name == "seed":
+            raise FieldError(
+                ("analysis", "tune", i),
+                f"{name!r} is not a factor; allowed: {', '.join(allowed)}",
+            )
+
+
+def _check_datasets(p: Protocol) -> None:
+    levels = p.factors.dataset
+    staged = [s.dataset for s in p.pretraining.values() if s.options is None]
+    for name in p.datasets:
+        if name not in levels and name not in staged:
+            raise FieldError(
+                ("datasets", name),
+                f"{name!r} is not a dataset of this protocol; its datasets: {', '.join(levels)}",
+            )
+    for name in levels:
+        if name not in DATASET_SPECS:  # read back without registries: a future dataset
+            continue
+        try:
+            resolve_options(name, p.datasets.get(name))
+        except DatasetError as exc:
+            where, _, message = str(exc).partition(": ")
+            raise FieldError(tuple(where.split(".")), message) from None
+
+
+def _check_head_options(p: Protocol) -> None:
+    """An arm option may not vary on the control (the control would split into several
+    arms), nor be a moderator, transform or tuning factor (it is no condition)."""
+    for name in p.arm_options:
+        levels = getattr(p.factors, name)
+        if name in head_options_of(p.control) and len(levels) > 1:
+            others = [h for h in getattr(p.factors, TREATMENT) if name not in head_options_of(h)]
+            raise FieldError(
+                ("factors", name),
+                f"varies on the control {p.control!r} but head(s) {', '.join(others)} "
+                f"do not take it, so their trials could not pair with each level; give "
+                f"{name} one value, or choose a control that does not take it",
+            )
+        roles = {
+            "moderators": p.analysis.moderators or [],
+            "transforms": list(p.analysis.transforms),
+            "tune": p.analysis.tune,
+        }
+        for role, names in roles.items():
+            if name in names:
+                raise FieldError(
+                    ("analysis", role),
+                    f"{name!r} is part of the arms (some heads do not take it), not a "
+                    "condition; its levels are compared as arms against the control",
+                )
+
+
+def _check_architectures(p: Protocol) -> None:
+    levels = p.factors.architecture
+    for name, options in p.architectures.items():
+        if name not in levels:
+            raise FieldError(
+                ("architectures", name),
+                f"{name!r} is not an architecture of this protocol; its architectures: "
+                f"{', '.join(levels)}",
+            )
+        try:
+            arch_options.resolve(name, options)
+        except arch_options.ArchitectureOptionError as exc:
+            where, _, message = str(exc).partition(": ")
+            raise FieldError(tuple(where.split(".")), message) from None
+
+
+def _check_pretraining(p: Protocol) -> None:
+    if NO_PRETRAIN in p.pretraining:
+        raise FieldError(
+            ("pretraining", NO_PRETRAIN), f"{NO_PRETRAIN!r} means no pre-training; rename it"
+        )
+    for i, level in enumerate(p.factors.pretrain):
+        if level != NO_PRETRAIN and level not in p.pretraining:
+            allowed = ", ".join([NO_PRETRAIN, *p.pretraining])
+            raise FieldError(
+                ("factors", "pretrain", i),
+                f"{level!r} is not a stage of the pretraining section; allowed: {allowed}",
+            )
+    for name, stage in p.pretraining.items():
+        if stage.dataset not in DATASET_SPECS:  # read back without registries
+            continue
+        try:
+            p.stage_options(name)
+        except DatasetError as exc:
+            message = str(exc).partition(": ")[2]
+            raise FieldError(("pretraining", name, "options"), message) from None
+    seen: dict[str, str] = {}
+    for level in p.factors.pretrain:
+        first = seen.setdefault(p.stage_identity(level), level)
+        if first != level:
+            raise FieldError(
+                ("pretraining", level),
+                f"the same settings as stage {first!r}: their trials would be the same",
+            )
+
+
+def _check_exclusions(p: Protocol) -> None:
+    factors = list(Factors.model_fields)
+    for i, entry in enumerate(p.exclude):
+        if not entry:
+            raise FieldError(("exclude", i), "an empty entry would exclude every trial")
+        for key, value in entry.items():
+            if key not in factors:
+                raise FieldError(("exclude", i, key), str(UnknownName(0, key, factors)))
+            levels = getattr(p.factors, key)
+            for v in as_list(value):
+                if v not in levels:
+                    raise FieldError(
+                        ("exclude", i, key),
+                        f"{show(v)} is not a level of {key}; levels: {show(levels)}",
+                    )
+
+
+def _check_hypotheses(p: Protocol) -> None:
+    """Ids unique; arms among the heads (or the arms head options make); ``where`` and
+    ``interaction`` name factors and their levels (as ``exclude`` does): a claim about a
+    condition never run is a typo."""
+    arms = list(getattr(p.factors, TREATMENT))
+    if p.arm_options:  # e.g. bn[bn_momentum=0.01]: an arm a hypothesis may name
+        arms += [a for a in (p.control_arm, *p.variant_arms) if a not in arms]
+    factors = [f for f in Factors.model_fields if f != TREATMENT]
+    seen: set[str] = set()
+    for i, h in enumerate(p.hypotheses):
+        if h.id in seen:
+            raise FieldError(("hypotheses", i, "id"), f"duplicate hypothesis id {h.id!r}")
+        seen.add(h.id)
+        for role in ("variant", "control"):
+            if getattr(h, role) not in arms:
+                raise FieldError(
+                    ("hypotheses", i, role),
+                    f"{getattr(h, role)!r} is not among the {TREATMENT}s; allowed: "
+                    f"{', '.join(arms)}",
+                )
+        if h.estimand == "tuned" and not p.analysis.tune:
+            raise FieldError(
+                ("hypotheses", i, "estimand"),
+                "tuned needs tuning factors (analysis.tune); this protocol tunes none",
+            )
+        levels_of = [(("where", k), k, v) for k, v in h.where.items()]
+        if (x := h.interaction) is not None:
+            if x.factor not in factors:
+                raise FieldError(
+                    ("hypotheses", i, "interaction", "factor"),
+                    str(UnknownName(0, x.factor, factors)),
+                )
+            ends = ("low", "high")
+            levels_of += [(("interaction", e), x.factor, [getattr(x, e)]) for e in ends]
+        for loc, key, values in levels_of:
+            if key not in factors:
+                raise FieldError(("hypotheses", i, *loc), str(UnknownName(0, key, factors)))
+            levels = getattr(p.factors, key)
+            for v in values:
+                if v not in levels:
+                    raise FieldError(
+                        ("hypotheses", i, *loc),
+                        f"{show(v)} is not a level of {key}; levels: {show(levels)}",
+                    )
+        # Levels checked above, so they are hashable scalars here.
+        inside = x is None or x.factor not in h.where
+        if not inside and not {x.low, x.high} <= set(h.where[x.factor]):
+            raise FieldError(
+                ("hypotheses", i, "where", x.factor),
+                f"leaves out level {x.low!r} or {x.high!r} of the interaction",
+            )
+
+
+def _check_size(p: Protocol) -> None:
+    """Refuse more than ``max_trials`` trials, counted without expanding the seeds."""
+    gross = len(p.seeds) * p.factors.count()
+    if gross <= p.max_trials:
+        return
+    enumerable = p.exclude and p.factors.count() <= 10 * DEFAULT_MAX_TRIALS
+    if enumerable and len(p.seeds) * len(p.combinations()) <= p.max_trials:
+        return
+    raise FieldError(
+        ("max_trials",),
+        f"the protocol expands to {p.n_trials_bound()} trials, more than max_trials = "
+        f"{p.max_trials}; raise max_trials in the protocol if that is intended",
+    )

@@ -1,0 +1,144 @@
+"""The ``factors:`` section: every factor a protocol can vary, with its levels and default.
+
+Their full factorial product (less the exclusions) times the seeds is the set of trials.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+
+from bnstudy.spec.errors import FieldError, UnknownName
+from bnstudy.spec.fields import (
+    STRICT,
+    Fraction,
+    Momentum,
+    Name,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenFraction,
+    PositiveFloat,
+    PositiveInt,
+    Ratio,
+    as_list,
+    check_unique,
+)
+from bnstudy.spec.trial import NO_PRETRAIN
+
+
+class Factors(BaseModel):
+    """Every factor is a non-empty list of values (a single value means a list of one).
+
+    Adding a factor: add it here *and* to :class:`~bnstudy.spec.trial.Trial`, at the same
+    default (tests/spec/test_factors_match_trial.py checks both); ``train.run_trial`` reads it.
+
+    Head options (``hidden_width``, ``dropout``, ``dropout_at``, ``bn_momentum``) apply only
+    to the heads that take them (``bnstudy.spec.head_options``): elsewhere they are set to
+    their defaults on expansion and duplicates dropped. One that every head of the protocol
+    takes is a condition; one that some heads do not take belongs to the arm
+    (:meth:`Protocol.arm_options`).
+    """
+
+    model_config = STRICT
+
+    architecture: list[Name] = Field(min_length=1)
+    head: list[Name] = Field(min_length=1)
+    dataset: list[Name] = Field(min_length=1)
+    imbalance_ratio: list[Ratio] = Field(default=[1.0], min_length=1)
+    train_per_class: list[PositiveInt] = Field(default=[500], min_length=1)
+    #: Training length in passes over the training set; 0 when ``steps`` sets it instead.
+    epochs: list[NonNegativeInt] = Field(default=[10], min_length=1)
+    batch_size: list[PositiveInt] = Field(default=[64], min_length=1)
+    lr: list[PositiveFloat] = Field(default=[0.05], min_length=1)
+    optimizer: list[Literal["sgd", "adamw"]] = Field(default=["sgd"], min_length=1)
+    weight_decay: list[NonNegativeFloat] = Field(default=[5e-4], min_length=1)
+    # Added after the first release: at these defaults they are left out of trial ids, so
+    # tables written before them resume with nothing to re-run (see Trial.settings).
+    #: Shape of the long tail: ``exp`` (Cui et al.), ``step`` (Buda et al.: a fraction
+    #: ``step_fraction`` of the classes are minority), one or two majority classes.
+    imbalance_profile: list[Literal["exp", "step", "single_majority", "two_majority"]] = Field(
+        default=["exp"], min_length=1
+    )
+    step_fraction: list[OpenFraction] = Field(default=[0.5], min_length=1)
+    #: Training length in optimiser steps, the same for every imbalance ratio (0: use epochs).
+    steps: list[NonNegativeInt] = Field(default=[0], min_length=1)
+    lr_schedule: list[Literal["cosine", "step", "constant"]] = Field(
+        default=["cosine"], min_length=1
+    )
+    #: Fraction of the training steps spent warming the learning rate up linearly from 0.
+    warmup_frac: list[Fraction] = Field(default=[0.0], min_length=1)
+    label_smoothing: list[Fraction] = Field(default=[0.0], min_length=1)
+    #: Maximum gradient norm (0: no clipping).
+    grad_clip: list[NonNegativeFloat] = Field(default=[0.0], min_length=1)
+    sampler: list[Literal["instance", "class_balanced"]] = Field(default=["instance"], min_length=1)
+    # Head options (bnstudy.spec.head_options): a head that does not take one gets its
+    # default, so listing levels never duplicates trials of such heads.
+    #: Width of the hidden layer of ``hidden``, ``hidden_bn_relu``, ``hidden_relu_bn``
+    #: (0: the feature width).
+    hidden_width: list[NonNegativeInt] = Field(default=[0], min_length=1)
+    #: Dropout rate on the input of the final FC (every head).
+    dropout: list[Fraction] = Field(default=[0.0], min_length=1)
+    #: Where the dropout goes in heads with a norm right before the FC.
+    dropout_at: list[Literal["before_norm", "after_norm"]] = Field(
+        default=["before_norm"], min_length=1
+    )
+    #: Momentum of the head's BatchNorm running statistics (PyTorch's default 0.1).
+    bn_momentum: list[Momentum] = Field(default=[0.1], min_length=1)
+    #: ``none`` or the name of a stage of the protocol's ``pretraining:`` section: the body
+    #: starts from that stage's weights (see :class:`PretrainStage`).
+    pretrain: list[Name] = Field(default=[NO_PRETRAIN], min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_or_epochs(cls, data: Any) -> Any:
+        """``steps:`` replaces ``epochs:``; giving both is ambiguous."""
+        if not isinstance(data, dict) or "steps" not in data:
+            return data
+        steps = as_list(data["steps"])
+        if any(s != 0 for s in steps):
+            if "epochs" in data:
+                raise FieldError(
+                    ("factors", "steps"),
+                    "give the training length as epochs or as steps, not both",
+                )
+            if 0 in steps:
+                raise FieldError(("factors", "steps"), "steps must be at least 1")
+            return {**data, "epochs": [0]}
+        return data
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return as_list(value)
+
+    @field_validator("*")
+    @classmethod
+    def _unique(cls, values: list[Any]) -> list[Any]:
+        return check_unique(values)
+
+    @field_validator("architecture", "head", "dataset")
+    @classmethod
+    def _registered(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        known = (info.context or {}).get(info.field_name)
+        if known is None:  # parsing without registries (e.g. from a results file)
+            return values
+        for i, v in enumerate(values):
+            if v not in known:
+                raise UnknownName(i, v, known)
+        return values
+
+    @model_validator(mode="after")
+    def _a_training_length(self) -> Factors:
+        if self.steps == [0] and 0 in self.epochs:
+            raise FieldError(("factors", "epochs"), "epochs must be at least 1")
+        return self
+
+    def count(self) -> int:
+        """The number of factor combinations (without expanding them)."""
+        return math.prod(len(getattr(self, name)) for name in type(self).model_fields)
+
+    def varying(self) -> list[str]:
+        """Names of the factors that take more than one value."""
+        return [name for name in type(self).model_fields if len(getattr(self, name)) > 1]

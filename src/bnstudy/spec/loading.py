@@ -1,0 +1,155 @@
+"""Reading a protocol: the strict YAML loader, :func:`load_protocol` and :func:`parse_protocol`
+(which raise :class:`~bnstudy.spec.errors.ProtocolError`, one line per problem), and the
+peeks at a file taken before it is validated (:func:`plugins_of`, :func:`protocol_fields`)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from bnstudy.spec.analysis_settings import MetricSpec
+from bnstudy.spec.claims import Hypothesis, Interaction
+from bnstudy.spec.errors import ProtocolError, one_line, show
+from bnstudy.spec.fields import PLUGIN
+from bnstudy.spec.plugins import resolve_entries
+from bnstudy.spec.protocol import Protocol
+from bnstudy.spec.stages import PretrainStage
+
+
+def load_protocol(path: str | Path, known: Mapping[str, Sequence[str]] | None = None) -> Protocol:
+    """Read and validate a protocol file; raises :class:`ProtocolError` with a one-line message."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProtocolError(f"{path}: protocol file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"{path}: cannot read protocol file: {exc}") from None
+    return parse_protocol(
+        text, source=str(path), known=known, source_dir=str(path.resolve().parent)
+    )
+
+
+def plugins_of(path: str | Path) -> tuple[str, ...]:
+    """The ``plugins`` of protocol file ``path``, read before the rest is validated: the
+    names and head options the rest refers to may come from them. () when the file has none,
+    or cannot be read as a protocol (its validation then says why)."""
+    try:
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return ()
+    entries = data.get("plugins") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        return ()
+    if not all(isinstance(e, str) and re.fullmatch(PLUGIN, e) for e in entries):
+        return ()
+    return resolve_entries(entries, Path(path).resolve().parent)
+
+
+def protocol_fields(path: str | Path) -> dict[Any, Any] | None:
+    """The top-level mapping of ``path`` when its content reads as a protocol (YAML whose
+    mapping has ``factors``), valid or not; else None. For telling a user who gave a protocol
+    where a results file belongs which command takes it."""
+    try:
+        with open(path, "rb") as handle:  # a protocol is a few KiB: no need to read a big file
+            head = handle.read(_PROTOCOL_MAX_BYTES + 1)
+        if len(head) > _PROTOCOL_MAX_BYTES:
+            return None
+        data = yaml.load(head.decode("utf-8"), Loader=_StrictLoader)  # noqa: S506
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) and "factors" in data else None
+
+
+_PROTOCOL_MAX_BYTES = 1 << 20
+
+
+def parse_protocol(
+    text: str,
+    source: str = "<protocol>",
+    known: Mapping[str, Sequence[str]] | None = None,
+    source_dir: str = "",
+) -> Protocol:
+    """Validate protocol YAML text.
+
+    ``known`` maps ``architecture``, ``head`` and ``dataset`` to their registered names;
+    without it names are not checked (used when reading a protocol back from a results file).
+    """
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProtocolError(f"{where}: invalid YAML: {problem}") from None
+    if data is None:
+        raise ProtocolError(f"{source}: the protocol is empty (no fields, only comments or blanks)")
+    if not isinstance(data, dict):
+        raise ProtocolError(
+            f"{source}: expected a mapping of protocol fields at the top level, "
+            f"got {type(data).__name__}"
+        )
+    try:
+        return Protocol.model_validate(
+            {**data, "source_text": text, "source_dir": source_dir}, context=dict(known or {})
+        )
+    except ValidationError as exc:
+        raise ProtocolError(one_line(exc, source, _allowed_keys)) from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping.
+
+    Plain YAML loading keeps the last of ``seeds: 2`` ... ``seeds: 7`` silently; in a
+    pre-registered protocol that is a mistake to point at, not to guess about.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key; the base class reports it
+                continue
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"duplicate key {show(key)} (first given on line {first.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping
+)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model found at ``loc`` inside a Protocol."""
+    model: Any = Protocol
+    for part in loc:
+        if isinstance(part, int) and model is Hypothesis:  # an element of hypotheses
+            continue
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            break
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif part == "metrics":
+            model = MetricSpec
+        elif part == "pretraining":
+            model = PretrainStage
+        elif part == "hypotheses":
+            model = Hypothesis
+        elif part == "interaction":
+            model = Interaction
+    return [f for f in model.model_fields if f not in ("source_text", "source_dir")]

@@ -1,0 +1,313 @@
+"""The study protocol: the model of a whole protocol file, and its expansion into trials.
+
+A protocol declares factors (lists of values); their full factorial product times the seeds
+is the set of trials (:mod:`bnstudy.spec.trial`). The sections live in their own modules
+(:mod:`~bnstudy.spec.factors`, :mod:`~bnstudy.spec.stages`,
+:mod:`~bnstudy.spec.analysis_settings`, :mod:`~bnstudy.spec.claims`), their cross-checks in
+:mod:`~bnstudy.spec.checks` and reading YAML in :mod:`~bnstudy.spec.loading`.
+
+The names of registered architectures, heads and datasets are handed in through the
+validation context (see ``bnstudy.study.known_names``), so a protocol read back from a
+results file can be parsed on a machine without torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from bnstudy.data.spec import SPECS as DATASET_SPECS
+from bnstudy.data.spec import identity_options, resolve_options
+from bnstudy.spec import arch_options, checks
+from bnstudy.spec.analysis_settings import DEFAULT_TRANSFORMS, AnalysisSettings
+from bnstudy.spec.claims import Hypothesis
+from bnstudy.spec.design import Design, MetricDesign
+from bnstudy.spec.errors import show
+from bnstudy.spec.factors import Factors
+from bnstudy.spec.fields import (
+    DEFAULT_MAX_TRIALS,
+    PLUGIN,
+    STRICT,
+    STUDY_NAME,
+    Name,
+    PositiveInt,
+    Seed,
+    as_list,
+    check_unique,
+)
+from bnstudy.spec.head_options import DEFAULTS as HEAD_OPTION_DEFAULTS
+from bnstudy.spec.head_options import options_of as head_options_of
+from bnstudy.spec.head_options import resolve as resolve_head_options
+from bnstudy.spec.plugins import resolve_entries
+from bnstudy.spec.stages import PretrainStage
+from bnstudy.spec.trial import ARM, NO_PRETRAIN, TREATMENT, Trial, arm_of
+
+
+class Protocol(BaseModel):
+    """A validated study protocol. Build it with :func:`load_protocol` or :func:`parse_protocol`."""
+
+    model_config = STRICT
+
+    name: Annotated[str, Field(pattern=STUDY_NAME, max_length=100)]
+    description: str = ""
+    seeds: list[Seed] = Field(min_length=1)
+    factors: Factors
+    control: Name
+    #: Options per dataset, e.g. ``{cifar10: {path: ~/data/cifar-10-batches-py}}``. Options
+    #: that change the data are part of trial identity; ``path`` only locates it.
+    datasets: dict[str, dict[str, Any] | None] = Field(default={})
+    #: Options per architecture, e.g. ``{mlp: {width: 512, depth: 3}}`` (see
+    #: ``bnstudy.spec.arch_options``); those not at their defaults are part of trial identity.
+    architectures: dict[str, dict[str, Any] | None] = Field(default={})
+    #: Named pre-training stages, the levels of the ``pretrain`` factor besides ``none``.
+    pretraining: dict[Name, PretrainStage] = Field(default={})
+    #: Combinations not to run: each entry maps factor names to a value or a list of
+    #: values; a trial matching every key of an entry is left out.
+    exclude: list[dict[str, Any]] = Field(default=[])
+    analysis: AnalysisSettings = AnalysisSettings()
+    #: Pre-registered claims (see ``bnstudy.spec.claims``); their hashes are recorded with
+    #: the first results, and one added later is exploratory.
+    hypotheses: list[Hypothesis] = Field(default=[])
+    #: Refuse protocols that expand to more trials than this (a guard against typos).
+    max_trials: PositiveInt = DEFAULT_MAX_TRIALS
+    #: Code that registers the protocol's own networks (see ``bnstudy.spec.plugins``): ``.py``
+    #: files, relative to the protocol's folder, or importable module names.
+    plugins: list[Annotated[str, Field(pattern=PLUGIN)]] = Field(default=[])
+    #: The YAML text the protocol was read from (recorded in every output).
+    source_text: str = Field(default="", exclude=True, repr=False)
+    #: The folder of the protocol file (plugin files are relative to it); "" if not a file.
+    source_dir: str = Field(default="", exclude=True, repr=False)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _safe_name(cls, value: Any) -> Any:
+        if isinstance(value, str) and not re.fullmatch(STUDY_NAME, value):
+            raise ValueError(
+                f"{show(value)} cannot be a file name (results, report); use letters, digits, "
+                "'_', '.' and '-', starting with a letter or digit; free text goes in "
+                "'description'"
+            )
+        return value
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _count_or_list(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a count or a list of seeds; got {value!r}")
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError(f"a seed count must be at least 1, got {value}")
+            if value > DEFAULT_MAX_TRIALS * 10:  # never materialise a billion seeds
+                raise ValueError(
+                    f"a seed count of {value} is beyond any study this tool can run "
+                    f"(at most {DEFAULT_MAX_TRIALS * 10})"
+                )
+            return range(value)
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, values: list[int]) -> list[int]:
+        return check_unique(values)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Protocol:
+        checks.check_all(self)
+        return self
+
+    def n_trials_bound(self) -> str:
+        gross = len(self.seeds) * self.factors.count()
+        return f"{gross:,}" if not self.exclude else f"up to {gross:,}"
+
+    # -- options of the sections ----------------------------------------------------------
+
+    def architecture_options(self, name: str) -> dict[str, int]:
+        """Every option of architecture ``name`` (given ones checked, the rest at defaults)."""
+        return arch_options.resolve(name, self.architectures.get(name))
+
+    def dataset_options(self, name: str) -> dict[str, Any]:
+        """Every option of dataset ``name`` (given ones checked, the rest at defaults)."""
+        return resolve_options(name, self.datasets.get(name))
+
+    def stage_options(self, name: str) -> dict[str, Any]:
+        """Every option of pre-training stage ``name``'s dataset (its own, or ``datasets:``)."""
+        stage = self.pretraining[name]
+        given = stage.options if stage.options is not None else self.datasets.get(stage.dataset)
+        return resolve_options(stage.dataset, given)
+
+    def stage_identity(self, name: str) -> str:
+        """Canonical JSON of what pre-training stage ``name`` does ("" for ``none``).
+
+        Its settings, not its name: renaming a stage keeps its trials, changing it does not.
+        """
+        if name == NO_PRETRAIN:
+            return ""
+        stage = self.pretraining[name]
+        given = stage.options if stage.options is not None else self.datasets.get(stage.dataset)
+        data = identity_options(stage.dataset, given) if stage.dataset in DATASET_SPECS else {}
+        settings = stage.model_dump(exclude={"options"})
+        settings["data_options"] = (
+            json.dumps(data, sort_keys=True, separators=(",", ":")) if data else ""
+        )
+        return json.dumps(settings, sort_keys=True, separators=(",", ":"))
+
+    # -- what the analysis reads ----------------------------------------------------------
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.source_text.encode()).hexdigest()
+
+    def plugin_entries(self) -> tuple[str, ...]:
+        """``plugins`` with each file made absolute (workers may start in another folder)."""
+        return resolve_entries(self.plugins, Path(self.source_dir or "."))
+
+    @property
+    def variants(self) -> list[str]:
+        return [h for h in getattr(self.factors, TREATMENT) if h != self.control]
+
+    def design(self) -> Design:
+        """The plain-data design description ``stats`` and ``report`` read.
+
+        When head options belong to the arms (see :meth:`arm_options`), the treatment is the
+        derived ``arm`` column (see :func:`arm_of`) instead of ``head``; otherwise the design
+        is exactly what it was before head options existed.
+        """
+        a = self.analysis
+        arms = self.arm_options
+        return Design(
+            treatment=ARM if arms else TREATMENT,
+            control=self.control_arm if arms else self.control,
+            variants=tuple(self.variant_arms if arms else self.variants),
+            conditions=tuple(f for f in Factors.model_fields if f != TREATMENT and f not in arms),
+            moderators={
+                m: a.transforms.get(m, DEFAULT_TRANSFORMS.get(m, "identity"))
+                for m in self.moderators
+            },
+            metrics={
+                name: MetricDesign(spec.direction, spec.equivalence_margin)
+                for name, spec in a.metrics.items()
+            },
+            confidence=a.confidence,
+            correction=a.correction,
+            family=a.family,
+            bootstrap_replicates=a.bootstrap.replicates,
+            bootstrap_seed=a.bootstrap.seed,
+            failed_score=a.failed_score,
+            tuning=tuple(a.tune),
+            select_by=a.select_by if a.tune else None,
+        )
+
+    @property
+    def moderators(self) -> list[str]:
+        if self.analysis.moderators is not None:
+            return list(self.analysis.moderators)
+        arms = self.arm_options
+        return [f for f in self.factors.varying() if f != TREATMENT and f not in arms]
+
+    # -- arms -----------------------------------------------------------------------------
+
+    @property
+    def arm_options(self) -> tuple[str, ...]:
+        """Head options that belong to the arms: set (away from the default) in this protocol
+        while some of its heads do not take them.
+
+        Such an option cannot be a condition: the heads that do not take it have one trial
+        per seed, shared as the control of every level (``plain`` against ``bn`` at two
+        momenta is three arms: ``plain``, ``bn``, ``bn[bn_momentum=0.01]``). An option every
+        head takes stays a condition, like any other factor.
+        """
+        heads = getattr(self.factors, TREATMENT)
+        return tuple(
+            name
+            for name, default in HEAD_OPTION_DEFAULTS.items()
+            if getattr(self.factors, name) != [default]
+            and not all(name in head_options_of(h) for h in heads)
+        )
+
+    @property
+    def control_arm(self) -> str:
+        """The control's arm label (its head, plus any arm option it takes at a non-default)."""
+        return self.variant_arms_and_control()[0]
+
+    @property
+    def variant_arms(self) -> list[str]:
+        """The arm labels other than the control, in expansion order."""
+        return self.variant_arms_and_control()[1]
+
+    def variant_arms_and_control(self) -> tuple[str, list[str]]:
+        labels = dict.fromkeys(arm_of(c) for c in self.combinations())
+        control = next(a for a in labels if a.split("[")[0] == self.control)
+        return control, [a for a in labels if a != control]
+
+    # -- expansion ------------------------------------------------------------------------
+
+    @property
+    def n_trials(self) -> int:
+        """How many trials :meth:`expand` returns, without building them."""
+        return len(self.seeds) * len(self.combinations())
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """Factor settings per trial of one seed, exclusions applied, treatment fastest."""
+        names = list(Factors.model_fields)
+        names.remove(TREATMENT)
+        names.append(TREATMENT)
+        levels = [getattr(self.factors, n) for n in names]
+        combos = (dict(zip(names, combo, strict=True)) for combo in itertools.product(*levels))
+        kept = [c for c in combos if not any(_matches(c, e) for e in self.exclude)]
+        kept = self._resolve_head_options(kept)
+        arch = {name: self._architecture_identity(name) for name in self.factors.architecture}
+        kept = [{**c, "arch_options": arch[c["architecture"]]} for c in kept]
+        data = {name: self._data_identity(name) for name in self.factors.dataset}
+        stages = {name: self.stage_identity(name) for name in self.factors.pretrain}
+        return [
+            {**c, "data_options": data[c["dataset"]], "pretrain_stage": stages[c["pretrain"]]}
+            for c in kept
+        ]
+
+    def _architecture_identity(self, name: str) -> str:
+        """Canonical JSON of architecture ``name``'s options not at defaults ("" if none)."""
+        options = arch_options.identity_options(name, self.architectures.get(name))
+        return json.dumps(options, sort_keys=True, separators=(",", ":")) if options else ""
+
+    def _resolve_head_options(self, combos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Options a head does not take at their defaults, duplicates dropped (first kept),
+        and each combination's ``arm_options`` (its non-default arm options)."""
+        arms = self.arm_options
+        unique: dict[tuple, dict[str, Any]] = {}
+        for combo in combos:
+            resolved = resolve_head_options(combo)
+            unique.setdefault(tuple(resolved.items()), resolved)
+        return [
+            {
+                **c,
+                "arm_options": ",".join(n for n in arms if c[n] != HEAD_OPTION_DEFAULTS[n]),
+            }
+            for c in unique.values()
+        ]
+
+    def _data_identity(self, name: str) -> str:
+        """Canonical JSON of the options that change dataset ``name`` ("" at the defaults)."""
+        if name not in DATASET_SPECS:
+            return ""
+        options = identity_options(name, self.datasets.get(name))
+        return json.dumps(options, sort_keys=True, separators=(",", ":")) if options else ""
+
+    def expand(self) -> list[Trial]:
+        """The full factorial design less exclusions: one trial per seed x combination.
+
+        Seeds vary slowest and the treatment fastest, so the arms of a pairing block are
+        scheduled next to each other and a partial run holds complete blocks.
+        """
+        combos = self.combinations()
+        return [Trial(seed=seed, **combo) for seed in self.seeds for combo in combos]
+
+
+def _matches(settings: Mapping[str, Any], exclusion: Mapping[str, Any]) -> bool:
+    return all(settings[k] in as_list(v) for k, v in exclusion.items())
