@@ -37,21 +37,25 @@ def slow_failing(trial, device, data_options=None):
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def test_a_resumed_run_counts_from_the_trials_already_done(tmp_path, monkeypatch):
-    path = tmp_path / "tiny.parquet"
+def run_interrupted_after(stored: int, path, monkeypatch) -> None:
+    """Run the tiny protocol into ``path``, as if Ctrl-C came after ``stored`` trials."""
     real_append = ResultStore.append
-    stored = []
+    rows = []
 
     def append_then_stop(self, row, *args, **kwargs):
         real_append(self, row, *args, **kwargs)
-        stored.append(row)
-        if len(stored) == 3:
+        rows.append(row)
+        if len(rows) == stored:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(ResultStore, "append", append_then_stop)
     assert runner.run_protocol(tiny(), path, jobs=1, trial_fn=instant).interrupted
     monkeypatch.setattr(ResultStore, "append", real_append)
 
+
+def test_a_resumed_run_counts_from_the_trials_already_done(tmp_path, monkeypatch):
+    path = tmp_path / "tiny.parquet"
+    run_interrupted_after(3, path, monkeypatch)
     seen, out = [], io.StringIO()
     lines = ProgressLines(["head", "imbalance_ratio"], "balanced_acc", out=out)
 
@@ -67,27 +71,77 @@ def test_a_resumed_run_counts_from_the_trials_already_done(tmp_path, monkeypatch
     assert text[-1].startswith("[8/8] ") and text[-1].endswith("~0s left)")
 
 
+def test_a_resumed_run_counts_the_outcomes_of_the_trials_already_done(tmp_path, monkeypatch):
+    path = tmp_path / "tiny.parquet"
+    run_interrupted_after(3, path, monkeypatch)
+    out = io.StringIO()
+    bar = ProgressBar(["head"], out=out, refresh_s=60)
+    shown = []
+
+    def record(progress: Progress) -> None:
+        shown.append(progress.outcomes())
+        bar(progress)
+
+    runner.run_protocol(tiny(), path, jobs=1, trial_fn=instant, on_progress=record)
+    bar.close()
+    assert shown[0] == "3 ok" and shown[-1] == "8 ok"  # not "5 ok": this run's alone
+    assert "8/8 8 ok" in out.getvalue()
+
+
 def test_eta_comes_from_the_trials_own_durations_not_the_wall_clock():
     progress = Progress(total=12, skipped=2, workers=2)
     assert progress.eta_s() is None  # nothing finished yet
     progress.started_at -= 100  # a slow start-up must not count
-    for _ in range(2):
-        progress.record_task(busy_s=3.0, trials=1)
-        progress.statuses["ok"] += 1
-    progress.updated_at = now = time.monotonic()
-    # 8 trials left, 3 s each, 2 at once
-    assert progress.eta_s(now) == pytest.approx(12.0)
-    assert progress.eta_s(now + 5) == pytest.approx(7.0)  # counts down between results
+    now = time.monotonic()
+    progress.record_task(busy_s=3.0, trials=1, now=now)
+    progress.statuses["ok"] += 1
+    # 9 trials left, 3 s each, 2 at once
+    assert progress.eta_s(now) == pytest.approx(13.5)
+    assert progress.eta_s(now + 5) == pytest.approx(8.5)  # counts down between results
     packed = Progress(total=66, skipped=0, workers=2)
-    packed.record_task(busy_s=4.0, trials=4)  # a pack of 4 seeds in 4 s: 1 s per trial
+    packed.record_task(busy_s=4.0, trials=4, now=now)  # a pack of 4 seeds in 4 s: 1 s each
     packed.statuses["ok"] += 4
-    packed.updated_at = now
     assert packed.eta_s(now) == pytest.approx(62 * 1.0 / 2)
     last = Progress(total=3, skipped=0, workers=4)
-    last.record_task(busy_s=2.0, trials=1)
+    last.record_task(busy_s=2.0, trials=1, now=now)
     last.statuses["ok"] += 1
-    last.updated_at = now
     assert last.eta_s(now) == pytest.approx(2.0)  # 2 left run side by side
+
+
+def finish_times(trials: int, workers: int, start_up_s: float) -> list[tuple[float, float, bool]]:
+    """(time, busy_s, warm) of each trial as ``workers`` take them in turn: 10 s each, give
+    or take 40%, and ``start_up_s`` more for a worker's first (importing torch, a CUDA
+    context); the workers start 2 s apart."""
+    free = [(2.0 * w, w, False) for w in range(workers)]  # (free at, worker, warm)
+    finished = []
+    for i in range(trials):
+        free.sort()
+        at, worker, warm = free.pop(0)
+        busy_s = 10.0 * (1 + 0.4 * math.sin(2.3 * i)) + (0.0 if warm else start_up_s)
+        finished.append((at + busy_s, busy_s, warm))
+        free.append((at + busy_s, worker, True))
+    return sorted(finished)
+
+
+@pytest.mark.parametrize(("trials", "workers"), [(48, 4), (200, 8)])
+def test_the_time_left_stays_near_the_truth_through_start_up_and_uneven_trials(trials, workers):
+    """A synthetic run, its completions fed with their times: once each worker has finished
+    two tasks the estimate is within a quarter of the true time left (plus a trial's time
+    at the very end), and no completion moves it by more than a fifth (plus a trial)."""
+    finished = finish_times(trials, workers, start_up_s=3 * 10.0)
+    end = finished[-1][0]
+    progress = Progress(total=trials, skipped=0, workers=workers)
+    for n, (at, busy_s, warm) in enumerate(finished, start=1):
+        before = progress.eta_s(at)
+        progress.record_task(busy_s, 1, warm, now=at)
+        progress.statuses["ok"] += 1
+        if n <= 2 * workers:
+            continue
+        truth, eta = end - at, progress.eta_s(at)
+        assert abs(eta - truth) <= 0.25 * truth + 10.0, (n, eta, truth)
+        assert abs(eta - before) <= 0.2 * truth + 10.0, (n, eta, before)
+        later = min(5.0, truth)  # between results it counts down with the clock
+        assert progress.eta_s(at + later) == pytest.approx(max(0.0, eta - later))
 
 
 def test_outcomes_and_time_are_worded_for_people():

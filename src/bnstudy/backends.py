@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -104,3 +105,15 @@ def worker_died() -> tuple[type[BaseException], ...]:
 
         errors.append(KilledWorker)
     return tuple(errors)
+
+
+def death_cause(exc: BaseException) -> str:
+    """``"worker died (SIGKILL)"``: what killed the worker, as far as the error says.
+
+    loky names the exit codes of the workers it found dead (``{SIGKILL(-9)}``, ``{EXIT(1)}``);
+    Dask's KilledWorker names none.
+    """
+    found = re.search(r"exit codes of the workers are \{([^}]*)\}", str(exc))
+    codes = re.findall(r"(\w+)\((-?\d+)\)", found.group(1)) if found else []
+    causes = [name if name.startswith("SIG") else f"exit code {code}" for name, code in codes]
+    return f"worker died ({', '.join(causes)})" if causes else "worker died"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bnstudy import __version__, study
+from bnstudy import __version__, study, terminal
 from bnstudy.protocol import WARN_TRIALS, Protocol, ProtocolError
 from bnstudy.store import StoreError
 
@@ -225,8 +225,9 @@ def _plan(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ProtocolError(str(exc)) from None
-    print(f"\nseeds per cell from the pilot {args.pilot}:")
-    print(needed.to_string(index=False))
+    conditions = needed["n_conditions"].iloc[0] if len(needed) else 0
+    print(f"\nseeds per cell from the pilot {args.pilot} ({conditions} conditions):")
+    print(terminal.seed_plan(needed))
     return 0
 
 
@@ -249,9 +250,10 @@ def _run(args: argparse.Namespace) -> int:
         execution = plan_execution(**options)
     except ValueError as exc:
         raise ProtocolError(str(exc)) from None
-    display = None if args.quiet else _progress_printer(protocol)
-    if display is not None:
-        print(f"training on {execution.describe()}", flush=True)
+    # The heading is printed by the display as the run starts: once it holds the results
+    # file (another run's lock refuses it first) and only if trials are left to train.
+    heading = f"training on {execution.describe()}"
+    display = None if args.quiet else _progress_printer(protocol, heading)
     try:
         outcome = study.run(
             protocol,
@@ -270,7 +272,8 @@ def _run(args: argparse.Namespace) -> int:
         for note in summary.notes:
             print(f"note: {note}")
     print(summary.describe())
-    print(f"results: {outcome.results_path}")
+    if outcome.results_path.exists():  # not when interrupted before any trial was stored
+        print(f"results: {outcome.results_path}")
     if summary.interrupted:
         print("interrupted: finished trials are saved; run the same command to resume")
         return EXIT_INTERRUPTED
@@ -313,20 +316,24 @@ def _unfinished(statuses: dict[str, int]) -> str:
     return f"{'; '.join(parts)}; see the 'error' column"
 
 
-def _progress_printer(protocol: Protocol) -> ProgressLines | ProgressBar:
+def _progress_printer(protocol: Protocol, heading: str = "") -> ProgressLines | ProgressBar:
     """A bar on a terminal; elsewhere (a log, a pipe) a line per finished trial: what varied,
-    the outcome, the first metric, the time left. Both count from the trials already done."""
+    the outcome, the first metric, the time left. Both count from the trials already done,
+    and print ``heading`` first when the run starts training."""
     from bnstudy.progress import ProgressBar, ProgressLines
 
     shown = list(protocol.factors.varying())
     if sys.stdout.isatty():
-        return ProgressBar(shown)
-    return ProgressLines(shown, next(iter(protocol.analysis.metrics)))
+        return ProgressBar(shown, heading=heading)
+    return ProgressLines(shown, next(iter(protocol.analysis.metrics)), heading=heading)
 
 
 def _status(args: argparse.Namespace) -> int:
     protocol = _load(args.protocol)
-    print(study.status(protocol, args.results).to_string())
+    results = args.results or study.results_path(protocol)
+    counts = study.status(protocol, results)
+    print(f"study {protocol.name!r}: {protocol.n_trials} trials; results {results}")
+    print(terminal.status(counts))
     return 0
 
 
@@ -341,14 +348,11 @@ def _analyze(args: argparse.Namespace) -> int:
     elif args.format == "json":  # every table, named: estimates, equivalence, failures, ...
         print(analysis.to_json())
     else:
-        print(estimates.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        print(terminal.estimates(analysis))
     if args.format == "table" and not analysis.hypotheses.empty:
         # The pre-registered claims, judged: what a reader of the protocol asked first.
-        columns = ["id", "metric", "variant", "control", "subset", "expect", "estimate"]
-        columns += ["ci_low", "ci_high", "pi_low", "pi_high", "p_adj", "verdict"]
-        shown = analysis.hypotheses[columns]
         print("\nhypotheses:")
-        print(shown.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        print(terminal.hypotheses(analysis))
     return EXIT_NO_ESTIMATE if estimates.empty else 0
 
 

@@ -29,8 +29,14 @@ run, keep every finished trial and fold them into the table; the summary says
 ``interrupted``. A results file that cannot be written (a full disk) or a row that cannot be
 stored stops the run the same way and raises StoreError. Workers never outlive the parent:
 each one watches that its parent is alive and exits within about a second of its death
-(SIGKILL, the OOM killer), so no orphan keeps training; a dead worker stops the run (its
-trial cannot be named) and the next run resumes.
+(SIGKILL, the OOM killer), so no orphan keeps training.
+
+**A worker that dies** (SIGKILL, the OOM killer, a segfault) does not stop the run: the
+trials it and its fellow workers were running are retried, each alone, and a trial whose
+worker dies again becomes a ``failed`` row (``worker died (SIGKILL)``); see
+:func:`_retrying_dead_workers`. Only on a remote Dask cluster, where the trial cannot be
+named (Dask has already retried it on other workers), does a death stop the run; the next
+run resumes.
 """
 
 from __future__ import annotations
@@ -57,14 +63,14 @@ from typing import Any
 import joblib
 
 from bnstudy import __version__, head_options
-from bnstudy.backends import check_backend, joblib_backend, worker_died
+from bnstudy.backends import check_backend, death_cause, joblib_backend, worker_died
 from bnstudy.catalogue import FINAL_STATUSES, METRICS, OOM, TIMEOUT
 from bnstudy.devices import SlotPool, check_device, cpu_model, is_cpu, parse_devices
 from bnstudy.hypotheses import registration_to_record
 from bnstudy.progress import Progress
 from bnstudy.protocol import TREATMENT, Protocol, ProtocolError, Trial
 from bnstudy.result import TrialResult
-from bnstudy.store import CONSOLIDATE_EVERY, ResultStore, StoreError
+from bnstudy.store import CONSOLIDATE_EVERY, ResultStore
 from bnstudy.worker import (
     WORKER_AUTO,
     PackFn,
@@ -93,7 +99,7 @@ class RunSummary:
     statuses: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
     interrupted: bool = False
-    aborted: str | None = None  # why the run stopped early, if a worker died
+    aborted: str | None = None  # why the run stopped early: a worker died, trial unnamed
     notes: list[str] = field(default_factory=list)  # what the user should know (packing...)
     execution: Execution | None = None
 
@@ -286,7 +292,11 @@ def run_protocol(
     )
     store = ResultStore(results_path)
     with _sigterm_interrupts(), store.writer():
-        _check_same_study(store, protocol, adopt_foreign)
+        if not adopt_foreign:
+            store.check_study(
+                protocol.name,
+                "choose another results file, or adopt them on purpose (--adopt-foreign)",
+            )
         callbacks = _Callbacks(on_result, on_progress)
         return _run_locked(protocol, store, execution, callbacks, trial_fn, pack_fn)
 
@@ -309,20 +319,6 @@ def _sigterm_interrupts() -> Iterator[None]:
         yield
     finally:  # None: a handler not set from Python, which cannot be put back; default then
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-
-
-def _check_same_study(store: ResultStore, protocol: Protocol, adopt_foreign: bool) -> None:
-    """Refuse to merge this study's rows into another study's results file.
-
-    An edited protocol keeps its name, so resuming after an edit is not refused.
-    """
-    recorded = store.metadata().get("protocol_name")
-    if recorded is None or recorded == protocol.name or adopt_foreign:
-        return
-    raise StoreError(
-        f"{store.path}: holds results of study {recorded!r}, not {protocol.name!r}; "
-        "choose another results file, or adopt them on purpose (--adopt-foreign)"
-    )
 
 
 @dataclass(frozen=True)
@@ -350,7 +346,7 @@ def _run_locked(
     # and machine that made those rows (recorded in the parts) stay until new rows are made.
     store.consolidate(protocol_only)
     trials = protocol.expand()
-    todo = to_run(store, trials, execution.timeout_s)
+    todo, done_before = to_run(store, trials, execution.timeout_s)
     summary = RunSummary(
         store.path, total=len(trials), skipped=len(trials) - len(todo), execution=execution
     )
@@ -371,6 +367,7 @@ def _run_locked(
             progress = Progress(
                 total=summary.total,
                 skipped=summary.skipped,
+                done_before=done_before,
                 workers=execution.workers if execution.workers > 0 else len(tasks),
                 notes=summary.notes,
                 in_flight=pool.in_flight if pool is not None else None,
@@ -395,13 +392,14 @@ def _run_locked(
             # and before the backend (a Dask cluster) and the slots go.
             stack.callback(_stop, outcomes)
             for outcome in outcomes:
-                progress.record_task(outcome.busy_s, len(outcome.results))
+                if not math.isnan(outcome.busy_s):  # NaN: its worker died, nothing measured
+                    progress.record_task(outcome.busy_s, len(outcome.results), outcome.warm)
                 _store_task(store, outcome, execution, metadata, summary, progress, callbacks)
     except KeyboardInterrupt:
         summary.interrupted = True
     except worker_died() as exc:
-        # A worker died (killed, out of memory, segfault): its trial cannot be named, so
-        # stop; what finished is kept and the next run resumes.
+        # A worker died whose trial cannot be named (a remote Dask cluster's): stop; what
+        # finished is kept and the next run resumes.
         summary.aborted = str(exc).splitlines()[0]
     finally:
         summary.wall_s = time.perf_counter() - start
@@ -443,9 +441,7 @@ def _store_task(
                 f"some trials on {outcome.device} used an operation without a deterministic "
                 "implementation: their rows say deterministic=False",
             )
-        progress.statuses[result.status] += 1
-        progress.last = (trial, result)
-        progress.updated_at = time.monotonic()
+        progress.record_trial(trial, result)
         if callbacks.on_result is not None:
             callbacks.on_result(summary.ran, summary.total - summary.skipped, trial, result)
         if callbacks.on_progress is not None:
@@ -459,14 +455,17 @@ def _note_once(notes: list[str], note: str) -> None:
         notes.append(note)
 
 
-def to_run(store: ResultStore, trials: list[Trial], timeout_s: float | None) -> list[Trial]:
-    """The trials without a final outcome in ``store``, in protocol order.
+def to_run(
+    store: ResultStore, trials: list[Trial], timeout_s: float | None
+) -> tuple[list[Trial], Counter]:
+    """The trials without a final outcome in ``store``, in protocol order, and the recorded
+    outcomes of the others (``{"ok": 40, "timeout": 2}``).
 
     A ``timeout`` row is final for its time limit: it is run again only when this run
     allows more time than the limit it was recorded under (or no limit).
     """
     if not store.exists():
-        return list(trials)
+        return list(trials), Counter()
     table = store.read().table
     final = table["status"].isin(FINAL_STATUSES)
     timed_out = table["status"] == TIMEOUT
@@ -476,8 +475,9 @@ def to_run(store: ResultStore, trials: list[Trial], timeout_s: float | None) -> 
             final &= ~timed_out
         else:
             final &= ~(timed_out & (recorded.isna() | (recorded < timeout_s)))
-    finished = set(table.loc[final, "trial_id"])
-    return [t for t in trials if t.trial_id not in finished]
+    outcome = dict(zip(table.loc[final, "trial_id"], table.loc[final, "status"], strict=True))
+    todo = [t for t in trials if t.trial_id not in outcome]
+    return todo, Counter(outcome[t.trial_id] for t in trials if t.trial_id in outcome)
 
 
 def make_tasks(
@@ -596,15 +596,100 @@ def _execute(
     """Each task's outcome, as tasks finish. ``stack`` holds the backend open meanwhile."""
     if not tasks:
         return iter(())
-    calls = ((config, task, data_options[task[0].dataset]) for task in tasks)
     if execution.backend == "loky" and execution.workers == 1:
-        return (run_task(*call) for call in calls)  # in-process: easier to debug, no start-up
+        # in-process: easier to debug, no start-up
+        return (run_task(config, task, data_options[task[0].dataset]) for task in tasks)
     resources = {"GPU": 1} if not execution.local and "cuda" in execution.devices else None
     n_jobs = stack.enter_context(
         joblib_backend(execution.backend, execution.workers, execution.scheduler, resources)
     )
-    parallel = joblib.Parallel(n_jobs=n_jobs, batch_size=1, return_as="generator_unordered")
-    return parallel(joblib.delayed(run_task)(*call) for call in calls)
+
+    def parallel(batch: list[tuple[Trial, ...]]) -> Iterator[TaskOutcome]:
+        run = joblib.Parallel(n_jobs=n_jobs, batch_size=1, return_as="generator_unordered")
+        return run(
+            joblib.delayed(run_task)(config, task, data_options[task[0].dataset]) for task in batch
+        )
+
+    return _retrying_dead_workers(tasks, parallel, config)
+
+
+def _retrying_dead_workers(
+    tasks: list[tuple[Trial, ...]],
+    parallel: Callable[[list[tuple[Trial, ...]]], Iterator[TaskOutcome]],
+    config: WorkerConfig,
+) -> Iterator[TaskOutcome]:
+    """Each task's outcome from ``parallel``, as tasks finish, going on when a worker dies.
+
+    A dead worker (SIGKILL, the OOM killer, a segfault) ends joblib's results with an error,
+    and loky kills the other workers with it, so the tasks that were running cannot tell
+    the cause from the bystanders. They are named in their slots (a dead holder never clears
+    its name) and each is retried alone, after the tasks not yet started (which go on in
+    parallel): one whose worker dies again is the cause, and gets a ``failed`` row per trial
+    (``worker died (SIGKILL)``); the others train as usual. Every task is yielded once.
+    Without slots (a remote Dask cluster), or with no task named, the error is raised: the
+    run stops.
+    """
+    queue, suspects = list(tasks), []
+    while queue or suspects:
+        alone = not queue
+        batch = queue or [suspects.pop(0)]
+        queue = []
+        back: set[str] = set()
+        results = parallel(batch)
+        died = None
+        try:
+            for outcome in results:
+                back.add(_holder(t for t, _ in outcome.results))
+                yield outcome
+        except worker_died() as exc:
+            died = exc
+        finally:
+            _stop(results)
+        if died is None:
+            continue
+        lost = [task for task in batch if _holder(task) not in back]
+        held = _take_holders(config.pool) if config.pool is not None else {}
+        if not any(_holder(task) in held for task in lost):
+            raise died
+        if alone:  # its second death: the cause
+            for task in lost:
+                yield _died(task, death_cause(died), held.get(_holder(task), ""), config)
+            continue
+        suspects += [task for task in lost if _holder(task) in held]
+        queue = [task for task in lost if _holder(task) not in held]
+
+
+def _holder(trials: Iterable[Trial]) -> str:
+    """A task's name in the slot it leases (see :func:`bnstudy.worker.run_task`)."""
+    return ",".join(t.trial_id for t in trials)
+
+
+def _take_holders(pool: SlotPool) -> dict[str, str]:
+    """The tasks named in the slots (holder -> device), and clear the names.
+
+    Called after a worker died: a name left is a task that was running then. (The slots'
+    layout is SlotPool's; it offers no public way to read the names yet.)
+    """
+    held: dict[str, str] = {}
+    for path in pool._slot_paths():
+        with contextlib.suppress(OSError):
+            if name := path.read_text():
+                held[name] = pool._device_of(path)
+            os.truncate(path, 0)
+    return held
+
+
+def _died(task: tuple[Trial, ...], cause: str, device: str, config: WorkerConfig) -> TaskOutcome:
+    """The outcome of a task whose worker died under it twice: a ``failed`` row per trial."""
+    started = dt.datetime.now(dt.UTC)
+    failed = TrialResult.failed(cause, started_at=started, device=device)
+    return TaskOutcome(
+        results=[(trial, failed) for trial in task],
+        device=device,
+        busy_s=math.nan,  # nothing measured (the runner leaves it out of the time left)
+        deterministic=config.deterministic,
+        threads=config.threads or 0,
+    )
 
 
 def _stop(results: Iterable[Any]) -> None:
@@ -688,8 +773,9 @@ def torch_version() -> str:
 def provenance(
     protocol: Protocol, device: str, execution: Mapping[str, Any] | None = None
 ) -> dict[str, str]:
-    """How the results were made: protocol text and hash, versions, machine, and the run's
-    execution settings (devices, slots, packing, determinism, time limit)."""
+    """How the results were made: protocol text and hash, versions, machine, the run's
+    execution settings (devices, slots, packing, determinism, time limit) and the files each
+    dataset is read from (``dataset_sources``; ProtocolError when they are gone)."""
     import numpy
     import pandas
     import pyarrow
@@ -724,6 +810,24 @@ def provenance(
         # what their heads take, for reading the results where the plugins are not installed
         heads = getattr(protocol.factors, TREATMENT)
         recorded["head_options"] = json.dumps({h: head_options.options_of(h) for h in heads})
+    # Which files each dataset is read from (resolved path, size, mtime; null: generated), so
+    # a table says what it was trained on; the pools are cached under the same fingerprints.
+    from bnstudy.data import DatasetError, source_fingerprint
+
+    sources = {}
+    for name in protocol.factors.dataset:
+        try:
+            sources[name] = source_fingerprint(name, protocol.dataset_options(name))
+        except DatasetError as exc:
+            raise ProtocolError(f"datasets.{name}: {exc}") from None
+    for stage in [s for s in protocol.factors.pretrain if s in protocol.pretraining]:
+        try:  # the bodies' data: a stage may have options of its own
+            sources[f"pretraining.{stage}"] = source_fingerprint(
+                protocol.pretraining[stage].dataset, protocol.stage_options(stage)
+            )
+        except DatasetError as exc:
+            raise ProtocolError(f"pretraining.{stage}: {exc}") from None
+    recorded["dataset_sources"] = json.dumps(sources, sort_keys=True)
     return recorded | {
         "protocol": protocol.source_text,
         "protocol_sha256": protocol.sha256,

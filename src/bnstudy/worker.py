@@ -103,13 +103,21 @@ class TaskOutcome:
     busy_s: float  # training time in the worker (no start-up, no wait for a slot)
     deterministic: bool  # deterministic mode on, and no operation fell back
     threads: int
+    #: Not this process's first task: ``busy_s`` holds no one-time start-up (importing torch,
+    #: creating the CUDA context, loading the dataset), so it is what later tasks will take.
+    warm: bool = True
     host: str = field(default_factory=socket.gethostname)
     cpu_model: str = field(default_factory=cpu_model)
 
 
+_tasks_run = 0  # tasks this process has run (see TaskOutcome.warm)
+
+
 def run_task(config: WorkerConfig, trials: Sequence[Trial], data_options: Mapping) -> TaskOutcome:
     """Worker entry point: lease a slot, train ``trials`` (one, or a pack), return the slot."""
+    global _tasks_run
     _exit_with_parent(config.parent_pid)
+    warm, _tasks_run = _tasks_run > 0, _tasks_run + 1
     holder = ",".join(t.trial_id for t in trials)
     lease = config.pool.lease(holder) if config.pool is not None else _fixed(config.device)
     with lease as device:
@@ -132,6 +140,7 @@ def run_task(config: WorkerConfig, trials: Sequence[Trial], data_options: Mappin
         busy_s=busy_s,
         deterministic=config.deterministic and not fell_back,
         threads=threads,
+        warm=warm,
     )
 
 
