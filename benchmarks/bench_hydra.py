@@ -4,7 +4,8 @@
     python benchmarks/bench_hydra.py [--repeats 3] [--jobs 2]
 
 The same 64 tiny trials (``mlp``, ``plain``/``bn`` heads, 32 seeds, 40 images per class,
-2 epochs, the ``synthetic`` dataset), trained by the same ``bnstudy.train.run_trial``, both on
+2 epochs, the ``synthetic`` dataset), trained by the same
+``bnstudy.training.train.run_trial``, both on
 ``--jobs`` loky workers with one torch thread each, end to end from a fresh process:
 
 - ``bnstudy run PROTOCOL --jobs J --no-report -q``: validation, dataset preparation, the
@@ -55,7 +56,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from bnstudy.spec.trial import Trial
-from bnstudy.train import run_trial
+from bnstudy.training.train import run_trial
 
 
 @hydra.main(version_base=None, config_path=".", config_name="config")
@@ -105,7 +106,7 @@ def describe_machine() -> str:
     import hydra
     import torch
 
-    from bnstudy.devices import cpu_model
+    from bnstudy.execution.devices import cpu_model
 
     cpu = cpu_model() or platform.machine()
 

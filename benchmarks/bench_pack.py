@@ -47,9 +47,9 @@ from count_pack_ops import ORDER, PhaseClock, measure, phases  # same folder
 
 from bnstudy.models import build_model
 from bnstudy.models.packed import pack_inputs, pack_models
-from bnstudy.packing import run_pack
 from bnstudy.spec.trial import Trial
-from bnstudy.train import run_trial
+from bnstudy.training.packing import run_pack
+from bnstudy.training.train import run_trial
 
 
 def quick_trial(seed: int, epochs: int) -> Trial:

@@ -8,7 +8,7 @@ three ways, on one CPU thread, alternating, ``--repeats`` times each:
 - a bare PyTorch loop: the same model, data tensors and SGD steps, then the test accuracy;
 - ``train.run_trial``: the same training plus every metric bnstudy records (validation,
   PreciseBN, fold check, train/eval gap, calibration, dead units, ...);
-- the framework: ``bnstudy.runner.run_protocol`` on a one-trial protocol with one job (in
+- the framework: ``bnstudy.execution.runner.run_protocol`` on a one-trial protocol with one job (in
   process): dataset preparation, slot lease, determinism switches, the row written durably
   (fsync) and folded into the Parquet table with its metadata.
 
@@ -46,12 +46,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from bnstudy import runner, study, train
+from bnstudy import study
 from bnstudy.data import build_dataset
-from bnstudy.devices import cpu_model
+from bnstudy.execution import runner
+from bnstudy.execution.devices import cpu_model
 from bnstudy.models import build_model
 from bnstudy.spec.loading import parse_protocol
 from bnstudy.spec.trial import Trial
+from bnstudy.training import train
 
 
 def describe_machine() -> str:

@@ -16,8 +16,8 @@ import time
 
 import torch
 
+from bnstudy.execution.worker import _torch_setup
 from bnstudy.models import build_model
-from bnstudy.worker import _torch_setup
 
 
 def main() -> None:

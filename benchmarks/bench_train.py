@@ -27,10 +27,10 @@ import torch.nn.functional as F
 
 from bnstudy.data import pool
 from bnstudy.data.synthetic import synthetic_pool
-from bnstudy.devices import cpu_model
+from bnstudy.execution.devices import cpu_model
 from bnstudy.models import architecture_info, architecture_names, build_model
 from bnstudy.spec.trial import Trial
-from bnstudy.train import run_trial
+from bnstudy.training.train import run_trial
 
 BATCH = 128
 IMAGE_SHAPES = [(3, 16, 16), (3, 32, 32)]

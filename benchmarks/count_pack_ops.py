@@ -45,11 +45,12 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bnstudy import packing
 from bnstudy.spec.trial import Trial
-from bnstudy.train import TrialResult
+from bnstudy.training import packing
+from bnstudy.training.train import TrialResult
 
-#: (function in ``bnstudy.packing`` that ``run_pack`` calls, phase while it runs, phase after)
+#: (function in ``bnstudy.training.packing`` that ``run_pack`` calls, phase while it runs,
+#: phase after)
 PHASES = (
     ("build_dataset", "data", "set-up"),
     ("build_model", "models", "set-up"),
@@ -112,7 +113,7 @@ def is_read(func, args, result) -> bool:
 
 @contextlib.contextmanager
 def phases(clock: PhaseClock) -> Iterator[None]:
-    """Wrap the functions of :data:`PHASES` in ``bnstudy.packing`` to switch ``clock``."""
+    """Wrap the functions of :data:`PHASES` in ``bnstudy.training.packing`` to switch ``clock``."""
 
     def wrap(fn: Callable, during: str, after: str) -> Callable:
         def wrapped(*args, **kwargs):

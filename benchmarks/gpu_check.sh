@@ -7,7 +7,7 @@
 #   1. the quick study (protocols/quick.yaml, 60 trials) on --devices auto --per-device 4,
 #      deterministic (the default), twice: the two results tables must hold identical numbers;
 #   2. the same with --fast-nondeterministic: its time, and how far its numbers moved;
-#   3. when the first runs packed seeds (bnstudy.packing present, --pack auto), once more with
+#   3. when the first runs packed seeds (bnstudy.training.packing present, --pack auto), once more with
 #      --pack off: the time, and the packed-vs-unpacked difference;
 #   4. faults on the first device: a trial that asks for far more memory than the GPU has
 #      must give an 'oom' row, one that hangs a 'timeout' row (--timeout), and the trials after
@@ -94,10 +94,11 @@ from collections import Counter
 
 import torch
 
-from bnstudy import runner, study
-from bnstudy.devices import parse_devices
+from bnstudy.execution import runner
+from bnstudy import study
+from bnstudy.execution.devices import parse_devices
 from bnstudy.spec.loading import parse_protocol
-from bnstudy.train import run_trial
+from bnstudy.training.train import run_trial
 
 out, devices = sys.argv[1], sys.argv[2]
 device = parse_devices(devices)[0]

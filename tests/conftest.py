@@ -63,7 +63,7 @@ def float64(monkeypatch):
     by summation order (tests/test_packing.py measures both)."""
     import torch
 
-    from bnstudy import packing, train
+    from bnstudy.training import packing, train
 
     monkeypatch.setattr(train, "build_dataset", float64_dataset(train.build_dataset))
     monkeypatch.setattr(packing, "build_dataset", float64_dataset(packing.build_dataset))

@@ -4,10 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from bnstudy import study, train
+from bnstudy import study
 from bnstudy.models import build_model
 from bnstudy.spec.errors import ProtocolError
 from bnstudy.spec.loading import parse_protocol
+from bnstudy.training import train
 
 BASE = """
 name: t

@@ -57,7 +57,7 @@ def test_results_caches_and_checkpoints_share_the_permission_policy(
     _write_atomically(tmp_path / "pool.npz", {"x": np.zeros(3)})
     written = [tmp_path / "r.parquet", tmp_path / "pool.npz"]
     torch = pytest.importorskip("torch")
-    from bnstudy.pretrain import save_checkpoint
+    from bnstudy.training.pretrain import save_checkpoint
 
     save_checkpoint(tmp_path / "ckpt.pt", make_trial(), {"w": torch.zeros(2)}, 0.1)
     written.append(tmp_path / "ckpt.pt")

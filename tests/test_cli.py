@@ -169,7 +169,7 @@ def test_failed_trials_are_recorded_and_the_run_exits_1(tmp_path: Path, monkeypa
     def broken(*args, **kwargs):
         raise RuntimeError("simulated fault in building the model")
 
-    monkeypatch.setattr("bnstudy.train.build_model", broken)
+    monkeypatch.setattr("bnstudy.training.train.build_model", broken)
     assert main(["run", "bad.yaml", "--jobs", "1", "-q"]) == 1
     captured = capsys.readouterr()
     assert "4 trials failed" in captured.err

@@ -18,8 +18,9 @@ distributed = pytest.importorskip(
 import cloudpickle  # noqa: E402 - the pickler Dask uses (after the skip: it comes with dask)
 
 import tiny_protocol  # noqa: E402
-from bnstudy import runner, study  # noqa: E402
+from bnstudy import study  # noqa: E402
 from bnstudy.catalogue import METRICS  # noqa: E402
+from bnstudy.execution import runner  # noqa: E402
 
 #: The tiny protocol with one seed unless a test says otherwise.
 tiny = functools.partial(tiny_protocol.tiny, seeds=1)
@@ -28,7 +29,7 @@ tiny = functools.partial(tiny_protocol.tiny, seeds=1)
 def on_a_gpu_worker(trial, device, data_options=None):
     """Simulated GPU trial: records its worker process and interval; seed 3's bn arm runs
     far past the time limit (in short steps, as training does)."""
-    from bnstudy.train import TrialResult
+    from bnstudy.training.train import TrialResult
 
     start = time.monotonic()
     steps = 3000 if (trial.seed == 3 and trial.head == "bn") else 10

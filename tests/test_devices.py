@@ -13,8 +13,8 @@ from collections import Counter
 
 import pytest
 
-from bnstudy import devices
-from bnstudy.devices import SlotPool, check_device, cpu_threads, parse_devices
+from bnstudy.execution import devices
+from bnstudy.execution.devices import SlotPool, check_device, cpu_threads, parse_devices
 
 
 def test_auto_is_every_visible_gpu_else_the_cpu(monkeypatch):
@@ -113,7 +113,7 @@ def test_a_lease_comes_back_when_its_holder_is_killed(tmp_path):
             f"""
             import sys, time
             from pathlib import Path
-            from bnstudy.devices import SlotPool
+            from bnstudy.execution.devices import SlotPool
             pool = SlotPool(Path({str(pool.root)!r}), ("fake:0",), 1)
             with pool.lease("doomed"):
                 print("held", flush=True)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bnstudy import runner, study
+from bnstudy import study
 from bnstudy.catalogue import METRICS
+from bnstudy.execution import runner
 from bnstudy.spec import claims
 from bnstudy.spec.errors import ProtocolError
 from bnstudy.spec.loading import parse_protocol
@@ -145,7 +146,7 @@ def test_hash_is_stable_under_key_order_and_changes_with_any_field():
 
 def instant(trial, device, data_options=None):
     """A made-up result in no time: registration is bookkeeping, not training."""
-    from bnstudy.train import TrialResult
+    from bnstudy.training.train import TrialResult
 
     now = dt.datetime.now(dt.UTC)
     metrics = {name: 0.5 for name in METRICS}

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bnstudy import metrics as M
+from bnstudy.training import metrics as M
 
 Y_TRUE = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
 Y_PRED = torch.tensor([0, 0, 0, 1, 1, 2, 2, 0])

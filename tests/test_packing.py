@@ -1,4 +1,4 @@
-"""bnstudy.packing: a pack of K seeds gives the results of K separate ``run_trial`` calls.
+"""bnstudy.training.packing: a pack of K seeds gives the results of K separate ``run_trial`` calls.
 
 **The equivalence test.** The reference is ``train.run_trial`` itself, not a re-implementation:
 both paths run in float64 (default dtype float64, and the dataset builder, patched in ``train``
@@ -23,11 +23,11 @@ import math
 import pytest
 import torch
 
-from bnstudy import packing, train
 from bnstudy.models.packed import copy_view
-from bnstudy.packing import PACKABLE_HEADS, check_pack, packable, run_pack
 from bnstudy.spec.trial import Trial
-from bnstudy.train import run_trial
+from bnstudy.training import packing, train
+from bnstudy.training.packing import PACKABLE_HEADS, check_pack, packable, run_pack
+from bnstudy.training.train import run_trial
 
 TOLERANCE = 1e-6
 #: Small trials: 163 images (40 per class at ratio 10), 2 epochs of 5 batches of 32.

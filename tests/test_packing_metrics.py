@@ -1,5 +1,5 @@
-"""``bnstudy.metrics.evaluation_metrics`` of K copies at once (a seed pack) equals it on each
-copy alone (a trial, K = 1): no formula mixes the copies.
+"""``bnstudy.training.metrics.evaluation_metrics`` of K copies at once (a seed pack) equals it
+on each copy alone (a trial, K = 1): no formula mixes the copies.
 
 The equivalence tests of ``test_packing.py`` check the metrics of trained packs against
 ``run_trial``; these check the batched formulas alone on outputs made to hit the edge cases
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from bnstudy.data import Dataset
-from bnstudy.metrics import evaluation_metrics, per_copy
-from bnstudy.result import nan_metrics
+from bnstudy.training.metrics import evaluation_metrics, per_copy
+from bnstudy.training.trial_result import nan_metrics
 
 K, N, C, D = 3, 60, 5, 7
 OPTIONAL = ("units", "val", "precise", "gap")

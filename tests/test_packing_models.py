@@ -8,7 +8,7 @@ from torch import nn
 
 from bnstudy.models import build_model
 from bnstudy.models.packed import copy_view, load_copy, pack_inputs, pack_models
-from bnstudy.packing import PACKABLE_ARCHITECTURES, PACKABLE_HEADS
+from bnstudy.training.packing import PACKABLE_ARCHITECTURES, PACKABLE_HEADS
 
 SHAPES = {"cnn": (3, 16, 16), "cnn_flatten": (3, 16, 16), "cnn1d": (1, 40), "mlp": (3, 16, 16)}
 K = 3

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bnstudy.devices import cpu_model
+from bnstudy.execution.devices import cpu_model
 
 PROTOCOL = """\
 name: torchless
@@ -66,7 +66,7 @@ def test_a_run_with_workers_trains_in_them_and_not_in_the_parent(study_dir: Path
     run_without_torch(
         """
         from bnstudy import study
-        from bnstudy.runner import run_protocol
+        from bnstudy.execution.runner import run_protocol
         protocol = study.load("p.yaml")
         summary = run_protocol(protocol, "r.parquet", jobs=2, devices="auto", threads=1)
         assert summary.ran == 4 and summary.failed == 0, summary.describe()
@@ -101,7 +101,7 @@ def test_the_models_package_names_networks_without_torch_and_builds_them_with_it
 def test_devices_auto_asks_torch_only_where_a_gpu_driver_is_loaded(monkeypatch):
     import torch
 
-    from bnstudy import devices
+    from bnstudy.execution import devices
 
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from bnstudy import pretrain, study
+from bnstudy import study
 from bnstudy.cli import main
 from bnstudy.models import build_model
-from bnstudy.packing import packable
 from bnstudy.spec.errors import ProtocolError
 from bnstudy.spec.loading import parse_protocol
+from bnstudy.training import pretrain
+from bnstudy.training.packing import packable
 
 TINY = """\
 name: tiny
@@ -193,7 +194,7 @@ def test_run_end_to_end_then_resume_reuses_the_bodies_with_identical_results(
 
 
 def test_packing_leaves_pretrained_trials_alone_and_says_so_once():
-    from bnstudy import runner
+    from bnstudy.execution import runner
 
     trials = _parse().expand()
     notes: list[str] = []

@@ -13,11 +13,11 @@ from collections import Counter
 import pytest
 from joblib.externals.loky.backend.reduction import cloudpickle
 
-from bnstudy import runner
 from bnstudy.catalogue import METRICS
-from bnstudy.progress import Progress, ProgressBar, ProgressLines, format_s
+from bnstudy.execution import runner
+from bnstudy.execution.progress import Progress, ProgressBar, ProgressLines, format_s
 from bnstudy.store import ResultStore
-from bnstudy.train import TrialResult
+from bnstudy.training.train import TrialResult
 from tiny_protocol import tiny
 
 

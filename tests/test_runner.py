@@ -18,10 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 from joblib.externals.loky.backend.reduction import cloudpickle  # the pickler loky uses
 
-from bnstudy import runner, study
+from bnstudy import study
 from bnstudy.catalogue import METRICS
+from bnstudy.execution import runner
 from bnstudy.store import ResultStore, StoreError
-from bnstudy.train import run_trial
+from bnstudy.training.train import run_trial
 from tiny_protocol import tiny
 
 
@@ -69,7 +70,7 @@ def instant(trial, device, data_options=None):
     import datetime as dt
     import math
 
-    from bnstudy.train import TrialResult
+    from bnstudy.training.train import TrialResult
 
     now = dt.datetime.now(dt.UTC)
     metrics = {name: 0.5 for name in METRICS}

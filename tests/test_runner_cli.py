@@ -15,11 +15,12 @@ import pandas as pd
 import pytest
 from joblib.externals.loky.backend.reduction import cloudpickle  # the pickler loky uses
 
-from bnstudy import runner, study
+from bnstudy import study
 from bnstudy.catalogue import METRICS
 from bnstudy.cli import _unfinished, main
+from bnstudy.execution import runner
 from bnstudy.store import ResultStore
-from bnstudy.train import TrialResult
+from bnstudy.training.train import TrialResult
 from tiny_protocol import tiny_text
 
 TINY = tiny_text(seeds=1, epochs=1)

@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 from joblib.externals.loky.backend.reduction import cloudpickle  # the pickler loky uses
 
-from bnstudy import runner, study
+from bnstudy import study
 from bnstudy.catalogue import METRICS
+from bnstudy.execution import runner
 from tiny_protocol import tiny
 
 FAKE = ["fake:0", "fake:1", "fake:2"]
@@ -37,7 +38,7 @@ def instant(trial, device, data_options=None):
     import datetime as dt
     import math
 
-    from bnstudy.train import TrialResult
+    from bnstudy.training.train import TrialResult
 
     now = dt.datetime.now(dt.UTC)
     metrics = {name: 0.5 for name in METRICS}
@@ -327,11 +328,11 @@ def test_trials_differing_only_in_seed_are_packed_and_stored_one_row_each(tmp_pa
 
 
 def test_real_packs_through_the_runner_match_unpacked_runs(tmp_path, float64):
-    """bnstudy.packing.run_pack via the runner: rows one per trial, their pack named, the
+    """bnstudy.training.packing.run_pack via the runner: rows one per trial, their pack named, the
     numbers those of unpacked runs. In float64 (one worker trains in this process), where the
     two agree to about 1e-12 on any CPU; in float32 they differ by summation order, which
     training amplifies (8e-3 in train_loss on one CPU against 1e-6 on another)."""
-    pytest.importorskip("bnstudy.packing", reason="seed packing (bnstudy.packing) not present")
+    pytest.importorskip("bnstudy.training.packing", reason="seed packing not present")
     protocol = tiny(seeds=4)
     packed_run = runner.run_protocol(protocol, tmp_path / "p.parquet", jobs=1, threads=1, pack=4)
     alone = runner.run_protocol(protocol, tmp_path / "u.parquet", jobs=1, threads=1, pack="off")
@@ -359,15 +360,15 @@ def test_packing_falls_back_to_one_at_a_time_and_says_so_once(monkeypatch):
 
     execution = runner.plan_execution(devices="cpu", pack=8)
     trials = tiny().expand()
-    monkeypatch.setitem(sys.modules, "bnstudy.packing", None)  # not installed: ImportError
+    monkeypatch.setitem(sys.modules, "bnstudy.training.packing", None)  # not installed: ImportError
     notes: list[str] = []
     assert runner._packing(execution, runner.run_trial, None, trials, notes) == (None, None)
     assert len(notes) == 1 and "not available" in notes[0]
 
-    fake = types.ModuleType("bnstudy.packing")
+    fake = types.ModuleType("bnstudy.training.packing")
     fake.packable = lambda trial: trial.head == "plain"
     fake.run_pack = packed
-    monkeypatch.setitem(sys.modules, "bnstudy.packing", fake)
+    monkeypatch.setitem(sys.modules, "bnstudy.training.packing", fake)
     mixed = [dataclasses.replace(t, architecture="cnn") for t in trials[:2]] + trials
     notes = []
     pack_fn, packable = runner._packing(execution, runner.run_trial, None, mixed, notes)
@@ -381,8 +382,9 @@ def test_packing_falls_back_to_one_at_a_time_and_says_so_once(monkeypatch):
     assert notes == [
         "packing does not support cnn (heads bn, plain): those 2 trials train one at a time"
     ]
-    # bnstudy.train's run_trial, passed itself, packs as the default (worker.run_trial) does
-    from bnstudy.train import run_trial as train_run_trial
+    # bnstudy.training.train's run_trial, passed itself, packs as the default
+    # (worker.run_trial) does
+    from bnstudy.training.train import run_trial as train_run_trial
 
     assert runner._packing(execution, train_run_trial, None, mixed, [])[0] is packed
     # a substitute trial function has no packed version: unpacked, silently
@@ -393,7 +395,7 @@ def test_packing_falls_back_to_one_at_a_time_and_says_so_once(monkeypatch):
 
 
 def test_execution_defaults_and_checks(monkeypatch, fake_devices):
-    from bnstudy import devices
+    from bnstudy.execution import devices
 
     cpu = runner.plan_execution(devices="cpu")
     assert cpu.devices == ("cpu",) and cpu.pack == 1 and cpu.deterministic

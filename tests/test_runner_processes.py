@@ -28,7 +28,7 @@ import pathlib
 import time
 
 from bnstudy.catalogue import METRICS
-from bnstudy.train import TrialResult
+from bnstudy.training.train import TrialResult
 
 STATE = pathlib.Path(os.environ["BNSTUDY_TEST_STATE"])
 
@@ -56,7 +56,8 @@ import json
 import sys
 
 import trials
-from bnstudy import runner, study
+from bnstudy.execution import runner
+from bnstudy import study
 from bnstudy.protocol import parse_protocol
 
 PROTOCOL = """\\

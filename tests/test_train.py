@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bnstudy import metrics as M
 from bnstudy.catalogue import DERIVED_METRICS, METRICS, RECORDED_METRICS
 from bnstudy.data import build_dataset
 from bnstudy.models import Classifier, build_model
 from bnstudy.spec.trial import Trial
-from bnstudy.train import TrialResult, batch_order, run_trial
+from bnstudy.training import metrics as M
+from bnstudy.training.train import TrialResult, batch_order, run_trial
 
 
 def without_wall_time(metrics: dict[str, float]) -> dict[str, float]:

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from bnstudy import metrics as M
-from bnstudy import train
 from bnstudy.models import Classifier, register_head, registry
 from bnstudy.models.pooling import MaxPool2x2
 from bnstudy.spec import head_options
-from bnstudy.train import PRECISE_BN_BATCHES, precise_bn, run_trial, sample_indices
+from bnstudy.training import metrics as M
+from bnstudy.training import train
+from bnstudy.training.train import PRECISE_BN_BATCHES, precise_bn, run_trial, sample_indices
 
 
 class FunctionalReluHead(nn.Module):
@@ -199,7 +199,7 @@ def test_precise_bn_repairs_stale_statistics(make_trial, monkeypatch):
 def _evaluate_as_before(trial, model, data, x_train, out):
     """The evaluation as it was before its forward passes were shared: every output from a
     whole-model forward of its own, with PyTorch's max-pooling kernel (the reference); each
-    metric from its own function of :mod:`bnstudy.metrics`, the model as one copy."""
+    metric from its own function of :mod:`bnstudy.training.metrics`, the model as one copy."""
     x_test, y_test, x_val, y_val = data.x_test, data.y_test, data.x_val, data.y_val
     classes = data.num_classes
     model.eval()

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from bnstudy import train
-from bnstudy.train import run_trial
+from bnstudy.training import train
+from bnstudy.training.train import run_trial
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from bnstudy.data import build_dataset
 from bnstudy.models import Classifier, build_model
-from bnstudy.train import (
+from bnstudy.training.train import (
     CURVE_EVERY_STEPS,
     batch_order,
     lr_factor,

@@ -20,8 +20,8 @@ import torch
 from summary import PROTOCOLS, ROOT, made_on  # this folder's summary.py
 
 from bnstudy import study
-from bnstudy.devices import cpu_model
-from bnstudy.train import run_trial
+from bnstudy.execution.devices import cpu_model
+from bnstudy.training.train import run_trial
 
 
 def main() -> None:

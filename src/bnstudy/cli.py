@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bnstudy import __version__, study, terminal
-from bnstudy.protocol import WARN_TRIALS, Protocol, ProtocolError
+from bnstudy.spec.errors import ProtocolError
+from bnstudy.spec.fields import WARN_TRIALS
+from bnstudy.spec.protocol import Protocol
 from bnstudy.store import StoreError
 
 if TYPE_CHECKING:
-    from bnstudy.progress import ProgressBar, ProgressLines
+    from bnstudy.execution.progress import ProgressBar, ProgressLines
 
 EXIT_FAILED_TRIALS = 1
 EXIT_USAGE = 2
@@ -233,7 +235,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     protocol = _load(args.protocol)
-    from bnstudy.runner import plan_execution
+    from bnstudy.execution.runner import plan_execution
 
     options = dict(
         jobs=args.jobs,
@@ -320,7 +322,7 @@ def _progress_printer(protocol: Protocol, heading: str = "") -> ProgressLines | 
     """A bar on a terminal; elsewhere (a log, a pipe) a line per finished trial: what varied,
     the outcome, the first metric, the time left. Both count from the trials already done,
     and print ``heading`` first when the run starts training."""
-    from bnstudy.progress import ProgressBar, ProgressLines
+    from bnstudy.execution.progress import ProgressBar, ProgressLines
 
     shown = list(protocol.factors.varying())
     if sys.stdout.isatty():

@@ -33,7 +33,7 @@ from bnstudy.store import Results, ResultStore, StoreError, is_parquet
 from bnstudy.store import read_results as read_store
 
 if TYPE_CHECKING:  # keep torch out of analysis-only imports
-    from bnstudy.runner import RunSummary
+    from bnstudy.execution.runner import RunSummary
     from bnstudy.stats import Analysis
 
 RESULTS_DIR = Path("data/results")
@@ -195,13 +195,13 @@ def run(
 ) -> Outcome:
     """Train every missing trial, then (unless ``analyse`` is False) analyse and report.
 
-    ``execution`` holds the options of :func:`bnstudy.runner.run_protocol`, passed on as
+    ``execution`` holds the options of :func:`bnstudy.execution.runner.run_protocol`, passed on as
     they are (``jobs``, ``devices``, ``per_device``, ``pack``, ``deterministic``,
     ``timeout_s``, ``backend``, ``scheduler``, ``threads``, ``on_result``, ``on_progress``,
     ``adopt_foreign``; a results file written by another study is refused unless
     ``adopt_foreign``).
     """
-    from bnstudy.runner import run_protocol
+    from bnstudy.execution.runner import run_protocol
 
     results = Path(results) if results else results_path(protocol)
     summary = run_protocol(protocol, results, **execution)

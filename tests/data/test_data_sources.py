@@ -130,7 +130,8 @@ def _vectors(path: Path) -> Path:
 
 
 def test_a_run_records_its_source_files_in_the_results_metadata(tmp_path):
-    from bnstudy import runner, study
+    from bnstudy import study
+    from bnstudy.execution import runner
     from bnstudy.spec.loading import parse_protocol
     from tiny_protocol import tiny, tiny_text
 

@@ -120,7 +120,7 @@ def test_a_trial_on_the_cached_pool_is_the_trial_on_the_generated_pool(make_tria
     """Same trial id and bit-identical results as when every process generated the pool."""
     from bnstudy.data import build as build_module
     from bnstudy.data.pool import build_pool
-    from bnstudy.train import run_trial
+    from bnstudy.training.train import run_trial
 
     trial = make_trial(architecture="cnn", head="bn", epochs=1, imbalance_ratio=10.0)
     assert trial.trial_id == "b0805bd77840c620"  # as before the pool was cached

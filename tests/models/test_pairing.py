@@ -3,7 +3,7 @@ import torch
 
 from bnstudy.models import architecture_info, architecture_names, build_model
 from bnstudy.spec.trial import Trial
-from bnstudy.train import batch_order
+from bnstudy.training.train import batch_order
 
 
 def arm(make_trial, head: str) -> Trial:

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bnstudy.models.pooling import MaxPool1x2, MaxPool2x2
-from bnstudy.train import run_trial
+from bnstudy.training.train import run_trial
 
 SHAPES = [(5, 3, 16, 16), (2, 4, 7, 9)]  # odd sizes are floored
 

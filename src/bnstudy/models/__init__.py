@@ -5,7 +5,7 @@ The built-in architectures (``mlp``, ``cnn``, ``cnn1d``, ``cnn_flatten``, ``resn
 are known by name from the start: :func:`architecture_info` tells what each body accepts,
 whether it ends in a normalization and how it pools; :func:`check_architecture_input`
 refuses an architecture/input pair with a one-line ``ValueError``. Those facts come from
-:mod:`bnstudy.models.catalog` and do not import torch; everything that builds or changes a
+:mod:`bnstudy.models.facts` and do not import torch; everything that builds or changes a
 network (``build_model``, ``register_architecture``, ...) is loaded on first use (PEP 562),
 and a builder's module on the first build of its network.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bnstudy import lazy
-from bnstudy.models.catalog import (
+from bnstudy.models.facts import (
     INPUT_KINDS,
     ArchitectureInfo,
     architecture_info,

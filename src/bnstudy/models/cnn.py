@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from bnstudy.models.catalog import check_architecture_input
+from bnstudy.models.facts import check_architecture_input
 from bnstudy.models.pooling import MaxPool2x2
 from bnstudy.models.registry import register_builder
 

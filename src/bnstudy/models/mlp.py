@@ -11,7 +11,7 @@ import math
 
 from torch import nn
 
-from bnstudy.models.catalog import check_architecture_input
+from bnstudy.models.facts import check_architecture_input
 from bnstudy.models.registry import register_builder
 
 WIDTH = 256

@@ -31,7 +31,7 @@ Any other layer type raises ``TypeError``: packing is exact only for layers know
 copy, so a new layer needs a packed counterpart here (and the equivalence test) first.
 Containers are not read: that a body's ``forward`` only chains its children (no reshape
 across channels, no channel padding as in a ResNet's option-A shortcut) is vouched for by
-:data:`bnstudy.packing.PACKABLE_ARCHITECTURES` and its equivalence tests, not here.
+:data:`bnstudy.training.packing.PACKABLE_ARCHITECTURES` and its equivalence tests, not here.
 """
 
 from __future__ import annotations

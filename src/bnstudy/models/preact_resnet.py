@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bnstudy.models.catalog import check_architecture_input
+from bnstudy.models.facts import check_architecture_input
 from bnstudy.models.registry import register_builder
 from bnstudy.models.resnet import WIDTHS, conv3x3, shortcut
 

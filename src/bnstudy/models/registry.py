@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnstudy.models.catalog import (
+from bnstudy.models.facts import (
     ArchitectureInfo,
     ConvInit,
     InputKind,
@@ -89,7 +89,7 @@ def register_architecture(
 
 def register_builder(name: str) -> Callable[[ArchitectureBuilder], ArchitectureBuilder]:
     """``@register_builder("cnn")``: the builder of a built-in architecture, whose facts
-    :mod:`bnstudy.models.catalog` declares (so they are known without importing torch)."""
+    :mod:`bnstudy.models.facts` declares (so they are known without importing torch)."""
     architecture_info(name)  # declared there, or KeyError
 
     def decorator(builder: ArchitectureBuilder) -> ArchitectureBuilder:

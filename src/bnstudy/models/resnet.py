@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnstudy.models.catalog import check_architecture_input
+from bnstudy.models.facts import check_architecture_input
 from bnstudy.models.registry import register_builder
 
 WIDTHS = (16, 32, 64)

@@ -19,10 +19,10 @@ from matplotlib.figure import Figure
 
 from bnstudy import __version__
 from bnstudy.catalogue import METRICS
-from bnstudy.hypotheses import registered_at
-from bnstudy.protocol import Protocol
 from bnstudy.report import detail, figures, figures_arms, text, views
 from bnstudy.report.roles import Roles, primary_rows, roles_of
+from bnstudy.spec.claims import registered_at
+from bnstudy.spec.protocol import Protocol
 from bnstudy.stats import Analysis
 from bnstudy.stats.levels import level_unit, summarize_levels, trial_values
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from bnstudy.protocol import Protocol
 from bnstudy.report import content as content_module
 from bnstudy.report import figures, views
 from bnstudy.report.tables import latex_table
+from bnstudy.spec.protocol import Protocol
 from bnstudy.stats import Analysis
 
 #: The formats ``write_figures`` writes by default (``--figures DIR``).

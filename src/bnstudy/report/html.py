@@ -12,10 +12,10 @@ from importlib.resources import files
 import jinja2
 import pandas as pd
 
-from bnstudy.protocol import Protocol
 from bnstudy.report import content as content_module
 from bnstudy.report import figures
 from bnstudy.report.tables import html_table
+from bnstudy.spec.protocol import Protocol
 from bnstudy.stats import Analysis
 
 _ENV = jinja2.Environment(

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bnstudy.protocol import Protocol
 from bnstudy.report import content as content_module
 from bnstudy.report import figures
 from bnstudy.report.content import Content
 from bnstudy.report.tables import markdown_table, md_text
+from bnstudy.spec.protocol import Protocol
 from bnstudy.stats import Analysis
 
 

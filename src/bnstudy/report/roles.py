@@ -2,7 +2,7 @@
 
 The report never string-matches a factor name: which column is the treatment, which are
 conditions and moderators (and on which scale a moderator's levels lie) comes from
-:class:`bnstudy.design.Design` (``protocol.design()``).
+:class:`bnstudy.spec.design.Design` (``protocol.design()``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import dataclasses
 import pandas as pd
 
 from bnstudy.catalogue import METRICS
-from bnstudy.design import Design
+from bnstudy.spec.design import Design
 from bnstudy.stats import Analysis
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Callable, Sequence
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from bnstudy.suggest import did_you_mean
+
+if TYPE_CHECKING:  # only a type here: workers raise ProtocolError without loading pydantic
+    from pydantic import ValidationError
 
 
 class ProtocolError(ValueError):

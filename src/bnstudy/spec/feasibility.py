@@ -84,7 +84,9 @@ def _check_pretraining(protocol: Protocol, source: str, combos: list[dict[str, A
     from bnstudy.models import check_architecture_input
 
     for name in dict.fromkeys(c["pretrain"] for c in combos if c["pretrain_stage"]):
-        from bnstudy.pretrain import body_mismatch  # builds networks: torch, only if needed
+        from bnstudy.training.pretrain import (
+            body_mismatch,  # builds networks: torch, only if needed
+        )
 
         stage, where = protocol.pretraining[name], f"{source}: pretraining.{name}"
         options = protocol.stage_options(name)

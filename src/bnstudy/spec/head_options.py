@@ -57,7 +57,7 @@ def declare(head: str, options: Iterable[str]) -> tuple[str, ...]:
     options = _known(head, options)
     if head in _TAKES and set(_TAKES[head]) != set(options):
         raise ValueError(
-            f"head {head!r} takes {_TAKES[head]}, not {options} (see bnstudy.head_options)"
+            f"head {head!r} takes {_TAKES[head]}, not {options} (see bnstudy.spec.head_options)"
         )
     _TAKES[head] = options
     return options

@@ -46,14 +46,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnstudy import metrics as M
-from bnstudy import pretrain
 from bnstudy.data import Dataset, build_dataset
 from bnstudy.models import Classifier, build_model, fold_bn_into_linear, hidden_relu
-from bnstudy.result import TrialResult
-from bnstudy.result import nan_metrics as _nan_metrics
-from bnstudy.result import now as _now
 from bnstudy.spec.trial import Trial
+from bnstudy.training import metrics as M
+from bnstudy.training import pretrain
+from bnstudy.training.trial_result import TrialResult
+from bnstudy.training.trial_result import nan_metrics as _nan_metrics
+from bnstudy.training.trial_result import now as _now
 
 #: Training batches (of the training batch size) over which PreciseBN recomputes the BN
 #: statistics; fewer when one pass has fewer. A fixed number, so every trial's
@@ -295,8 +295,8 @@ def _evaluate(
     """Fill ``out`` with the evaluation metrics but ``fc_weight_norm_rank_corr`` (the caller
     has the FC norms); return per-class test recalls and collapse.
 
-    The metrics are :func:`bnstudy.metrics.evaluation_metrics` of the model as one copy (the
-    layout of a seed pack with K = 1).
+    The metrics are :func:`bnstudy.training.metrics.evaluation_metrics` of the model as one copy
+    (the layout of a seed pack with K = 1).
     """
     outputs = _eval_outputs(trial, model, data, x_train, device)
     # The copy dimension: (n, ...) -> (n, 1, ...), and the fold check () -> (1,).
@@ -311,7 +311,7 @@ def _eval_outputs(
     trial: Trial, model: Classifier, data: Dataset, x_train: torch.Tensor, device: str
 ) -> dict[str, torch.Tensor]:
     """The forward passes of the evaluation, on the device: the outputs that
-    :func:`bnstudy.metrics.evaluation_metrics` reads, without its copy dimension.
+    :func:`bnstudy.training.metrics.evaluation_metrics` reads, without its copy dimension.
 
     Each output is computed once and shared by the metrics that read it (the test features
     and logits by the accuracy, calibration, dead-unit and fold metrics). When the body has

@@ -3,8 +3,9 @@
 :func:`run_task` is the function joblib sends to a worker (a loky process, a Dask worker, or
 the parent itself with one job). For each task it
 
-1. leases a slot on a device (:class:`~bnstudy.devices.SlotPool`), or takes the fixed device
-   of a Dask worker (whose GPU share the Dask scheduler already counted, as a resource);
+1. leases a slot on a device (:class:`~bnstudy.execution.devices.SlotPool`), or takes the
+   fixed device of a Dask worker (whose GPU share the Dask scheduler already counted, as a
+   resource);
 2. sets up torch for the run: deterministic algorithms or not, the CPU thread count;
 3. trains under the per-trial time limit;
 4. turns every exception into a row: ``timeout`` (over the limit), ``oom`` (the device ran
@@ -42,11 +43,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bnstudy import plugins
 from bnstudy.catalogue import FAILED, OOM, TIMEOUT
-from bnstudy.devices import SlotPool, cpu_model, cpu_threads, is_cpu
-from bnstudy.protocol import Trial
-from bnstudy.result import TrialResult
+from bnstudy.execution.devices import SlotPool, cpu_model, cpu_threads, is_cpu
+from bnstudy.spec import plugins
+from bnstudy.spec.trial import Trial
+from bnstudy.training.trial_result import TrialResult
 
 #: Trains one trial: ``(trial, device, data_options)``.
 TrialFn = Callable[[Trial, str, Mapping[str, Any]], TrialResult]
@@ -67,9 +68,10 @@ WORKER_AUTO = "auto"
 def run_trial(
     trial: Trial, device: str = "cpu", data_options: Mapping | None = None
 ) -> TrialResult:
-    """:func:`bnstudy.train.run_trial`, imported where it runs: the parent that schedules it
-    never trains, and so never imports torch (about a second saved on every run with workers)."""
-    from bnstudy.train import run_trial as train
+    """:func:`bnstudy.training.train.run_trial`, imported where it runs: the parent that
+    schedules it never trains, and so never imports torch (about a second saved on every run
+    with workers)."""
+    from bnstudy.training.train import run_trial as train
 
     return train(trial, device, data_options)
 
@@ -90,7 +92,7 @@ class WorkerConfig:
     #: Slots to lease (workers on this machine); None: train on ``device`` (Dask workers).
     pool: SlotPool | None = None
     device: str = "cpu"
-    #: The protocol's plugins (``bnstudy.plugins``), imported before the first trial.
+    #: The protocol's plugins (:mod:`bnstudy.spec.plugins`), imported before the first trial.
     plugins: tuple[str, ...] = ()
 
 

@@ -3,8 +3,8 @@
 Small models leave a GPU mostly idle; K copies packed into one network (grouped
 convolutions, batched matmuls, per-copy BN statistics; see :mod:`bnstudy.models.packed`)
 cost little more per step than one. Packing is an execution detail: :func:`run_pack` returns,
-for each trial, the :class:`~bnstudy.train.TrialResult` that :func:`bnstudy.train.run_trial`
-gives it, up to float rounding.
+for each trial, the :class:`~bnstudy.training.trial_result.TrialResult` that
+:func:`bnstudy.training.train.run_trial` gives it, up to float rounding.
 
 **Each copy on its own random streams.** Copy ``k`` is trial ``k``: its data subset is
 ``build_dataset(trial_k)``, its initial weights those of ``build_model`` with its
@@ -26,7 +26,7 @@ ends. When every copy has stopped, the pack stops.
 **Evaluation** mirrors ``train._evaluate`` metric for metric, each copy on its own draws:
 every forward pass (test, validation, PreciseBN, the train-mode predictions of the train/eval
 gap, the BN-fold check) runs packed on the device, and so do the metrics: those of
-:func:`bnstudy.metrics.evaluation_metrics`, which ``run_trial`` applies to its model as one
+:func:`bnstudy.training.metrics.evaluation_metrics`, which ``run_trial`` applies to its model as one
 copy, here to all copies at once; they come to the CPU in one transfer.
 
 **Cost per copy.** On a GPU a small pack is launch-bound: each operator and each read back to
@@ -61,12 +61,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnstudy import metrics as M
 from bnstudy.data import Dataset, build_dataset
 from bnstudy.models import build_model
 from bnstudy.models.packed import PackedLinear, copy_view, pack_inputs, pack_models
 from bnstudy.spec.trial import Trial
-from bnstudy.train import (
+from bnstudy.training import metrics as M
+from bnstudy.training.train import (
     PRECISE_BN_BATCHES,
     TrialResult,
     _check_batch_size,
@@ -461,7 +461,7 @@ def _eval_outputs_pack(
     trials: Sequence[Trial], model: nn.Module, datas: Sequence[Dataset], x_train: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """``train._eval_outputs`` for every copy, each on its own draws: what
-    :func:`bnstudy.metrics.evaluation_metrics` reads, on the device, the copies along
+    :func:`bnstudy.training.metrics.evaluation_metrics` reads, on the device, the copies along
     dimension 1 ((N, K, ...); ``fold`` and ``has_units``: (K,))."""
     copies, data = len(trials), datas[0]
     device, dtype = x_train.device, x_train.dtype

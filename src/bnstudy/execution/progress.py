@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, TextIO
 from bnstudy.catalogue import FAILED, MEASURED_STATUSES, OOM, TIMEOUT
 
 if TYPE_CHECKING:  # keep torch out of this module's imports
-    from bnstudy.protocol import Trial
-    from bnstudy.train import TrialResult
+    from bnstudy.spec.trial import Trial
+    from bnstudy.training.train import TrialResult
 
 #: Outcomes shown as problems, in this order, with their labels.
 PROBLEMS = {FAILED: "failed", OOM: "out of memory", TIMEOUT: "timed out"}
@@ -83,7 +83,7 @@ class Progress:
 
         Called as the task's outcome arrives, before its trials are recorded
         (:meth:`record_trial`). ``warm``: not its worker's first task (see
-        :attr:`bnstudy.worker.TaskOutcome.warm`).
+        :attr:`bnstudy.execution.worker.TaskOutcome.warm`).
         """
         now = time.monotonic() if now is None else now
         provisional = not self.warm_trials  # an estimate from first tasks only, if any

@@ -1,7 +1,7 @@
 """Run a protocol's trials in parallel and stream each result into the store.
 
 joblib runs trials in workers (loky processes by default, or a Dask cluster: see
-:mod:`bnstudy.backends`) and hands results back as they finish
+:mod:`bnstudy.execution.backends`) and hands results back as they finish
 (``return_as="generator_unordered"``); the parent writes each one to the store before
 accepting the next, so nothing waits in memory for the end of the run. Trials already
 recorded with a final outcome are skipped, so re-running the same command resumes. A trial
@@ -9,18 +9,18 @@ that raises becomes a ``failed`` row, one that runs out of device memory an ``oo
 past ``timeout_s`` a ``timeout`` row; none of them stops the run.
 
 **Devices.** ``devices`` (``auto``, ``cpu``, ``cuda:0,cuda:1``) each get ``per_device``
-slots; a trial leases one for its duration (:mod:`bnstudy.devices`), so no device ever runs
-more than ``per_device`` trials and every device is used. The run starts as many workers as
-there are slots (fewer with ``jobs``). CPU trials divide the machine's cores among the CPU
-workers (``threads`` pins the number: CPU numbers depend on it in the last digits).
+slots; a trial leases one for its duration (:mod:`bnstudy.execution.devices`), so no device
+ever runs more than ``per_device`` trials and every device is used. The run starts as many
+workers as there are slots (fewer with ``jobs``). CPU trials divide the machine's cores
+among the CPU workers (``threads`` pins the number: CPU numbers depend on it in the last digits).
 
 **Packing.** With ``pack`` K > 1 (``auto``: 16 on CUDA devices, off on the CPU), trials that
 differ only in their seed train K at a time as one packed model
-(``bnstudy.packing.run_pack``), in one slot; each still gets its own row, naming its pack in
-``packed_with``. Architectures packing does not support, or an installation without
-``bnstudy.packing``, run one trial at a time, and the run says so once.
+(``bnstudy.training.packing.run_pack``), in one slot; each still gets its own row, naming its
+pack in ``packed_with``. Architectures packing does not support, or an installation without
+``bnstudy.training.packing``, run one trial at a time, and the run says so once.
 
-**Determinism** is on by default (see :mod:`bnstudy.worker`); ``deterministic=False`` (the
+**Determinism** is on by default (see :mod:`bnstudy.execution.worker`); ``deterministic=False`` (the
 CLI's ``--fast-nondeterministic``) trades it for speed on GPUs. Each row records whether it
 was made deterministically, the metadata records the run's settings (``execution``).
 
@@ -62,16 +62,12 @@ from typing import Any
 
 import joblib
 
-from bnstudy import __version__, head_options
-from bnstudy.backends import check_backend, death_cause, joblib_backend, worker_died
+from bnstudy import __version__
 from bnstudy.catalogue import FINAL_STATUSES, METRICS, OOM, TIMEOUT
-from bnstudy.devices import SlotPool, check_device, cpu_model, is_cpu, parse_devices
-from bnstudy.hypotheses import registration_to_record
-from bnstudy.progress import Progress
-from bnstudy.protocol import TREATMENT, Protocol, ProtocolError, Trial
-from bnstudy.result import TrialResult
-from bnstudy.store import CONSOLIDATE_EVERY, ResultStore
-from bnstudy.worker import (
+from bnstudy.execution.backends import check_backend, death_cause, joblib_backend, worker_died
+from bnstudy.execution.devices import SlotPool, check_device, cpu_model, is_cpu, parse_devices
+from bnstudy.execution.progress import Progress
+from bnstudy.execution.worker import (
     WORKER_AUTO,
     PackFn,
     TaskOutcome,
@@ -80,6 +76,13 @@ from bnstudy.worker import (
     run_task,
     run_trial,
 )
+from bnstudy.spec import head_options
+from bnstudy.spec.claims import registration_to_record
+from bnstudy.spec.errors import ProtocolError
+from bnstudy.spec.protocol import Protocol
+from bnstudy.spec.trial import TREATMENT, Trial
+from bnstudy.store import CONSOLIDATE_EVERY, ResultStore
+from bnstudy.training.trial_result import TrialResult
 
 #: Trials at once on one GPU by default: measured on an H100 with the quick study, 4 workers
 #: took 14.6 s and 8 took 13.0 s against 27.5 s for one (small models are launch-bound).
@@ -274,7 +277,7 @@ def run_protocol(
     from the trials already done); ``on_result(done, todo, trial, result)`` likewise after
     each trial, counting this run's trials only. ``trial_fn`` trains one trial (a picklable
     function; tests substitute failing ones) and ``pack_fn`` several seeds at once (default:
-    ``bnstudy.packing.run_pack`` when ``trial_fn`` is :func:`run_trial`). A
+    ``bnstudy.training.packing.run_pack`` when ``trial_fn`` is :func:`run_trial`). A
     KeyboardInterrupt or SIGTERM stops the run; what finished is kept. Results of another
     study (another protocol name) at ``results_path`` are refused with a StoreError unless
     ``adopt_foreign`` is true; then they are kept and the file becomes this study's.
@@ -514,16 +517,16 @@ def _packing(
         return None, None
     if pack_fn is not None:
         return pack_fn, None
-    # A substitute trial function has no packed counterpart. bnstudy.train.run_trial passed
-    # itself counts as the default; a caller holding it has imported bnstudy.train already.
-    train = sys.modules.get("bnstudy.train")
+    # A substitute trial function has no packed counterpart. bnstudy.training.train.run_trial passed
+    # itself counts as the default; a caller holding it has imported bnstudy.training.train already.
+    train = sys.modules.get("bnstudy.training.train")
     if trial_fn not in (run_trial, getattr(train, "run_trial", None)):
         return None, None
     try:  # (import_module: an installation without it, or a test that hides it)
-        packing = importlib.import_module("bnstudy.packing")
+        packing = importlib.import_module("bnstudy.training.packing")
     except ImportError:
         notes.append(
-            "seed packing is not available in this installation (no bnstudy.packing): "
+            "seed packing is not available in this installation (no bnstudy.training.packing): "
             "every trial trains on its own"
         )
         return None, None
@@ -563,7 +566,7 @@ def _pretrain(protocol: Protocol, todo: list[Trial]) -> int:
     then: pre-training needs torch, which the parent otherwise does without."""
     if not any(t.pretrain_stage for t in todo):
         return 0
-    from bnstudy.pretrain import ensure_checkpoints
+    from bnstudy.training.pretrain import ensure_checkpoints
 
     return ensure_checkpoints(protocol, todo)
 
@@ -660,7 +663,7 @@ def _retrying_dead_workers(
 
 
 def _holder(trials: Iterable[Trial]) -> str:
-    """A task's name in the slot it leases (see :func:`bnstudy.worker.run_task`)."""
+    """A task's name in the slot it leases (see :func:`bnstudy.execution.worker.run_task`)."""
     return ",".join(t.trial_id for t in trials)
 
 
@@ -731,7 +734,8 @@ def trial_row(
         "ended_at": result.ended_at,
         "device": result.device,
         "packed_with": packed_with,
-        # The cached body the trial started from (bnstudy.pretrain), "" without pre-training.
+        # The cached body the trial started from (bnstudy.training.pretrain), "" without
+        # pre-training.
         "pretrain_checkpoint": _checkpoint_key(trial),
         "deterministic": deterministic,
         "torch_threads": torch_threads,
@@ -745,7 +749,7 @@ def trial_row(
 def _checkpoint_key(trial: Trial) -> str:
     if not trial.pretrain_stage:
         return ""
-    from bnstudy.pretrain import checkpoint_key
+    from bnstudy.training.pretrain import checkpoint_key
 
     return checkpoint_key(trial)
 
@@ -804,7 +808,7 @@ def provenance(
             machine["gpus"] = ", ".join(sorted({torch.cuda.get_device_name(d) for d in gpus}))
     recorded = {}
     if protocol.plugins:  # their code makes the numbers as much as bnstudy's does
-        from bnstudy import plugins
+        from bnstudy.spec import plugins
 
         recorded["plugins"] = json.dumps(plugins.fingerprints(protocol.plugin_entries()))
         # what their heads take, for reading the results where the plugins are not installed

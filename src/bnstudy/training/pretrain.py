@@ -30,7 +30,7 @@ import pickle
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +39,10 @@ from bnstudy.atomic import write_atomically
 from bnstudy.data import DatasetError, build_dataset, cache_dir, prepare_dataset
 from bnstudy.models import build_model
 from bnstudy.spec.errors import ProtocolError
-from bnstudy.spec.protocol import Protocol
 from bnstudy.spec.trial import Trial
+
+if TYPE_CHECKING:  # a type only: workers load this module and never pydantic
+    from bnstudy.spec.protocol import Protocol
 
 #: Bump when the checkpoint's content changes: old files are then simply not found.
 CHECKPOINT_FORMAT = 1
@@ -98,7 +100,7 @@ def train_body(trial: Trial, options: dict[str, Any] | None = None) -> tuple[dic
     Raises ProtocolError when the stage's loss is not finite (its settings are at fault).
     """
     # Imported here: train.py loads bodies through this module.
-    from bnstudy.train import _optimizer, lr_factor, sample_indices
+    from bnstudy.training.train import _optimizer, lr_factor, sample_indices
 
     stage = stage_trial(trial)
     data = build_dataset(stage, options)
