@@ -43,21 +43,12 @@ import zlib
 import torch
 import torch.nn.functional as F
 from bench_train import describe_machine  # same folder
-from count_pack_ops import ORDER, PhaseClock, measure, phases  # same folder
+from count_pack_ops import ORDER, PhaseClock, measure, phases, quick_trial  # same folder
 
 from bnstudy.models import build_model
 from bnstudy.models.packed import pack_inputs, pack_models
-from bnstudy.spec.trial import Trial
 from bnstudy.training.packing import run_pack
 from bnstudy.training.train import run_trial
-
-
-def quick_trial(seed: int, epochs: int) -> Trial:
-    return Trial(
-        seed=seed, architecture="cnn", head="bn", dataset="synthetic", imbalance_ratio=10.0,
-        train_per_class=300, epochs=epochs, batch_size=64, lr=0.05, optimizer="sgd",
-        weight_decay=5e-4,
-    )  # fmt: skip
 
 
 def sync(device: str) -> None:

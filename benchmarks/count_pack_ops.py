@@ -16,7 +16,7 @@ touched):
 - **train**: the training loop (also reported per step);
 - **evaluate**: ``_evaluate_pack`` (forward passes and metrics); **results**: the rest.
 
-Three runs per K of the quick study's CNN trial (``bench_pack.quick_trial``, ``--epochs``
+Three runs per K of the quick study's CNN trial (``quick_trial``, ``--epochs``
 epochs): one plain, timed per phase (``ms``); one under a ``TorchDispatchMode`` that counts
 the operators (``ops``) and scalar reads, and times the operators, giving the host time outside
 them (``py ms``: the run's wall time less the time inside the operators and the mode's own cost
@@ -48,6 +48,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from bnstudy.spec.trial import Trial
 from bnstudy.training import packing
 from bnstudy.training.train import TrialResult
+
+
+def quick_trial(seed: int, epochs: int) -> Trial:
+    """The quick study's CNN trial (``bn`` head, ratio 10), shared with ``bench_pack``."""
+    return Trial(
+        seed=seed, architecture="cnn", head="bn", dataset="synthetic", imbalance_ratio=10.0,
+        train_per_class=300, epochs=epochs, batch_size=64, lr=0.05, optimizer="sgd",
+        weight_decay=5e-4,
+    )  # fmt: skip
+
 
 #: (function in ``bnstudy.training.packing`` that ``run_pack`` calls, phase while it runs,
 #: phase after)
@@ -220,8 +230,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ks = [int(k) for k in args.ks.split(",")]
-    # Imported here: bench_pack imports this module.
-    from bench_pack import quick_trial  # same folder
 
     packing.run_pack([quick_trial(10_000, 1)])  # warm-up: the dataset pool, lazy imports
     cost_s = mode_cost_s()
