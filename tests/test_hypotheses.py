@@ -179,8 +179,7 @@ def test_results_written_before_registration_never_gain_one(tmp_path: Path):
     path = tmp_path / "hyp.parquet"
     runner.run_protocol(tiny(BASE), path, jobs=1, trial_fn=instant)
     assert (
-        json.loads(study.read_results(path).metadata[claims.REGISTRATION_KEY])["hypotheses"]
-        == {}
+        json.loads(study.read_results(path).metadata[claims.REGISTRATION_KEY])["hypotheses"] == {}
     )
     legacy = {"protocol": "x"}
     assert claims.registration_to_record(legacy, True, tiny(BASE + H1)) == {}
@@ -301,3 +300,59 @@ def test_the_studys_claims_parse():
     assert designs["c4"].interaction == ("imbalance_ratio", 1, 100)
     assert designs["c5"].control == "hidden"
     assert len({d.sha256 for d in designs.values()}) == 4
+
+
+# -- quantifiers: in: average | any | all -------------------------------------------------
+
+#: The hashes of H1 and H3 as registered before quantifiers existed (computed with the code
+#: of that time): a hypothesis without ``in`` must keep them, or committed tables would see
+#: their pre-registered claims turn exploratory.
+H1_SHA256 = "3f53eee2794835f6bf05682067c45925bb614dd792d414193dfaa4e27a03eca4"
+H3_SHA256 = "c61eac073dda2b3b640e3683d5e1f0fb391058470a0bde7499b9ff8cd2de57c8"
+
+
+def test_a_hypothesis_without_a_quantifier_keeps_its_registered_hash():
+    h1, h3 = claims.designs(parse(BASE + H1 + H3))
+    assert (h1.sha256, h3.sha256) == (H1_SHA256, H3_SHA256)
+    assert h1.quantifier == h3.quantifier == "average"
+    assert "in" not in claims.resolved(parse(BASE + H1).hypotheses[0], tunes=False)
+    explicit = claims.designs(parse(BASE + H1 + "    in: average\n"))[0]
+    assert explicit.sha256 == H1_SHA256 and explicit.quantifier == "average"
+
+
+def test_quantifiers_parse_and_change_the_hash():
+    anywhere = claims.designs(parse(BASE + "hypotheses:\n" + H3 + "    in: any\n"))[0]
+    assert anywhere.quantifier == "any" and anywhere.sha256 != H3_SHA256
+    everywhere = claims.designs(parse(BASE + H1 + "    in: all\n"))[0]
+    assert everywhere.quantifier == "all"
+    assert len({H1_SHA256, everywhere.sha256, anywhere.sha256}) == 3
+    resolved = claims.resolved(parse(BASE + H1 + "    in: all\n").hypotheses[0], tunes=False)
+    assert resolved["in"] == "all" and "quantifier" not in resolved
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ("    in: some\n", "hypotheses[0].in: input should be 'average', 'any' or 'all'"),
+        ("    quantifier: any\n", "hypotheses[0].quantifier: unknown key 'quantifier'"),
+    ],
+)
+def test_bad_quantifiers_are_refused(extra, says):
+    with pytest.raises(ProtocolError) as info:
+        parse(BASE + H1 + extra)
+    assert str(info.value).startswith(f"p.yaml: {says}"), str(info.value)
+    assert "estimand, in" in str(parse_error(BASE + H1 + "    colour: red\n"))
+
+
+def parse_error(text: str) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        parse(text)
+    return info.value
+
+
+def test_a_quantified_interaction_is_refused():
+    text = BASE + "hypotheses:\n" + H3 + "    interaction: {factor: batch_size, low: 8, high: 32}\n"
+    text = text.replace("{batch_size: [8]}", "{}")
+    assert claims.designs(parse(text))[0].interaction == ("batch_size", 8, 32)
+    message = str(parse_error(text + "    in: any\n"))
+    assert message.startswith("p.yaml: hypotheses[0]: in: any is about the conditions"), message

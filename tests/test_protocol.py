@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bnstudy.spec.design import TuneDesign, slope_unit
 from bnstudy.spec.errors import ProtocolError
 from bnstudy.spec.loading import load_protocol, parse_protocol
 from bnstudy.spec.trial import Trial
@@ -469,9 +470,11 @@ def test_design_carries_roles_transforms_and_tuning():
     d = p.design()
     assert (d.treatment, d.control, d.variants) == ("head", "plain", ("bn",))
     assert "head" not in d.conditions and "imbalance_ratio" in d.conditions
-    # ratios are log-scaled by default; the analysis never needs to know the factor's name
-    assert d.moderators == {"architecture": "identity", "imbalance_ratio": "log", "lr": "identity"}
+    # ratios are log-scaled by default, learning rates per x10; the analysis never needs to
+    # know the factor's name
+    assert d.moderators == {"architecture": "identity", "imbalance_ratio": "log", "lr": "log10"}
     assert d.tuning == ("lr",) and d.select_by == "val_balanced_acc"
+    assert d.tune_settings == {"lr": TuneDesign()}  # the list form: no bounds, no extension
     assert d.metrics["nll"].direction == "lower"
     d = parse(GOOD + "  transforms: {imbalance_ratio: identity}\n").design()
     assert d.moderators["imbalance_ratio"] == "identity" and d.select_by is None
@@ -484,9 +487,118 @@ def test_design_carries_roles_transforms_and_tuning():
         ("  transforms: {head: log}\n", "analysis.transforms.head: 'head' is not a factor"),
         ("  tune: [learning_rate]\n", "analysis.tune[0]: 'learning_rate' is not a factor"),
         ("  tune: [lr]\n  select_by: balanced_acc\n", "analysis.select_by: 'balanced_acc' is"),
+        ("  transforms: {architecture: log2}\n", "analysis.transforms.architecture: log2 needs"),
+        ("  transforms: {imbalance_ratio: log3}\n", "analysis.transforms.imbalance_ratio: input"),
     ],
 )
 def test_bad_transforms_and_tuning_are_refused(extra, expected):
     with pytest.raises(ProtocolError) as info:
         parse(GOOD + extra)
     assert expected in str(info.value)
+
+
+# -- moderators on their natural scale ----------------------------------------------------
+
+LR_GRID = GOOD.replace("epochs: 2", "epochs: 2\n  batch_size: [16, 64]\n  lr: [0.01, 0.1]")
+
+
+def test_batch_size_and_learning_rate_slopes_default_to_doublings_and_powers_of_ten():
+    d = parse(LR_GRID).design()
+    assert d.moderators["batch_size"] == "log2" and d.moderators["lr"] == "log10"
+    assert d.moderators["imbalance_ratio"] == "log"
+    declared = "  transforms: {batch_size: identity, imbalance_ratio: log10, lr: log2}\n"
+    d = parse(LR_GRID + declared).design()
+    assert d.moderators == {
+        "architecture": "identity",
+        "imbalance_ratio": "log10",
+        "batch_size": "identity",
+        "lr": "log2",
+    }
+    assert slope_unit("log2", "batch_size") == "per doubling of batch_size"
+    assert slope_unit("log10", "lr") == "per x10 of lr"
+    assert slope_unit("log", "imbalance_ratio") == "per unit of ln(imbalance_ratio)"
+    assert slope_unit("identity", "epochs") == "per unit of epochs"
+
+
+# -- tuning declarations ----------------------------------------------------------------
+
+TUNE_MAP = "  tune: {lr: {bounds: [1.0e-4, 1.0], extend: true, factor: 3}}\n"
+
+
+def test_tune_mapping_form_is_carried_into_the_design():
+    listed, mapped = parse(LR_GRID + "  tune: [lr]\n"), parse(LR_GRID + TUNE_MAP)
+    d = mapped.design()
+    assert d.tuning == ("lr",) and d.select_by == "val_balanced_acc"
+    assert d.tune_settings == {"lr": TuneDesign((1e-4, 1.0), True, 3.0)}
+    assert d.tune_setting("lr").bounds == (1e-4, 1.0)
+    assert d.tune_setting("batch_size") == TuneDesign()  # not tuned: nothing declared
+    # YAML reads 1e-4 (no dot) as a string; it is still the number
+    written = parse(LR_GRID + "  tune: {lr: {bounds: [1e-4, 1.0], extend: true, factor: 3}}\n")
+    assert written.design().tune_settings == d.tune_settings
+    # the same trials, ids and blocks whichever form declares the tuning
+    assert [t.trial_id for t in mapped.expand()] == [t.trial_id for t in listed.expand()]
+    bare = parse(LR_GRID + "  tune: {lr: }\n").design()
+    assert bare.tuning == ("lr",) and bare.tune_settings == {"lr": TuneDesign()}
+    assert parse(LR_GRID + "  tune: {lr: {bounds: [0.01, 0.1]}}\n").design().tune_settings[
+        "lr"
+    ] == TuneDesign((0.01, 0.1), False, None)
+
+
+def test_a_declared_bound_is_not_an_open_edge_of_the_grid():
+    grid = [0.01, 0.03, 0.1]
+    free = TuneDesign()
+    assert free.open_edge(0.01, grid) and free.open_edge(0.1, grid)
+    assert not free.open_edge(0.03, grid) and not free.open_edge(0.1, [0.1])
+    bounded = TuneDesign(bounds=(1e-4, 0.1))
+    assert bounded.open_edge(0.01, grid) and not bounded.open_edge(0.1, grid)
+
+
+@pytest.mark.parametrize(
+    ("tune", "expected"),
+    [
+        ("{lr: {extend: true, factor: 1}}", "analysis.tune.lr.factor: input should be greater"),
+        ("{lr: {extend: true}}", "analysis.tune.lr: extend: true needs factor"),
+        ("{lr: {factor: 3}}", "analysis.tune.lr: factor grows the grid only with extend: true"),
+        ("{lr: {bounds: [1.0, 0.001]}}", "analysis.tune.lr.bounds: expected [low, high]"),
+        ("{lr: {bounds: [0.001]}}", "analysis.tune.lr.bounds"),
+        ("{lr: {bounds: [0, 1.0]}}", "analysis.tune.lr.bounds: lr's grid is log-spaced (log10)"),
+        ("{lr: {bounds: [0.02, 1.0]}}", "analysis.tune.lr.bounds: level(s) [0.01] of lr lie"),
+        ("{lr: {colour: red}}", "analysis.tune.lr.colour: unknown key 'colour'; allowed: bounds"),
+        ("{learning_rate: {}}", "analysis.tune.learning_rate: 'learning_rate' is not a factor"),
+        ("{architecture: {bounds: [0, 1]}}", "analysis.tune.architecture.bounds: bounds need"),
+        ("{architecture: {extend: true, factor: 2}}", "analysis.tune.architecture.extend:"),
+        ("[lr, lr]", "analysis.tune: duplicate value 'lr'"),
+        ("[lr, learning_rate]", "analysis.tune[1]: 'learning_rate' is not a factor"),
+    ],
+)
+def test_bad_tuning_declarations_name_the_field(tune, expected):
+    with pytest.raises(ProtocolError) as info:
+        parse(LR_GRID + f"  tune: {tune}\n")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("p.yaml: " + expected), message
+
+
+def test_bounds_of_a_linear_factor_may_reach_zero():
+    text = LR_GRID.replace("epochs: 2", "epochs: 2\n  weight_decay: [0.0, 0.001]")
+    d = parse(text + "  tune: {weight_decay: {bounds: [0, 0.01]}}\n").design()
+    assert d.tune_settings["weight_decay"].bounds == (0.0, 0.01)
+
+
+# -- warnings ---------------------------------------------------------------------------
+
+
+def test_a_learning_rate_averaged_over_is_warned_about():
+    (line,) = parse(LR_GRID).warnings()
+    assert line.startswith("factors.lr has 2 levels but analysis.tune does not tune it")
+    assert "mixes the head's effect with its tolerance of a bad learning rate" in line
+    assert parse(LR_GRID + "  tune: [lr]\n").warnings() == []
+    assert parse(LR_GRID + TUNE_MAP).warnings() == []
+    assert parse(GOOD).warnings() == []  # one learning rate: nothing averaged over
+    other = LR_GRID.replace("epochs: 2", "epochs: 2\n  weight_decay: [0.0, 0.001]")
+    assert len(parse(other + "  tune: [weight_decay]\n").warnings()) == 1
+
+
+def test_a_large_protocol_is_warned_about():
+    big = GOOD.replace("seeds: 3", "seeds: 2000")
+    (line,) = parse(big).warnings()
+    assert line == "24,000 trials (more than 10,000); check the seed count and factor levels"

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from bnstudy import __version__, study, terminal
 from bnstudy.spec.errors import ProtocolError
-from bnstudy.spec.fields import WARN_TRIALS
 from bnstudy.spec.protocol import Protocol
 from bnstudy.store import StoreError
 
@@ -172,14 +171,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(path: Path) -> Protocol:
-    """Load a protocol, warning on stderr when it is unusually large."""
+    """Load a protocol, with its warnings on stderr (unusually large, an untuned lr, ...)."""
     protocol = study.load(path)
-    if protocol.n_trials > WARN_TRIALS:
-        print(
-            f"bnstudy: warning: {path}: {protocol.n_trials:,} trials (more than "
-            f"{WARN_TRIALS:,}); check the seed count and factor levels",
-            file=sys.stderr,
-        )
+    for line in protocol.warnings():
+        print(f"bnstudy: warning: {path}: {line}", file=sys.stderr)
     return protocol
 
 
@@ -237,19 +232,18 @@ def _run(args: argparse.Namespace) -> int:
     protocol = _load(args.protocol)
     from bnstudy.execution.runner import plan_execution
 
-    options = dict(
-        jobs=args.jobs,
-        devices=args.devices,
-        per_device=args.per_device,
-        pack=args.pack,
-        deterministic=not args.fast_nondeterministic,
-        timeout_s=args.timeout,
-        backend=args.backend,
-        scheduler=args.scheduler,
-        threads=args.threads,
-    )
     try:
-        execution = plan_execution(**options)
+        execution = plan_execution(
+            jobs=args.jobs,
+            devices=args.devices,
+            per_device=args.per_device,
+            pack=args.pack,
+            deterministic=not args.fast_nondeterministic,
+            timeout_s=args.timeout,
+            backend=args.backend,
+            scheduler=args.scheduler,
+            threads=args.threads,
+        )
     except ValueError as exc:
         raise ProtocolError(str(exc)) from None
     # The heading is printed by the display as the run starts: once it holds the results
@@ -264,7 +258,7 @@ def _run(args: argparse.Namespace) -> int:
             analyse=not args.no_report,
             on_progress=display,
             adopt_foreign=args.adopt_foreign,
-            **options,
+            execution=execution,
         )
     finally:
         if display is not None:

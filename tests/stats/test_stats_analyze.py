@@ -1,5 +1,6 @@
 """analyze() end to end on synthetic tables with known effects."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -72,8 +73,8 @@ def test_zero_effect_ci_contains_zero_and_never_says_no_effect():
 def test_tost_declares_equivalence_with_enough_data():
     protocol = grid_protocol(60, **SMALL)
     a = analyze(simulate_results(protocol, effect=0.05, tau=0.0, sigma=0.7, seed=2), protocol)
-    # the prediction interval for a new condition is inside the margin too, but 6 conditions
-    # are too few to claim every condition: equivalent on average
+    # the prediction interval for a new condition is inside the margin too, but over 6
+    # conditions the upper confidence bound of tau^2 is wide: equivalent on average
     assert -0.5 < a.headline()["pi_low"] < a.headline()["pi_high"] < 0.5
     assert a.headline()["verdict"] == "equivalent (on average)"
     eq = a.equivalence.query("scope == 'overall'").iloc[0]
@@ -209,3 +210,39 @@ def test_power_plan_with_one_condition_matches_the_t_test():
     exact = TTestPower().solve_power(effect_size=1.0 / plan.sigma_within, power=0.8, alpha=0.05)
     # df n - 1 grow with n; t quantiles on 1 df (the old rule) asked for 8 seeds, not 11
     assert plan.feasible and abs(plan.seeds_per_condition - np.ceil(exact)) <= 1
+
+
+def test_each_arms_levels_are_in_the_analysis_in_every_grouping():
+    from bnstudy.stats.levels import arm_levels
+
+    protocol = grid_protocol(4, **SMALL)
+    table = simulate_results(protocol, effect=-1.0, failed=0.1, seed=5)
+    a = analyze(table, protocol)
+    design = a.design
+    assert design == protocol.design()  # the design it was made under, for the report
+    common = dict(
+        treatment=design.treatment,
+        conditions=design.conditions,
+        arms=(design.control, *design.variants),
+        failed_score=design.failed_score,
+    )
+    varying = ("dataset", "imbalance_ratio")  # lr takes one value
+    assert set(a.arm_levels["by"]) == {"overall", "dataset", "imbalance_ratio", ", ".join(varying)}
+    for by in [(), ("dataset",), ("imbalance_ratio",), varying]:
+        expected = arm_levels(table, list(design.metrics), by=by, **common)
+        pd.testing.assert_frame_equal(a.levels_by(by), expected)
+    assert a.levels_by(("lr",)).empty
+    assert "arm_levels" in a.tables() and "by" in json.loads(a.to_json())["tables"]["arm_levels"][0]
+
+
+def test_the_arm_is_repeated_under_the_treatments_name_only_when_it_has_another():
+    protocol = grid_protocol(4, **SMALL)
+    table = simulate_results(protocol, failed=0.2, seed=1)
+    a = analyze(table, protocol)
+    assert list(a.failures.columns[:2]) == ["arm", "head"]
+    assert list(a.imputations.columns[:2]) == ["metric", "head"]
+    assert (a.failures["arm"] == a.failures["head"]).all()
+    design = dataclasses.replace(protocol.design(), treatment="arm")
+    b = analyze(table.rename(columns={"head": "arm"}), design)
+    assert list(b.failures.columns).count("arm") == 1 and "head" not in b.failures.columns
+    assert "head" not in b.imputations.columns and len(b.imputations) == len(a.imputations)

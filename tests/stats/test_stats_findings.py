@@ -45,4 +45,4 @@ def test_names_imported_from_the_old_module_still_resolve():
         assert hasattr(analysis, name), name
     assert analysis.Analysis is analysis_result.Analysis is bnstudy.stats.Analysis
     assert analysis.analyze is bnstudy.stats.analyze
-    assert analysis.PI_CLAIM_MIN_DF == decisions.PI_CLAIM_MIN_DF == 19
+    assert analysis.PI_CLAIM_MIN_DF == decisions.PI_CLAIM_MIN_DF == 2

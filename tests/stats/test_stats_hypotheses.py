@@ -9,7 +9,13 @@ import pytest
 from bnstudy.spec.design import HypothesisDesign
 from bnstudy.stats import analyze
 from bnstudy.stats.derived import with_derived_metrics
-from bnstudy.stats.hypotheses import EXPLORATORY_VERDICT, NO_ESTIMATE, evaluate_hypotheses
+from bnstudy.stats.hypotheses import (
+    EXPLORATORY_VERDICT,
+    HYPOTHESIS_COLUMNS,
+    NO_ESTIMATE,
+    evaluate_hypotheses,
+)
+from bnstudy.stats.inference import adjust
 from bnstudy.stats.simulate import grid_protocol, simulate_results
 
 GRID = dict(datasets=("d0", "d1"), ratios=(1.0, 100.0), lrs=(0.01, 0.1))
@@ -124,3 +130,78 @@ def test_an_empty_subset_has_no_estimate_and_says_why():
     assert rows.loc["x", "verdict"] == NO_ESTIMATE and rows.loc["x", "note"]
     assert evaluate_hypotheses(table, protocol.design(), [], None).empty
     assert isinstance(rows, pd.DataFrame)
+
+
+def test_every_row_names_its_estimand_and_quantifier():
+    protocol = grid_protocol(3, **GRID)
+    table = simulate_results(protocol, seed=6)
+    rows = evaluate(table, protocol, [hyp("a"), hyp("b", quantifier="any")])
+    assert list(HYPOTHESIS_COLUMNS[HYPOTHESIS_COLUMNS.index("estimand") :][:2]) == [
+        "estimand",
+        "quantifier",
+    ]
+    assert list(rows.columns) == [c for c in HYPOTHESIS_COLUMNS if c != "id"]
+    assert list(rows["quantifier"]) == ["average", "any"]
+    assert list(rows["estimand"]) == ["fixed", "fixed"]
+
+
+def regimes_table():
+    """Effect 0 at ratio 1, -1 * ln(100) = -4.6 pp at ratio 100: the average (-2.3 pp) hides
+    two regimes, equivalent and severely worse."""
+    protocol = grid_protocol(8, **GRID)
+    return protocol, simulate_results(protocol, effect=0.0, slope=-1.0, sigma=0.2, seed=1)
+
+
+def test_quantified_claims_are_judged_condition_by_condition():
+    protocol, table = regimes_table()
+    rows = evaluate(
+        table,
+        protocol,
+        [
+            hyp("avg", expect="lower"),
+            hyp("hurts_somewhere", expect="lower", quantifier="any"),
+            hyp("hurts_everywhere", expect="lower", quantifier="all"),
+            hyp("helps_somewhere", expect="higher", quantifier="any"),
+            hyp("same_somewhere", expect="equivalent", quantifier="any"),
+            hyp("same_everywhere", expect="equivalent", quantifier="all"),
+            hyp(
+                "hurts_at_100", expect="lower", quantifier="all", where={"imbalance_ratio": (100,)}
+            ),
+        ],
+    )
+    verdicts = rows["verdict"].to_dict()
+    assert verdicts == {
+        # the average (-2.3 pp on 7 df) does not survive Holm over seven hypotheses...
+        "avg": "inconclusive",
+        # ...while the harm where it is, is plain
+        "hurts_somewhere": "supported",  # beyond -0.5 pp at ratio 100
+        "hurts_everywhere": "contradicted",  # at ratio 1 it is shown short of -0.5 pp
+        "helps_somewhere": "contradicted",  # every condition is shown below +0.5 pp
+        "same_somewhere": "equivalent",  # ratio 1
+        "same_everywhere": "not equivalent",  # ratio 100
+        "hurts_at_100": "supported",
+    }
+    # the estimate shown stays the average, for context; the note says which conditions
+    assert rows.loc["hurts_somewhere", "estimate"] == pytest.approx(rows.loc["avg", "estimate"])
+    assert rows.loc["hurts_somewhere", "note"].startswith("below -0.5 pp in 4 of 8 conditions")
+    assert "imbalance_ratio=100" in rows.loc["hurts_somewhere", "note"]
+    assert rows.loc["hurts_at_100", "n_conditions"] == 4
+    # the p of a quantified claim joins the Holm family over hypotheses like any other
+    p = rows["p"].to_numpy()
+    assert rows["p_adj"].to_numpy() == pytest.approx(adjust(p, "holm"))
+
+
+def test_a_quantified_claim_without_evidence_is_inconclusive():
+    protocol = grid_protocol(3, **GRID)
+    table = simulate_results(protocol, effect=0.0, sigma=3.0, seed=8)
+    rows = evaluate(
+        table,
+        protocol,
+        [
+            hyp("any", expect="lower", quantifier="any"),
+            hyp("all", expect="equivalent", quantifier="all"),
+        ],
+    )
+    assert list(rows["verdict"]) == ["inconclusive", "inconclusive"]
+    exploratory = evaluate(table, protocol, [hyp("x", quantifier="any")], registered=None)
+    assert exploratory.loc["x", "verdict"] == "inconclusive" + EXPLORATORY_VERDICT

@@ -3,18 +3,64 @@ moderators, tuning). Metric settings are resolved against ``bnstudy.catalogue.ME
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
 from bnstudy.catalogue import METRICS, Direction
-from bnstudy.spec.design import Transform
+from bnstudy.spec.design import Transform, TuneDesign
 from bnstudy.spec.errors import UnknownName
 from bnstudy.spec.fields import STRICT, PositiveFloat, check_unique
 
-#: The scale a moderator's slope is estimated on when the protocol does not say: ratios
-#: act multiplicatively (10 -> 100 is like 1 -> 10).
-DEFAULT_TRANSFORMS: dict[str, Transform] = {"imbalance_ratio": "log"}
+#: The scale a moderator's slope is estimated on when the protocol does not say. Ratios,
+#: batch sizes and learning rates act multiplicatively (10 -> 100 is like 1 -> 10), so their
+#: slopes are per unit of ln(ratio), per doubling of the batch and per x10 of the rate.
+DEFAULT_TRANSFORMS: dict[str, Transform] = {
+    "imbalance_ratio": "log",
+    "batch_size": "log2",
+    "lr": "log10",
+}
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class TuneSpec(BaseModel):
+    """How one factor is tuned (the mapping form of ``analysis.tune``).
+
+    ``bounds: [low, high]``: the lowest and highest levels anyone would use; an arm selected
+    at a declared bound is not "at the edge of the grid" (checked against the factor's
+    levels in ``spec.checks``). ``extend: true`` with ``factor: F`` (> 1) opts in to growing
+    the grid past an edge where an arm is selected, each new level the edge times or divided
+    by F; the analysis carries the setting (``Design.tune_settings``) and does not act on it
+    yet.
+    """
+
+    model_config = STRICT
+
+    bounds: tuple[FiniteFloat, FiniteFloat] | None = None
+    extend: bool = False
+    factor: Annotated[float, Field(gt=1, allow_inf_nan=False)] | None = None
+
+    @field_validator("bounds")
+    @classmethod
+    def _ordered(cls, bounds: tuple[float, float] | None) -> tuple[float, float] | None:
+        if bounds is not None and not bounds[0] < bounds[1]:
+            raise ValueError(f"expected [low, high] with low < high; got {list(bounds)}")
+        return bounds
+
+    @model_validator(mode="after")
+    def _factor_with_extend(self) -> TuneSpec:
+        if self.extend and self.factor is None:
+            raise ValueError(
+                "extend: true needs factor (> 1): each new level is the edge times or divided by it"
+            )
+        if not self.extend and self.factor is not None:
+            raise ValueError("factor grows the grid only with extend: true")
+        return self
+
+    def design(self) -> TuneDesign:
+        """The plain-data form ``stats`` reads."""
+        return TuneDesign(self.bounds, self.extend, self.factor)
 
 
 class MetricSpec(BaseModel):
@@ -56,13 +102,48 @@ class AnalysisSettings(BaseModel):
     failed_score: Literal["chance", "worst"] = "chance"
     #: Factors whose levels get their own effect estimate; default: every varying factor.
     moderators: list[str] | None = None
-    #: The scale on which a moderator's slope is estimated, per factor; ratios default to
-    #: ``log`` (see :data:`DEFAULT_TRANSFORMS`), every other factor to ``identity``.
-    transforms: dict[str, Literal["identity", "log"]] = Field(default={})
-    #: Factors each arm is tuned over (e.g. ``[lr]``): the tuned comparison sets each arm at
-    #: its own best level, chosen per condition on ``select_by`` (never a test metric).
-    tune: list[str] = Field(default=[])
+    #: The scale on which a moderator's slope is estimated, per factor: ``identity``,
+    #: ``log``, ``log2`` (per doubling) or ``log10`` (per x10); defaults in
+    #: :data:`DEFAULT_TRANSFORMS`, every other factor ``identity``.
+    transforms: dict[str, Transform] = Field(default={})
+    #: Factors each arm is tuned over: the tuned comparison sets each arm at its own best
+    #: level, chosen per condition on ``select_by`` (never a test metric). Written as a list
+    #: (``[lr]``) or a mapping to each factor's settings (:class:`TuneSpec`,
+    #: ``{lr: {bounds: [1e-4, 1.0]}}``); held as the mapping, in the order written, so
+    #: ``list(tune)`` is the factors.
+    tune: dict[str, TuneSpec] = Field(default={})
     select_by: str = "val_balanced_acc"
+    #: Whether ``tune`` was written as a list (error messages then name ``tune[i]``).
+    _tune_listed: bool = PrivateAttr(default=False)
+
+    @field_validator("tune", mode="before")
+    @classmethod
+    def _list_or_mapping(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise ValueError(
+                    f"expected factor names, or a mapping factor -> settings; got {value!r}"
+                )
+            check_unique(value)
+            return {name: {} for name in value}
+        if isinstance(value, dict):
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_list_form(cls, data: Any, handler: Any) -> AnalysisSettings:
+        settings = handler(data)
+        if isinstance(data, dict) and isinstance(data.get("tune"), list):
+            settings._tune_listed = True
+        return settings
+
+    def tune_location(self, name: str) -> tuple[str | int, ...]:
+        """Where tuning factor ``name`` is written: ``analysis.tune[i]`` or
+        ``analysis.tune.NAME``."""
+        if self._tune_listed:
+            return ("analysis", "tune", list(self.tune).index(name))
+        return ("analysis", "tune", name)
 
     @field_validator("select_by")
     @classmethod

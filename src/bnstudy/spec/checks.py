@@ -4,6 +4,9 @@ Each raises :class:`~bnstudy.spec.errors.FieldError` at the field a user has to 
 the control among the heads, moderators and tuning factors among the factors, dataset and
 architecture options, head options that belong to the arms, pre-training stages, exclusions,
 hypotheses, and the number of trials.
+
+:func:`warnings` lists what is allowed but probably not meant (one line each, for
+``validate`` and ``run`` to print): a very large protocol, a learning rate averaged over.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from typing import TYPE_CHECKING
 from bnstudy.data.spec import SPECS as DATASET_SPECS
 from bnstudy.data.spec import DatasetError, resolve_options
 from bnstudy.spec import arch_options
+from bnstudy.spec.analysis_settings import DEFAULT_TRANSFORMS
+from bnstudy.spec.design import LOG_BASES
 from bnstudy.spec.errors import FieldError, UnknownName, show
 from bnstudy.spec.factors import Factors
-from bnstudy.spec.fields import DEFAULT_MAX_TRIALS, as_list
+from bnstudy.spec.fields import DEFAULT_MAX_TRIALS, WARN_TRIALS, as_list
 from bnstudy.spec.head_options import options_of as head_options_of
-from bnstudy.spec.trial import NO_PRETRAIN, TREATMENT
+from bnstudy.spec.trial import LEARNING_RATE, NO_PRETRAIN, TREATMENT
 
 if TYPE_CHECKING:
     from bnstudy.spec.protocol import Protocol
@@ -37,7 +42,8 @@ def check_all(p: Protocol) -> None:
 
 def _check_roles(p: Protocol) -> None:
     """The control among the heads, with a variant beside it; moderators, transforms and
-    tuning factors among the factors (a log transform on positive numeric levels only)."""
+    tuning factors among the factors (a log transform on positive numeric levels only; a
+    tuning factor's declared bounds around its numeric levels)."""
     heads = getattr(p.factors, TREATMENT)
     if p.control not in heads:
         raise FieldError(
@@ -63,17 +69,59 @@ def _check_roles(p: Protocol) -> None:
                 f"{name!r} is not a factor; allowed: {', '.join(allowed)}",
             )
         levels = getattr(p.factors, name)
-        if transform == "log" and not all(isinstance(v, int | float) and v > 0 for v in levels):
+        if transform in LOG_BASES and not _positive_numbers(levels):
             raise FieldError(
                 ("analysis", "transforms", name),
-                f"log needs positive numeric levels; {name} has {show(levels)}",
+                f"{transform} needs positive numeric levels; {name} has {show(levels)}",
             )
-    for i, name in enumerate(p.analysis.tune):
+    for name in p.analysis.tune:
         if name not in allowed or name == "seed":
             raise FieldError(
-                ("analysis", "tune", i),
+                p.analysis.tune_location(name),
                 f"{name!r} is not a factor; allowed: {', '.join(allowed)}",
             )
+        _check_tune_settings(p, name)
+
+
+def _positive_numbers(levels: list) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in levels)
+
+
+def _check_tune_settings(p: Protocol, name: str) -> None:
+    """Declared bounds enclose the factor's numeric levels, and are positive where the grid is
+    log-spaced (a log transform, or a grid extended by multiplying); extension needs positive
+    numeric levels."""
+    spec = p.analysis.tune[name]
+    levels = getattr(p.factors, name)
+    where = (*p.analysis.tune_location(name)[:2], name)
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in levels)
+    transform = p.analysis.transforms.get(name, DEFAULT_TRANSFORMS.get(name, "identity"))
+    if spec.extend and not _positive_numbers(levels):
+        raise FieldError(
+            (*where, "extend"),
+            f"growing the grid by a factor needs positive numeric levels; {name} has "
+            f"{show(levels)}",
+        )
+    if spec.bounds is None:
+        return
+    low, high = spec.bounds
+    if not numeric:
+        raise FieldError(
+            (*where, "bounds"), f"bounds need numeric levels; {name} has {show(levels)}"
+        )
+    if (spec.extend or transform in LOG_BASES) and low <= 0:
+        raise FieldError(
+            (*where, "bounds"),
+            f"{name}'s grid is log-spaced ({'extend' if spec.extend else transform}): bounds "
+            f"must be positive; got {show([low, high])}",
+        )
+    outside = [v for v in levels if not low <= v <= high]
+    if outside:
+        raise FieldError(
+            (*where, "bounds"),
+            f"level(s) {show(outside)} of {name} lie outside the declared bounds "
+            f"{show([low, high])}",
+        )
 
 
 def _check_datasets(p: Protocol) -> None:
@@ -111,7 +159,7 @@ def _check_head_options(p: Protocol) -> None:
         roles = {
             "moderators": p.analysis.moderators or [],
             "transforms": list(p.analysis.transforms),
-            "tune": p.analysis.tune,
+            "tune": list(p.analysis.tune),
         }
         for role, names in roles.items():
             if name in names:
@@ -251,3 +299,24 @@ def _check_size(p: Protocol) -> None:
         f"the protocol expands to {p.n_trials_bound()} trials, more than max_trials = "
         f"{p.max_trials}; raise max_trials in the protocol if that is intended",
     )
+
+
+def warnings(p: Protocol) -> list[str]:
+    """What the protocol allows but probably does not mean, one line each (no file name or
+    prefix: ``validate`` and ``run`` add them): more than :data:`WARN_TRIALS` trials; a
+    learning rate with several levels that is not tuned."""
+    out = []
+    if p.n_trials > WARN_TRIALS:
+        out.append(
+            f"{p.n_trials:,} trials (more than {WARN_TRIALS:,}); check the seed count and "
+            "factor levels"
+        )
+    rates = getattr(p.factors, LEARNING_RATE)
+    if len(rates) > 1 and LEARNING_RATE not in p.analysis.tune:
+        out.append(
+            f"factors.{LEARNING_RATE} has {len(rates)} levels but analysis.tune does not tune "
+            f"it: averaging over learning rates mixes the head's effect with its tolerance of "
+            f"a bad learning rate; add analysis.tune: [{LEARNING_RATE}] to compare each head "
+            "at its own best learning rate"
+        )
+    return out

@@ -6,13 +6,22 @@ metric, in a subset of the conditions) is expected to come out which way: ``high
 ``equivalent`` within ``margin``. Optionally the claim is about an ``interaction``: the effect
 at one level of a factor minus the effect at another.
 
+``in`` says how many of the conditions the claim is about: ``average`` (the default: the mean
+effect over them), ``any`` (at least one condition, e.g. "BN can cost more than the margin
+somewhere") or ``all`` (every condition). For ``any`` and ``all`` a ``higher``/``lower`` claim
+is about the effect lying beyond the margin (beyond 0 for a metric without one), and
+``equivalent`` about each condition's TOST; the conditions are one Holm family (see
+``bnstudy.stats.regimes``).
+
 Each hypothesis has a canonical hash (sha256 of its JSON with every default resolved), so a
-reworded claim or a moved margin is a different hypothesis. The first run that writes results
-records the hashes in the results file's metadata (:data:`REGISTRATION_KEY`); later runs keep
-that record as it is. At analysis time a hypothesis whose hash the record lacks was added or
-changed after results existed: it is exploratory, reported unadjusted and never part of the
-confirmatory (Holm) family. A file without a record (written before registration existed)
-makes every hypothesis exploratory: nothing proves they came first.
+reworded claim or a moved margin is a different hypothesis. ``in: average`` is the one default
+left out of it: hypotheses registered before ``in`` existed keep their hashes. The first run
+that writes results records the hashes in the results file's metadata
+(:data:`REGISTRATION_KEY`); later runs keep that record as it is. At analysis time a
+hypothesis whose hash the record lacks was added or changed after results existed: it is
+exploratory, reported unadjusted and never part of the confirmatory (Holm) family. A file
+without a record (written before registration existed) makes every hypothesis exploratory:
+nothing proves they came first.
 
 The cross-checks against the protocol (heads, factors, levels) live in ``bnstudy.spec.checks``;
 this module knows only the catalogue, so it loads without torch.
@@ -29,7 +38,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from bnstudy.catalogue import METRICS
-from bnstudy.spec.design import HypothesisDesign
+from bnstudy.spec.design import HypothesisDesign, Quantifier
 from bnstudy.spec.fields import STRICT
 
 #: The results-file metadata key (``bnstudy.`` prefix added by the store) of the registration.
@@ -73,6 +82,9 @@ class Hypothesis(BaseModel):
     #: ``tuned`` (each arm at its own best level of ``analysis.tune``) or ``fixed``;
     #: default: tuned when the protocol tunes, else fixed (resolved by :func:`resolved`).
     estimand: Literal["tuned", "fixed"] | None = None
+    #: ``in:`` in the YAML: ``average`` (the mean effect over the conditions), ``any`` or
+    #: ``all`` of the conditions (see the module docstring).
+    quantifier: Quantifier = Field(default="average", alias="in")
 
     @field_validator("metric")
     @classmethod
@@ -103,6 +115,11 @@ class Hypothesis(BaseModel):
         if self.expect == "equivalent" and self.interaction is not None:
             # The moderator contrast carries no equivalence test (see stats.hypotheses).
             raise ValueError("an interaction is expected higher or lower, not equivalent")
+        if self.quantifier != "average" and self.interaction is not None:
+            raise ValueError(
+                f"in: {self.quantifier} is about the conditions' own effects; an interaction "
+                "is one contrast (use in: average, the default)"
+            )
         if self.expect == "equivalent" and self.margin is None:
             raise ValueError(
                 f"expect: equivalent needs a margin; {self.metric} has no customary one"
@@ -114,9 +131,14 @@ def resolved(h: Hypothesis, tunes: bool) -> dict[str, Any]:
     """Every field with its default resolved, in canonical form (what the hash covers).
 
     Numbers are written as floats (``1`` and ``1.0`` are the same level) and the levels of
-    ``where`` sorted, so only a change of meaning changes the hash.
+    ``where`` sorted, so only a change of meaning changes the hash. The quantifier is written
+    as ``in`` only when it is not ``average``: a hypothesis from before quantifiers existed
+    hashes as it did.
     """
     data = h.model_dump()
+    del data["quantifier"]
+    if h.quantifier != "average":
+        data["in"] = h.quantifier
     data["estimand"] = h.estimand or ("tuned" if tunes else "fixed")
     data["where"] = {k: sorted(map(_canonical, v), key=json.dumps) for k, v in h.where.items()}
     if h.interaction is not None:
@@ -161,6 +183,7 @@ def designs(protocol: Any) -> list[HypothesisDesign]:
                 estimand=r["estimand"],
                 sha256=hypothesis_sha256(h, tunes),
                 interaction=None if i is None else (i.factor, i.low, i.high),
+                quantifier=h.quantifier,
             )
         )
     return out

@@ -9,11 +9,58 @@ notebook can build one by hand for a table from elsewhere.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Sequence
 from typing import Literal
 
 from bnstudy.catalogue import Direction
 
-Transform = Literal["identity", "log"]
+#: The scale a numeric moderator's slope is estimated on: the levels themselves, or their
+#: natural, base-2 (a slope per doubling) or base-10 (a slope per x10) logarithm.
+Transform = Literal["identity", "log", "log2", "log10"]
+#: The logarithmic transforms and their bases; each needs positive numeric levels.
+LOG_BASES: dict[str, float] = {"log": math.e, "log2": 2.0, "log10": 10.0}
+#: How many conditions a hypothesis is about: the mean effect over them (``average``), at
+#: least one of them (``any``) or every one (``all``); see ``bnstudy.stats.regimes``.
+Quantifier = Literal["average", "any", "all"]
+
+
+def slope_unit(transform: str, factor: str) -> str:
+    """What one unit of a slope on ``transform``'s scale is, in words: "per unit of lr",
+    "per unit of ln(imbalance_ratio)", "per doubling of batch_size", "per x10 of lr"."""
+    return {
+        "log": f"per unit of ln({factor})",
+        "log2": f"per doubling of {factor}",
+        "log10": f"per x10 of {factor}",
+    }.get(transform, f"per unit of {factor}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneDesign:
+    """How one tuning factor is tuned (``analysis.tune`` in its mapping form), plain data.
+
+    ``bounds``: the lowest and highest levels anyone would use, as the protocol declares them
+    (None: not declared); an arm selected at a declared bound is not "at the edge of the
+    grid". ``extend``: whether the grid may be grown past an edge where an arm is selected,
+    each new level the edge times or divided by ``factor`` (> 1); parsed and carried, not
+    yet acted on.
+    """
+
+    bounds: tuple[float, float] | None = None
+    extend: bool = False
+    factor: float | None = None
+
+    def open_edge(self, level: float, levels: Sequence[float]) -> bool:
+        """Whether ``level`` (selected among ``levels``) is the lowest or the highest level of
+        the grid without being the declared bound on that side: a better level might lie
+        beyond it. A grid of one level has no open edge to tell from."""
+        values = sorted({float(v) for v in levels})
+        if len(values) < 2:
+            return False
+        low, high = self.bounds if self.bounds is not None else (math.nan, math.nan)
+        at_low = math.isclose(level, values[0]) and not math.isclose(level, low)
+        at_high = math.isclose(level, values[-1]) and not math.isclose(level, high)
+        return at_low or at_high
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +77,9 @@ class HypothesisDesign:
 
     ``where`` maps factor -> the levels the claim is about (all conditions when empty);
     ``interaction`` is ``(factor, low, high)`` when the claim is about the effect at ``high``
-    minus the effect at ``low``; ``sha256`` is the hash the results file registers.
+    minus the effect at ``low``; ``quantifier`` whether it is about the mean effect over the
+    conditions (``average``), some condition (``any``) or every one (``all``); ``sha256`` is
+    the hash the results file registers.
     """
 
     id: str
@@ -44,6 +93,8 @@ class HypothesisDesign:
     estimand: Literal["tuned", "fixed"]
     sha256: str
     interaction: tuple[str, object, object] | None = None
+    #: ``average`` (the mean effect over the conditions), ``any`` or ``all`` of them.
+    quantifier: Quantifier = "average"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +104,10 @@ class Design:
     ``treatment`` is the column holding the arm (e.g. ``head``); ``conditions`` the factor
     columns that define a design cell (every factor except the treatment); ``moderators``
     maps the factors whose levels get their own estimates to the scale their slope is
-    estimated on (``log`` for ratios); ``tuning`` lists the factors over which each arm is
-    tuned on ``select_by`` (a validation metric) for the tuned comparison.
+    estimated on (``log`` for ratios, ``log2`` for batch sizes, ``log10`` for learning
+    rates); ``tuning`` lists the factors over which each arm is tuned on ``select_by`` (a
+    validation metric) for the tuned comparison, and ``tune_settings`` how (declared bounds,
+    extension of the grid), one entry per tuning factor.
     """
 
     treatment: str
@@ -71,3 +124,8 @@ class Design:
     failed_score: Literal["chance", "worst"] = "chance"
     tuning: tuple[str, ...] = ()
     select_by: str | None = None
+    tune_settings: dict[str, TuneDesign] = dataclasses.field(default_factory=dict)
+
+    def tune_setting(self, factor: str) -> TuneDesign:
+        """How ``factor`` is tuned (no bounds, no extension when the design does not say)."""
+        return self.tune_settings.get(factor, TuneDesign())

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from bnstudy.spec.analysis_settings import MetricSpec
+from bnstudy.spec.analysis_settings import MetricSpec, TuneSpec
 from bnstudy.spec.claims import Hypothesis, Interaction
 from bnstudy.spec.errors import ProtocolError, one_line, show
 from bnstudy.spec.fields import PLUGIN
@@ -152,4 +152,11 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
             model = Hypothesis
         elif part == "interaction":
             model = Interaction
-    return [f for f in model.model_fields if f not in ("source_text", "source_dir")]
+        elif part == "tune":
+            model = TuneSpec
+    # The names as written in YAML (an alias such as a hypothesis' ``in``).
+    return [
+        field.alias or name
+        for name, field in model.model_fields.items()
+        if name not in ("source_text", "source_dir")
+    ]

@@ -122,6 +122,11 @@ class Protocol(BaseModel):
         checks.check_all(self)
         return self
 
+    def warnings(self) -> list[str]:
+        """What this protocol allows but probably does not mean, one line each (see
+        :func:`bnstudy.spec.checks.warnings`); ``validate`` and ``run`` print them."""
+        return checks.warnings(self)
+
     def n_trials_bound(self) -> str:
         gross = len(self.seeds) * self.factors.count()
         return f"{gross:,}" if not self.exclude else f"up to {gross:,}"
@@ -202,6 +207,7 @@ class Protocol(BaseModel):
             failed_score=a.failed_score,
             tuning=tuple(a.tune),
             select_by=a.select_by if a.tune else None,
+            tune_settings={name: spec.design() for name, spec in a.tune.items()},
         )
 
     @property

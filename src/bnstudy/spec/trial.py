@@ -20,6 +20,9 @@ TREATMENT = "head"
 ARM = "arm"
 #: The ``pretrain`` level of a body trained from its random initialisation only.
 NO_PRETRAIN = "none"
+#: The learning-rate factor: averaged over, it mixes a head's effect with its tolerance of a
+#: bad learning rate, so ``validate`` warns when it varies without being tuned.
+LEARNING_RATE = "lr"
 
 
 @dataclasses.dataclass(frozen=True)

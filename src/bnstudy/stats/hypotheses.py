@@ -27,6 +27,24 @@ and say so. Verdicts from the (adjusted) p, alpha = 1 - confidence:
 - ``equivalent``: ``equivalent`` when the TOST p < alpha (the 1 - 2 alpha CI inside
   +-margin); ``not equivalent`` when the CI lies entirely beyond the margin on one side;
   else ``inconclusive``.
+
+Quantifiers (``quantifier`` column; ``in:`` in the protocol). The above is ``average``: the
+mean effect over the subset's conditions. ``any`` and ``all`` judge the subset's conditions
+one by one, Holm-adjusted over them (:func:`bnstudy.stats.regimes.quantified_test`), and the
+estimate, CI and PI shown stay the average's, for context; ``note`` says which conditions
+decided. ``p`` is the Holm-over-conditions p the verdict rests on, adjusted again over the
+pre-registered hypotheses like any other, so the familywise error rate holds over hypotheses
+and conditions together. The same words, other tests:
+
+- ``higher``/``lower`` in ``any``: ``supported`` when at least one condition lies beyond the
+  margin (0 for a metric without one) in the expected direction, ``contradicted`` when every
+  condition is shown short of it; in ``all``: ``supported`` when every condition lies beyond
+  it, ``contradicted`` when some condition is shown short of it; else ``inconclusive``.
+- ``equivalent`` in ``any``: ``equivalent`` when at least one condition's TOST passes,
+  ``not equivalent`` when every condition lies beyond the margin; in ``all``: ``equivalent``
+  when every condition's TOST passes, ``not equivalent`` when some condition lies beyond
+  it; else ``inconclusive``. As for the average, ``not equivalent`` rests on the conditions'
+  own (Holm) tests, not on the adjustment over hypotheses.
 """
 
 from __future__ import annotations
@@ -43,6 +61,7 @@ from bnstudy.spec.design import Design, HypothesisDesign, MetricDesign
 from bnstudy.stats.analysis import CONTRAST_SUFFIX, analyze
 from bnstudy.stats.imputation import ITT
 from bnstudy.stats.inference import adjust
+from bnstudy.stats.regimes import quantified_test
 
 PREREGISTERED = "pre-registered"
 EXPLORATORY = "exploratory"
@@ -56,6 +75,10 @@ NO_ESTIMATE = "no estimate"
 #: hypotheses table uses none of it, so a token number keeps evaluation cheap.
 _BOOTSTRAP_REPLICATES = 50
 
+#: Carried from a hypothesis' estimate to its verdict, then dropped: whether the p of an
+#: ``any``/``all`` claim is evidence for it, and whether its conditions refute equivalence.
+_PREDICTED, _REFUTED = "_predicted", "_refuted"
+
 HYPOTHESIS_COLUMNS = [
     "id",
     "claim",
@@ -66,6 +89,7 @@ HYPOTHESIS_COLUMNS = [
     "expect",
     "margin",
     "estimand",
+    "quantifier",
     "registration",
     "estimate",
     "ci_low",
@@ -106,25 +130,30 @@ def evaluate_hypotheses(
     ``p_adj`` its Holm-adjusted value over the pre-registered ones (NaN for exploratory).
     """
     rows = [_estimate(table, design, h) for h in hypotheses]
-    frame = pd.DataFrame(rows, columns=HYPOTHESIS_COLUMNS)
+    frame = pd.DataFrame(rows, columns=[*HYPOTHESIS_COLUMNS, _PREDICTED, _REFUTED])
     if frame.empty:
-        return frame
+        return frame[HYPOTHESIS_COLUMNS]
     confirmatory = frame["sha256"].isin(registered or set()).to_numpy()
     frame["registration"] = np.where(confirmatory, PREREGISTERED, EXPLORATORY)
     p_adj = np.full(len(frame), np.nan)
     p_adj[confirmatory] = adjust(frame.loc[confirmatory, "p"].to_numpy(float), "holm")
     frame["p_adj"] = p_adj
     alpha = 1 - design.confidence
+    predicted = frame[_PREDICTED].to_numpy(bool)
+    refuted = frame[_REFUTED].to_numpy(bool)
     verdicts = []
     for i, r in enumerate(frame.itertuples(index=False)):
         if r.verdict == NO_ESTIMATE:
             verdicts.append(NO_ESTIMATE)
             continue
         p = p_adj[i] if confirmatory[i] else r.p
-        words = _verdict(r.expect, r.estimate, r.ci_low, r.ci_high, p, r.margin, alpha)
+        if r.quantifier == "average":
+            words = _verdict(r.expect, r.estimate, r.ci_low, r.ci_high, p, r.margin, alpha)
+        else:
+            words = _quantified_verdict(r.expect, p, alpha, predicted[i], refuted[i])
         verdicts.append(words if confirmatory[i] else words + EXPLORATORY_VERDICT)
     frame["verdict"] = verdicts
-    return frame
+    return frame[HYPOTHESIS_COLUMNS]
 
 
 def _verdict(expect, estimate, ci_low, ci_high, p, margin, alpha) -> str:
@@ -141,6 +170,19 @@ def _verdict(expect, estimate, ci_low, ci_high, p, margin, alpha) -> str:
     return "supported" if predicted else "contradicted"
 
 
+def _quantified_verdict(expect, p, alpha, predicted: bool, refuted: bool) -> str:
+    """The verdict of an ``any``/``all`` claim from its (adjusted) p, whether that p speaks
+    for the claim, and (equivalence) whether its conditions refute it (module docstring)."""
+    significant = math.isfinite(p) and p < alpha
+    if expect == "equivalent":
+        if significant:
+            return "equivalent"
+        return "not equivalent" if refuted else "inconclusive"
+    if not significant:
+        return "inconclusive"
+    return "supported" if predicted else "contradicted"
+
+
 def _estimate(table: pd.DataFrame, design: Design, h: HypothesisDesign) -> dict:
     row = {
         "id": h.id,
@@ -152,6 +194,7 @@ def _estimate(table: pd.DataFrame, design: Design, h: HypothesisDesign) -> dict:
         "expect": h.expect,
         "margin": h.margin if h.margin is not None else math.nan,
         "estimand": h.estimand,
+        "quantifier": h.quantifier,
         "registration": "",
         "unit": METRICS[h.metric].unit,
         "sha256": h.sha256,
@@ -162,6 +205,8 @@ def _estimate(table: pd.DataFrame, design: Design, h: HypothesisDesign) -> dict:
         "n_conditions": 0,
         "verdict": "",
         "scope": "overall",
+        _PREDICTED: True,
+        _REFUTED: False,
     }
     sub = _subset(table, design, h)
     moderators = {}
@@ -197,6 +242,24 @@ def _estimate(table: pd.DataFrame, design: Design, h: HypothesisDesign) -> dict:
         n_pairs=int(est["n_pairs"]),
         n_conditions=_n_conditions(analysis, h),
     )
+    if h.quantifier != "average":
+        test = quantified_test(
+            _per_condition(analysis, h),
+            h.expect,
+            h.quantifier,
+            h.margin,
+            design.confidence,
+            METRICS[h.metric].unit,
+        )
+        row.update(
+            {
+                "p": test.p,
+                "n_conditions": test.n_conditions,
+                "note": test.note,
+                _PREDICTED: test.predicted,
+                _REFUTED: test.refuted,
+            }
+        )
     return row
 
 
@@ -230,11 +293,20 @@ def _pick(analysis, h: HypothesisDesign, scope: str) -> tuple[dict, float] | Non
 
 
 def _n_conditions(analysis, h: HypothesisDesign) -> int:
+    pc = _per_condition(analysis, h)
+    return int(pc["condition"].nunique()) if len(pc) else 0
+
+
+def _per_condition(analysis, h: HypothesisDesign) -> pd.DataFrame:
+    """The per-condition effects of the hypothesis' metric, arms and estimand."""
     pc = analysis.per_condition
     if pc.empty:
-        return 0
-    pc = pc[(pc["metric"] == h.metric) & (pc["estimand"] == h.estimand)]
-    return int(pc["condition"].nunique())
+        return pc
+    keep = (pc["metric"] == h.metric) & (pc["estimand"] == h.estimand)
+    for role in ("variant", "control"):
+        if role in pc.columns:
+            keep &= pc[role] == getattr(h, role)
+    return pc[keep].reset_index(drop=True)
 
 
 def _why(analysis, h: HypothesisDesign) -> str:

@@ -14,10 +14,13 @@ Equivalence comes in two strengths, and the verdict says which:
 - ``equivalent (on average)``: the *mean* effect over conditions is inside +-margin (TOST);
   the effect in a particular new condition may still lie outside it.
 - ``equivalent (PI within margin)``: in addition, the prediction interval for the effect in
-  a new condition (see ``mixed.EffectFit.prediction_interval``) lies inside +-margin: no
-  condition like the ones studied is expected to show a difference beyond the margin. The
-  analysis asks this only of a between-condition variance estimated from about 20
-  conditions or more (``decisions.PI_CLAIM_MIN_DF``).
+  a new condition (``mixed.EffectFit.prediction_interval``: t on G - p - 1 df, Higgins,
+  Thompson & Spiegelhalter 2009) lies inside +-margin, and so does the same interval with
+  tau^2 at its upper one-sided confidence bound (``mixed.EffectFit.claim_interval``: the
+  Q-profile method, Viechtbauer 2007): no condition like the ones studied is expected to
+  show a difference beyond the margin, even if the conditions differ as much as the data
+  allow. The point estimate of tau^2 alone is often 0 when the effect does vary
+  (``decisions.pi_claim``, benchmarks/equivalence_claim_rate.txt).
 
 Rows outside the multiplicity family (moderator levels, slopes and contrasts with family
 "overall") are descriptive, never verdicts: :func:`unadjusted_words` words them

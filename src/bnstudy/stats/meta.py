@@ -1,5 +1,9 @@
 """Heterogeneity of the effect across conditions: per-condition effects, tau^2 and I^2.
 
+tau^2 by DerSimonian-Laird, Paule-Mandel and REML (metafor's default estimator,
+:func:`tau2_reml`), each with the Q-profile confidence interval for tau^2 (Viechtbauer 2007,
+:func:`tau2_qprofile`; it depends on the data, not on the estimator).
+
 I^2 is computed from the reported tau^2 as tau^2 / (tau^2 + s^2) with the Higgins-Thompson
 "typical" within-study variance s^2 = (k - 1) sum(w) / (sum(w)^2 - sum(w^2)), w = 1/v (as
 metafor does for every tau^2 estimator). statsmodels' ``combine_effects`` reports the
@@ -12,7 +16,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 from statsmodels.stats.meta_analysis import combine_effects
 
 
@@ -71,6 +75,98 @@ def tau2_pm(y: np.ndarray, v: np.ndarray) -> tuple[float, list[str]]:
     return max(0.0, tau2), [str(w.message) for w in caught]
 
 
+def _design(k: int, X: np.ndarray | None) -> np.ndarray:
+    return np.ones((k, 1)) if X is None else np.asarray(X, float).reshape(k, -1)
+
+
+def generalized_q(y: np.ndarray, v: np.ndarray, tau2: float, X: np.ndarray | None = None) -> float:
+    """Generalised Q statistic sum w (y - X b_w)^2, w = 1 / (v + tau2), b_w the weighted least
+    squares fit of ``y`` on ``X`` (default: an intercept). Some v may be 0 when tau2 > 0; with
+    tau2 = 0 and a zero variance, Q is infinite."""
+    y = np.asarray(y, float)
+    total = np.asarray(v, float) + tau2
+    if np.any(total <= 0):
+        return float("inf")
+    X = _design(len(y), X)
+    w = 1 / total
+    xw = X * w[:, None]
+    beta = np.linalg.solve(xw.T @ X, xw.T @ y)
+    r = y - X @ beta
+    return float(np.sum(w * r * r))
+
+
+def tau2_qprofile(
+    y: np.ndarray, v: np.ndarray, confidence: float, X: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Q-profile confidence interval for tau^2 (Viechtbauer 2007, Stat Med 26:37-52).
+
+    The generalised Q (:func:`generalized_q`) at the true tau^2 follows chi^2 on k - p
+    degrees of freedom (``X``: k x p, default an intercept) when the within-study variances
+    ``v`` are known, and Q decreases in tau^2. The interval is every tau^2 with
+    chi^2_{a/2} <= Q(tau^2) <= chi^2_{1-a/2}, a = 1 - confidence: a bound where Q(0) is already
+    below its quantile is 0 (as metafor's ``confint``). Exact for known ``v``; here ``v`` are
+    estimated from the seeds of each condition, which matters little with several seeds.
+    """
+    y = np.asarray(y, float)
+    v = np.asarray(v, float)
+    k, p = _design(len(y), X).shape
+    if k - p < 1:
+        return float("nan"), float("nan")
+    alpha = 1 - confidence
+    q0 = generalized_q(y, v, 0.0, X)
+    scale = float(np.var(y)) + float(np.max(v)) + 1e-12
+
+    def solve(quantile: float) -> float:
+        crit = stats.chi2.ppf(quantile, k - p)
+        if q0 <= crit:
+            return 0.0
+        low = 0.0 if np.isfinite(q0) else scale * 1e-12  # a zero variance: Q(0) infinite
+        if generalized_q(y, v, low, X) <= crit:
+            return low
+        high = scale
+        while generalized_q(y, v, high, X) > crit:
+            high *= 4
+        return float(
+            optimize.brentq(
+                lambda t: generalized_q(y, v, t, X) - crit, low, high, xtol=1e-12 * scale
+            )
+        )
+
+    return solve(1 - alpha / 2), solve(alpha / 2)
+
+
+def tau2_reml(y: np.ndarray, v: np.ndarray, X: np.ndarray | None = None) -> float:
+    """Restricted maximum likelihood tau^2 (metafor's default, ``rma(method="REML")``).
+
+    Maximises -1/2 [sum log(v + tau2) + log det(X' W X) + sum w (y - X b_w)^2] over
+    tau2 >= 0 (w = 1 / (v + tau2)) on a log-spaced grid refined by Brent's method; 0 when it
+    is the maximum. ``X``: moderators (k x p), default an intercept.
+    """
+    y = np.asarray(y, float)
+    v = np.asarray(v, float)
+    X = _design(len(y), X)
+
+    def neg_llf(tau2: float) -> float:
+        w = 1 / (v + tau2)
+        xw = X * w[:, None]
+        a = xw.T @ X
+        beta = np.linalg.solve(a, xw.T @ y)
+        r = y - X @ beta
+        logdet = np.linalg.slogdet(a)[1]
+        return 0.5 * float(np.sum(np.log(v + tau2)) + logdet + np.sum(w * r * r))
+
+    scale = float(np.var(y)) + float(np.mean(v))
+    grid = scale * np.logspace(-8, 3, 45)
+    values = np.array([neg_llf(t) for t in grid])
+    j = int(np.argmin(values))
+    lo, hi = grid[max(j - 1, 0)], grid[min(j + 1, len(grid) - 1)]
+    best = optimize.minimize_scalar(
+        neg_llf, bounds=(lo, hi), method="bounded", options={"xatol": 1e-12 * scale}
+    )
+    tau2 = float(best.x) if best.fun <= values[j] else float(grid[j])
+    return 0.0 if neg_llf(0.0) <= neg_llf(tau2) else tau2
+
+
 #: How :func:`pooled_effect` builds its interval (the heterogeneity table's ``ci_method``).
 POOLED_CI_METHOD = "Hartung-Knapp, t on k-1 df, variance scale truncated at 1"
 
@@ -99,11 +195,13 @@ def pooled_effect(
 
 
 def heterogeneity(y: np.ndarray, v: np.ndarray, confidence: float) -> pd.DataFrame:
-    """Random-effects meta-analysis of k effects ``y`` with variances ``v``, two estimators.
+    """Random-effects meta-analysis of k effects ``y`` with variances ``v``, three estimators.
 
-    Returns one row per estimator (DerSimonian-Laird, Paule-Mandel): estimator, k, tau2, tau,
-    i2 (fraction), q, q_df, q_p, pooled, pooled_ci_low, pooled_ci_high (see
-    :func:`pooled_effect`), ci_method, note (warnings met).
+    Returns one row per estimator (DerSimonian-Laird, Paule-Mandel, REML, metafor's default):
+    estimator, k, tau2, tau, i2 (fraction), q, q_df, q_p, pooled, pooled_se (1 / sqrt(sum w),
+    w = 1 / (v + tau2)), pooled_ci_low, pooled_ci_high (see :func:`pooled_effect`),
+    tau2_ci_low, tau2_ci_high (Q-profile, :func:`tau2_qprofile`; the same for every
+    estimator), ci_method, note (warnings met).
     Caveat: v are per-condition sampling variances from few seeds; their noise inflates Q and
     the moment estimators somewhat (the paired model's REML tau^2 pools them instead).
     """
@@ -113,8 +211,10 @@ def heterogeneity(y: np.ndarray, v: np.ndarray, confidence: float) -> pd.DataFra
     w = 1 / v
     q = float(np.sum(w * (y - np.sum(w * y) / np.sum(w)) ** 2))
     pm, notes = tau2_pm(y, v)
+    tau2_low, tau2_high = tau2_qprofile(y, v, confidence)
     rows = []
-    for name, tau2, note in (("DL", tau2_dl(y, v), []), ("PM", pm, notes)):
+    estimators = (("DL", tau2_dl(y, v), []), ("PM", pm, notes), ("REML", tau2_reml(y, v), []))
+    for name, tau2, note in estimators:
         pooled, low, high = pooled_effect(y, v, tau2, confidence)
         rows.append(
             dict(
@@ -127,8 +227,11 @@ def heterogeneity(y: np.ndarray, v: np.ndarray, confidence: float) -> pd.DataFra
                 q_df=k - 1,
                 q_p=float(stats.chi2.sf(q, k - 1)),
                 pooled=pooled,
+                pooled_se=float(1 / np.sqrt(np.sum(1 / (v + tau2)))),
                 pooled_ci_low=low,
                 pooled_ci_high=high,
+                tau2_ci_low=tau2_low,
+                tau2_ci_high=tau2_high,
                 ci_method=POOLED_CI_METHOD,
                 note="; ".join(dict.fromkeys(note)),
             )
