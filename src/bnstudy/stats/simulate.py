@@ -4,17 +4,22 @@ The generative model, in analysis units (pp for accuracies), for trial (conditio
 arm h) is::
 
     y = base + a_c + b_b + [h != control] * (effect_h + slope_h * log(ratio_c) + u_ch + v_ch)
-          - lr_curvature * (ln lr - ln lr*_h)^2 + e
+          - lr_curvature * (ln lr - ln lr*_h)^2 + t + e
 
 with condition intercepts a_c ~ N(0, condition_sd), block intercepts b_b ~ N(0, block_sd),
 the effect's condition-level deviations u_ch ~ N(0, tau) and v_ch ~ Uniform(-spread,
-spread) (heterogeneity), an optional learning-rate optimum lr*_h per arm, and residual
-e ~ N(0, sigma). The paired difference of one block therefore has SD sigma * sqrt(2) around
-its condition's effect. Stored values are divided by the metric's scale, as the runner does.
+spread) (heterogeneity), an optional learning-rate optimum lr*_h per arm, the trial's luck
+t ~ N(0, trial_sd_h) (its own SD per arm, the control's included) and residual
+e ~ N(0, sigma). Without trial luck (the default) the paired difference of one block has SD
+sigma * sqrt(2) around its condition's effect. Stored values are divided by the metric's
+scale, as the runner does.
 
 With tuning factors in the protocol, the selection metric (``select_by``, a validation
-metric) is simulated from the first primary metric's mean (everything but the residual) plus
-its own residual ~ N(0, val_sigma): what a validation split of the same trial would show.
+metric) is simulated from the first primary metric's mean *and its trial luck* (everything
+but the residual) plus its own residual ~ N(0, val_sigma): what a validation split of the
+same trial would show. The luck t is what makes selection on the same seeds optimistic: a
+trial that happens to go well shows it on validation and on test alike (the winner's curse of
+:mod:`bnstudy.stats.tuning`); sigma and val_sigma are the independent noise of each split.
 
 Failures mimic the runner: a diverged or failed trial keeps its row with NaN metrics (a failed
 one also has an empty ``class_counts``), a collapsed one is measured at the metric's chance
@@ -52,6 +57,7 @@ def simulate_results(
     lr_optimum: Mapping[str, float] | None = None,
     lr_curvature: float = 0.0,
     val_sigma: float = 1.0,
+    trial_sd: float | Mapping[str, float] = 0.0,
 ) -> pd.DataFrame:
     """A results table (one row per trial of ``protocol.expand()``) with known effects.
 
@@ -62,7 +68,9 @@ def simulate_results(
     ``spread``: condition-level deviations of each variant's effect drawn uniformly from
     [-spread, spread] (added to the normal ones of SD ``tau``). ``lr_optimum`` maps arm ->
     its best learning rate; each trial loses ``lr_curvature`` (ln(lr / optimum))^2 analysis
-    units (a tuned comparison's ground truth).
+    units (a tuned comparison's ground truth). ``trial_sd``: the SD of each trial's luck, a
+    deviation its test and validation scores share (per arm, the control's included, when a
+    mapping; 0 draws nothing, so tables made without it keep their random streams).
     Returns the runner's columns: trial_id, block_id, status, error, seed, the factors,
     ``class_counts`` (an exponential profile of ``num_classes`` classes at the row's
     imbalance ratio; empty for failed trials), one column per primary metric (stored
@@ -88,6 +96,11 @@ def simulate_results(
         return np.array([0.0 if h == protocol.control else value for h in heads])
 
     is_variant = np.array([h != protocol.control for h in heads])
+    luck_sd = (
+        np.array([trial_sd.get(h, 0.0) for h in heads], dtype=float)
+        if isinstance(trial_sd, Mapping)
+        else np.full(n_arm, float(trial_sd))
+    )[arm]
     log_ratio = np.log(rows["imbalance_ratio"].to_numpy(dtype=float))
     lr_loss = np.zeros(len(rows))
     if lr_optimum:
@@ -109,6 +122,8 @@ def simulate_results(
             + u[condition, arm]
             - lr_loss
         )
+        if luck_sd.any():  # drawn only when asked for, as above
+            mean = mean + rng.normal(0.0, 1.0, len(rows)) * luck_sd
         rows[metric] = (mean + rng.normal(0.0, sigma, len(rows))) / info.scale
         if i == 0 and design.select_by and design.select_by not in metrics:
             val = METRICS[design.select_by]

@@ -1,4 +1,4 @@
-"""The tuned comparison: each arm at its own best level of the tuning factors.
+"""The tuned comparison: each arm at its own best level of the tuning factors, cross-fitted.
 
 Batch norm changes the effective learning rate, so comparing two heads at one learning rate
 confounds "the head helps" with "the head suits this learning rate". When the design
@@ -7,28 +7,60 @@ the validation split, never of the test set), the tuned estimand is
 
     effect(tuned) = Y_variant(best level for the variant) - Y_control(best level for the control)
 
-per *base condition* (a condition without the tuning factors). The best level is chosen per
-arm and base condition as the level with the best mean ``select_by`` over its seeds (in the
-analysis population: under intention to treat, trials without metrics count at the declared
-``failed_score``, so a learning rate at which an arm diverges is not chosen for it). The
-selected trials are then paired by seed within the base condition (the data subset, body
-initialisation and data order follow the seed, not the learning rate) and analysed like the
-fixed-setting comparison; their rows carry ``estimand == "tuned"``.
+per *base condition* (a condition without the tuning factors), estimated by cross-fitting
+the seeds so that no seed both chooses a level and is evaluated at it:
 
-Optimism. The levels are chosen on the validation split and evaluated on the test split, so
-the test noise of a trial does not enter its selection. The *seed* does: the same seeds
-serve selection and evaluation, and a seed that happens to suit a level on validation tends
-to suit it on test as well, which flatters the selected level (winner's curse). The bias
-enters both arms; it cancels in the difference only when both have as many levels and the
-same spread. Selecting on separate seeds (or leave-one-seed-out) would remove it; this
-implementation records the selected level per arm and condition (:data:`SELECTION_COLUMNS`)
-with the margin to the next-best level, so a reader sees how clear each choice was.
+1. Folds. Within each base condition the distinct seeds, in ascending order, alternate
+   between fold A and fold B (the 1st, 3rd, 5th, ... seed in A; the 2nd, 4th, ... in B):
+   deterministic, blind to every outcome, balanced to one seed, and the same for both arms
+   and every level (:func:`seed_folds`).
+2. Selection. For each arm, base condition and fold, the best level is the one with the best
+   mean ``select_by`` over that fold's seeds (in the analysis population: under intention to
+   treat, trials without metrics count at the declared ``failed_score``, so a learning rate
+   at which an arm diverges is not chosen for it; ties go to the lowest level).
+3. Evaluation. The pairs of fold B (the same seed in both arms) are evaluated at the levels
+   selected on fold A, and the pairs of fold A at the levels selected on fold B. The pairs
+   of both folds together are then analysed like the fixed-setting comparison; their rows
+   carry ``estimand == "tuned"``.
+
+Why. Selecting on the validation split already keeps a trial's *test* noise out of its
+selection, but not its *seed*: a trial that happens to go well (its initialisation, data
+order and subset) goes well on validation and test alike, and selecting the level whose
+seeds did best on validation flatters that level on test (winner's curse). The bias grows
+with an arm's seed-to-seed spread, so it does not cancel in the difference when the arms
+differ in spread: with seed SDs of 1.5 and 0.5 pp, identical means, four levels and 20
+seeds, the same-seed selection is biased by +0.11 pp toward the noisier arm (as theory
+predicts), the cross-fitted one by -0.007 +- 0.006 pp (Monte Carlo SE), i.e. not at all
+(``benchmarks/tuned_bias.txt``). The price: each choice rests on half the seeds, so the
+estimate varies more from study to study (SD 0.10 against 0.07 pp there; RMSE 0.10 against
+0.13), and the estimand is "each arm at a level chosen on half the seeds". The same-seed
+selection stays available as :func:`same_seed_selection` for that comparison only; it is
+not the estimand.
+
+The selections are in ``selected_levels`` (:data:`SELECTION_COLUMNS`): one row per
+population x arm x base condition x fold, saying on which fold's seeds the level was chosen
+(``fold``), whose pairs it was applied to (``evaluated_on``), the margin to the next-best
+level, and ``at_edge`` (below).
+
+Grid edges. A level chosen at the lowest or highest level tried may not be the arm's best:
+the best may lie outside the grid. ``at_edge`` says so for each selection, per numeric tuning
+factor: ``"low"`` (the lowest level tried for that arm, base condition and fold: the levels
+with trials in the table, whether or not they brought a value), ``"high"`` (the highest) or
+``""`` (inside the grid; a grid of one level, which has no edge to tell from, as
+``spec.design.TuneDesign.open_edge`` has it; a non-numeric factor, whose levels have no
+order). With several tuning factors each edge is named, e.g. ``"lr low, weight_decay
+high"``. The column records the grid's edges whatever the protocol declares;
+:func:`tuning_edges` says per metric x variant x base condition whether the tuned comparison
+rests on such a selection of either arm, not counting an edge at a declared bound (a level at
+or beyond the bound that anyone would use, e.g. lr 1.0 as the largest; ``Design.tune_settings``
+or a mapping); the analysis reads a verdict resting on one as :data:`EDGE_VERDICT`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,12 +79,23 @@ from bnstudy.stats.paired import (
 FIXED = "fixed"
 TUNED = "tuned"
 #: The column pairing the arms of a tuned comparison (the tuning level differs per arm, so
-#: the pairing block, which includes it, cannot).
+#: the pairing block, which includes it, cannot), and splitting its seeds into folds.
 SEED_COLUMN = "seed"
+#: The folds of a base condition's seeds (cross-fitting), and the fold label of a selection
+#: on every seed (:func:`same_seed_selection`).
+FOLDS = ("A", "B")
+ALL_SEEDS = "all"
+#: How the levels were selected (``Selection.scheme``).
+CROSS_FIT = "cross-fitted"
+SAME_SEEDS = "same seeds"
+#: The verdict of a tuned comparison that rests on a selection at an edge of the grid.
+EDGE_VERDICT = "inconclusive (tuning grid edge)"
 SELECTION_COLUMNS = [
     "population",
     "arm",
     "condition",
+    "fold",
+    "evaluated_on",
     "selected",
     "select_by",
     "value",
@@ -60,22 +103,26 @@ SELECTION_COLUMNS = [
     "next_best_value",
     "n_levels",
     "n_trials",
+    "at_edge",
 ]
+#: :func:`tuning_edges`' columns (then one per varying base-condition factor).
+EDGE_COLUMNS = ["population", "metric", "variant", "control", "condition", "edge", "detail"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
-    """The level chosen per arm x base condition, for one population.
+    """The level chosen per arm x base condition x fold, for one population.
 
     ``table`` has :data:`SELECTION_COLUMNS` plus one column per base-condition factor that
     varies in the results table and one per tuning factor (the selected level); ``notes``
-    are diagnostics.
+    are diagnostics; ``scheme`` is :data:`CROSS_FIT` (the estimand) or :data:`SAME_SEEDS`.
     """
 
     table: pd.DataFrame
     base_columns: list[str]
     tuning_columns: list[str]
     notes: tuple[str, ...] = ()
+    scheme: str = CROSS_FIT
 
     @property
     def ok(self) -> bool:
@@ -92,14 +139,49 @@ def base_design(design: Design) -> Design:
     )
 
 
+def seed_folds(table: pd.DataFrame, base_columns: Sequence[str]) -> np.ndarray:
+    """Each row's fold: within its base condition (the rows sharing ``base_columns``), the
+    distinct seeds in ascending order alternate A, B, A, ... ("" for a row without a seed).
+
+    Depends on the seeds present only, never on an outcome, and is the same for every arm
+    and level, so both arms of a pair (one seed) are always in the same fold."""
+    seeds = table[SEED_COLUMN]
+    if base_columns:
+        rank = seeds.groupby([table[c] for c in base_columns], sort=False, dropna=False).rank(
+            method="dense"
+        )
+    else:
+        rank = seeds.rank(method="dense")
+    rank = rank.to_numpy(dtype=float)
+    odd = np.mod(rank, 2) == 1
+    return np.where(np.isnan(rank), "", np.where(odd, FOLDS[0], FOLDS[1])).astype(object)
+
+
 def select_levels(table: pd.DataFrame, design: Design, population: str = ITT) -> Selection:
-    """Each arm's best level of ``design.tuning`` per base condition, on ``design.select_by``."""
+    """Each arm's best level of ``design.tuning`` on ``design.select_by``, per base condition
+    and fold of its seeds (cross-fitting; see the module docstring)."""
+    return _select(table, design, population, CROSS_FIT)
+
+
+def same_seed_selection(table: pd.DataFrame, design: Design, population: str = ITT) -> Selection:
+    """The old, optimistic selection: each arm's best level per base condition on *all* its
+    seeds, evaluated on those same seeds (``fold == evaluated_on == "all"``).
+
+    Not the tuned estimand (it is biased toward the arm with the larger seed-to-seed spread);
+    kept to measure that bias (``benchmarks/tuned_bias.py``). :func:`tuned_differences`
+    accepts its result."""
+    return _select(table, design, population, SAME_SEEDS)
+
+
+def _select(table: pd.DataFrame, design: Design, population: str, scheme: str) -> Selection:
     tune = [c for c in design.tuning if c in table.columns]
     # Factors constant over the table add nothing to a condition: left out of the table.
     base = varying_columns(
         table, [c for c in condition_columns(design, table) if c not in design.tuning]
     )
-    empty = Selection(pd.DataFrame(columns=[*SELECTION_COLUMNS, *base, *tune]), base, tune)
+    empty = Selection(
+        pd.DataFrame(columns=[*SELECTION_COLUMNS, *base, *tune]), base, tune, scheme=scheme
+    )
     select_by = design.select_by
     missing = [c for c in design.tuning if c not in table.columns]
     if missing:
@@ -107,6 +189,14 @@ def select_levels(table: pd.DataFrame, design: Design, population: str = ITT) ->
     if not select_by or select_by not in table.columns:
         return dataclasses.replace(
             empty, notes=(f"selection metric {select_by!r} not in the table: no tuned comparison",)
+        )
+    if SEED_COLUMN not in table.columns:
+        return dataclasses.replace(
+            empty,
+            notes=(
+                f"the tuned comparison pairs arms by {SEED_COLUMN!r} and cross-fits over its "
+                "values: no such column, no tuned comparison",
+            ),
         )
     direction = METRICS[select_by].direction if select_by in METRICS else "higher"
     scored = score_trials(
@@ -126,26 +216,38 @@ def select_levels(table: pd.DataFrame, design: Design, population: str = ITT) ->
             ),
         )
     keys = [design.treatment, *base]
-    frame = table[[*keys, *tune]].assign(_v=scored.values, _finite=np.isfinite(scored.values))
+    folds = (
+        seed_folds(table, base)
+        if scheme == CROSS_FIT
+        else np.full(len(table), ALL_SEEDS, dtype=object)
+    )
+    frame = table[[*keys, *tune]].assign(
+        _fold=folds, _v=scored.values, _finite=np.isfinite(scored.values)
+    )
+    frame = frame[frame["_fold"] != ""]
     means = (
-        frame.groupby([*keys, *tune], sort=True, dropna=False)
+        frame.groupby([*keys, "_fold", *tune], sort=True, dropna=False)
         .agg(value=("_v", "mean"), n_trials=("_v", "size"), n_finite=("_finite", "sum"))
         .reset_index()
     )
     sign = 1.0 if direction == "higher" else -1.0
     # Best first; a level with no value at all can never be chosen; ties go to the lowest.
     means["_rank"] = np.where(np.isfinite(means["value"]), -sign * means["value"], np.inf)
+    numeric = [c for c in tune if _is_numeric(table[c])]
     rows = []
-    for key, group in means.groupby(keys, sort=False, dropna=False):
+    for key, group in means.groupby([*keys, "_fold"], sort=False, dropna=False):
         ranked = group.sort_values("_rank", kind="stable")
         best = ranked.iloc[0]
         if not np.isfinite(best["_rank"]):
             continue
         nxt = ranked.iloc[1] if len(ranked) > 1 else None
-        row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        *values, fold = key
+        row = dict(zip(keys, values, strict=True))
         row.update({c: best[c] for c in tune})
         row.update(
             arm=row[design.treatment],
+            fold=fold,
+            evaluated_on=_other(fold),
             selected=", ".join(f"{c}={best[c]}" for c in tune),
             select_by=select_by,
             value=float(best["value"]) * _scale(select_by),
@@ -155,15 +257,71 @@ def select_levels(table: pd.DataFrame, design: Design, population: str = ITT) ->
             ),
             n_levels=int(np.isfinite(group["_rank"]).sum()),
             n_trials=int(best["n_trials"]),
+            at_edge=_at_edge(best, group, numeric, len(tune)),
             population=population,
         )
         rows.append(row)
     out = pd.DataFrame(rows)
     if out.empty:
-        return empty
+        return dataclasses.replace(empty, notes=scored.notes)
     out["condition"] = condition_labels(out, base).to_numpy() if base else "all"
     out = out[[*SELECTION_COLUMNS, *base, *tune]]
-    return Selection(out.reset_index(drop=True), base, tune, scored.notes)
+    notes = scored.notes
+    if scheme == CROSS_FIT:
+        notes += _fold_notes(out)
+    return Selection(out.reset_index(drop=True), base, tune, notes, scheme)
+
+
+def _other(fold: str) -> str:
+    """The fold whose pairs a selection on ``fold`` is applied to."""
+    if fold == ALL_SEEDS:
+        return ALL_SEEDS
+    return FOLDS[1] if fold == FOLDS[0] else FOLDS[0]
+
+
+def _fold_notes(out: pd.DataFrame) -> tuple[str, ...]:
+    """Base conditions and arms with a selection on one fold only: the pairs of the other
+    fold have no level to be evaluated at (with one seed there is no second fold)."""
+    folds = out.groupby(["arm", "condition"], sort=False)["fold"].nunique()
+    one = folds[folds < len(FOLDS)]
+    if one.empty:
+        return ()
+    where = ", ".join(f"{arm} in {cond}" for arm, cond in one.index[:5])
+    more = f" and {len(one) - 5} more" if len(one) > 5 else ""
+    return (
+        f"cross-fitting: {len(one)} arm x condition selection(s) rest on one fold of seeds only "
+        f"(fewer than 2 seeds, or no value in the other fold): {where}{more}; the pairs of the "
+        "fold without a selection are left out of the tuned comparison",
+    )
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+def _at_edge(best: pd.Series, tried: pd.DataFrame, numeric: Sequence[str], n_tune: int) -> str:
+    """The edges of the grid tried (``tried``: one row per level) at which the selected level
+    lies (module docstring)."""
+    parts = []
+    for c in numeric:
+        level, levels = best[c], tried[c].dropna()
+        if pd.isna(level) or levels.nunique() < 2:
+            continue
+        side = "low" if level == levels.min() else "high" if level == levels.max() else ""
+        if side:
+            parts.append(side if n_tune == 1 else f"{c} {side}")
+    return ", ".join(parts)
+
+
+def edge_sides(at_edge: str, tuning: Sequence[str]) -> list[tuple[str, str]]:
+    """``at_edge`` read back as (factor, side) pairs, side "low" or "high"."""
+    if not at_edge:
+        return []
+    pairs = [
+        (tuning[0], part) if len(tuning) == 1 else part.rsplit(" ", 1)
+        for part in at_edge.split(", ")
+    ]
+    return [(factor, side) for factor, side in pairs]
 
 
 def _scale(metric: str) -> float:
@@ -178,8 +336,10 @@ def tuned_differences(
     scored: Scored,
     selection: Selection,
 ) -> Pairs:
-    """Paired differences of ``metric`` between the variant at its selected level and the
-    control at its own, by seed within each base condition (see the module docstring).
+    """Paired differences of ``metric`` between the variant and the control, each at the
+    level selected for it on the *other* fold of seeds (cross-fitting, see the module
+    docstring; with :func:`same_seed_selection`, on the same seeds), by seed within each base
+    condition. The pairs of both folds are returned together.
 
     ``scored``: the metric's values for every row of ``table`` (its population decides the
     pairs'). Raises ValueError when the table has no :data:`SEED_COLUMN`.
@@ -188,9 +348,17 @@ def tuned_differences(
         raise ValueError(f"the tuned comparison pairs arms by {SEED_COLUMN!r}: no such column")
     sel = selection.table.rename(columns={"arm": design.treatment})
     keys = [design.treatment, *selection.base_columns, *selection.tuning_columns]
-    chosen = sel[sel[design.treatment].isin([design.control, variant])][keys]
+    chosen = sel[sel[design.treatment].isin([design.control, variant])]
+    chosen = chosen[[*keys, "evaluated_on"]].rename(columns={"evaluated_on": "_fold"})
     chosen = chosen.assign(_chosen=True)
-    marked = table[keys].merge(chosen, on=keys, how="left", sort=False)
+    folds = (
+        seed_folds(table, selection.base_columns)
+        if selection.scheme == CROSS_FIT
+        else np.full(len(table), ALL_SEEDS, dtype=object)
+    )
+    marked = (
+        table[keys].assign(_fold=folds).merge(chosen, on=[*keys, "_fold"], how="left", sort=False)
+    )
     mask = marked["_chosen"].fillna(False).astype(bool).to_numpy()
     sub = table[mask]
     base_code = (
@@ -208,3 +376,127 @@ def tuned_differences(
 def tuning_moderators(design: Design) -> Sequence[str]:
     """The moderators of the tuned comparison (the tuning factors are chosen, not varied)."""
     return [m for m in design.moderators if m not in design.tuning]
+
+
+Bounds = Mapping[str, tuple[Any, Any]]
+
+
+def declared_bounds(design: Design) -> dict[str, tuple[Any, Any]]:
+    """The bounds the protocol declares per tuning factor (``analysis.tune``'s mapping form)."""
+    settings = getattr(design, "tune_settings", None) or {}
+    return {f: s.bounds for f, s in settings.items() if getattr(s, "bounds", None) is not None}
+
+
+def tuning_edges(
+    selection: Selection,
+    design: Design,
+    bounds: Bounds | None = None,
+    metrics: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Whether the tuned comparison rests on a selection at an edge of the tuning grid, per
+    population x metric x variant x base condition (:data:`EDGE_COLUMNS`, then the varying
+    base-condition factors, to match moderator levels).
+
+    ``edge`` is True where a level selected for the variant or the control (either fold) lies
+    at the lowest or highest level tried (``at_edge``), unless a declared bound explains it:
+    ``bounds`` maps a tuning factor to ``(low, high)`` (either may be None: not declared;
+    default: the bounds the design declares, ``design.tune_settings``), and a level at or
+    beyond its side's bound (e.g. lr 1.0 with high 1.0) is where the grid was meant to stop,
+    not an edge to worry about. ``detail`` says which arm, level and folds
+    (empty when ``edge`` is False). The selection does not depend on the metric: every
+    metric of ``metrics`` (default: the design's) gets the same rows.
+    """
+    base = selection.base_columns
+    columns = [*EDGE_COLUMNS, *base]
+    sel = selection.table
+    if sel.empty:
+        return pd.DataFrame(columns=columns)
+    if bounds is None:
+        bounds = declared_bounds(design)
+    tune = selection.tuning_columns
+    worries = [_worrying_sides(r, tune, bounds) for r in sel.to_dict("records")]
+    sel = sel.assign(_worry=worries)
+    rows = []
+    conditions = sel.drop_duplicates(["population", "condition"])
+    for cond in conditions.to_dict("records"):
+        here = sel[
+            (sel["population"] == cond["population"]) & (sel["condition"] == cond["condition"])
+        ]
+        for variant in design.variants:
+            detail = "; ".join(
+                d for arm in (variant, design.control) if (d := _edge_detail(here, arm))
+            )
+            row = {
+                "population": cond["population"],
+                "variant": variant,
+                "control": design.control,
+                "condition": cond["condition"],
+                "edge": bool(detail),
+                "detail": detail,
+                **{c: cond[c] for c in base},
+            }
+            rows += [{**row, "metric": m} for m in (design.metrics if metrics is None else metrics)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _worrying_sides(row: Mapping[str, Any], tune: Sequence[str], bounds: Bounds) -> str:
+    """The edges of one selection that no declared bound explains, as text ("" if none)."""
+    found = []
+    for factor, side in edge_sides(str(row["at_edge"]), tune):
+        level = row[factor]
+        low, high = bounds.get(factor, (None, None))
+        bound = low if side == "low" else high
+        if bound is not None and (
+            np.isclose(level, bound) or (level < bound if side == "low" else level > bound)
+        ):
+            continue
+        found.append(f"{factor}={level}, the {'lowest' if side == 'low' else 'highest'} tried")
+    return " and ".join(found)
+
+
+def _edge_detail(here: pd.DataFrame, arm: str) -> str:
+    """One arm's worrying edges in one condition, e.g. "bn at lr=0.03, the lowest tried
+    (folds A, B)"."""
+    hits = here[(here["arm"] == arm) & (here["_worry"] != "")]
+    if hits.empty:
+        return ""
+    parts = [
+        f"{arm} at {worry} (fold{'s' if len(g) > 1 else ''} {', '.join(g['fold'])})"
+        for worry, g in hits.groupby("_worry", sort=False)
+    ]
+    return "; ".join(parts)
+
+
+def rests_on_edge(
+    edges: pd.DataFrame,
+    metric: str,
+    variant: str,
+    population: str = ITT,
+    where: Mapping[str, Any] | None = None,
+) -> str:
+    """A diagnostics sentence when the tuned comparison of ``metric`` x ``variant`` (in the
+    conditions matching ``where``, e.g. ``{"dataset": "d0"}`` for a moderator level's row, the
+    level as a value or as the estimates table's text; all when None) rests on a selection at
+    a grid edge (:func:`tuning_edges`); "" when not. A verdict with a sentence here reads
+    :data:`EDGE_VERDICT`."""
+    if edges.empty:
+        return ""
+    keep = (
+        (edges["metric"] == metric)
+        & (edges["variant"] == variant)
+        & (edges["population"] == population)
+    )
+    for factor, level in (where or {}).items():
+        if factor in edges.columns:  # estimate rows carry a level as text ("1.0", "d0")
+            keep &= edges[factor].astype(str) == str(level)
+    rows = edges[keep]
+    hit = rows[rows["edge"].astype(bool)]
+    if hit.empty:
+        return ""
+    first = f"{hit['condition'].iloc[0]}: {hit['detail'].iloc[0]}"
+    return (
+        f"the tuned comparison rests on a level chosen at the edge of the tuning grid in "
+        f"{len(hit)} of {len(rows)} condition(s) (e.g. {first}): the best level may lie "
+        "outside the grid, so the verdict is inconclusive; widen the grid or declare the "
+        "bound"
+    )
