@@ -25,7 +25,7 @@ import torch
 
 from bnstudy.models.packed import copy_view
 from bnstudy.spec.trial import Trial
-from bnstudy.training import packing, train
+from bnstudy.training import loop, packing, train
 from bnstudy.training.packing import PACKABLE_HEADS, check_pack, packable, run_pack
 from bnstudy.training.train import run_trial
 
@@ -148,7 +148,7 @@ def test_every_training_option_in_float64(float64, trained, monkeypatch):
     """Class-balanced sampling, steps (curve points every 10 steps), AdamW with warm-up and
     the step schedule, label smoothing, per-copy gradient clipping, BNNeck's frozen shift, and
     the evaluation in chunks of 2 images per copy."""
-    monkeypatch.setattr(train, "CURVE_EVERY_STEPS", 10)  # packs read it through train too
+    monkeypatch.setattr(loop, "CURVE_EVERY_STEPS", 10)  # trials and packs alike read it there
     monkeypatch.setattr(packing, "EVAL_CHUNK", 8)
     options = dict(
         sampler="class_balanced", epochs=0, steps=25, optimizer="adamw", lr=0.003,

@@ -195,11 +195,12 @@ def test_run_end_to_end_then_resume_reuses_the_bodies_with_identical_results(
 
 def test_packing_leaves_pretrained_trials_alone_and_says_so_once():
     from bnstudy.execution import runner
+    from bnstudy.execution.tasks import choose_packing
 
     trials = _parse().expand()
     notes: list[str] = []
     execution = runner.plan_execution(devices="cpu", pack=8)
-    pack_fn, is_packable = runner._packing(execution, runner.run_trial, None, trials, notes)
+    pack_fn, is_packable = choose_packing(execution, runner.run_trial, None, trials, notes)
     assert notes == [
         "packing does not support pre-trained bodies: those 4 trials train one at a time"
     ]

@@ -14,14 +14,14 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from bnstudy.data import build_dataset
 from bnstudy.models import Classifier, build_model
-from bnstudy.training.train import (
+from bnstudy.training.loop import (
     CURVE_EVERY_STEPS,
     batch_order,
     lr_factor,
-    run_trial,
     sample_indices,
     warmup_steps,
 )
+from bnstudy.training.train import run_trial
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@
 ``train.run_trial(trial, device)`` builds the trial's data and model, optimises, evaluates
 and returns a :class:`~bnstudy.training.trial_result.TrialResult`; ``packing.run_pack`` trains
 K trials that differ only in seed as one model, each copy on its own random streams;
-``pretrain`` trains and caches bodies for a ``pretrain`` stage; ``metrics`` are pure
-functions of predictions, labels and activations.
+``pretrain`` trains and caches bodies for a ``pretrain`` stage; all three train with the one
+loop of ``loop`` (batches, optimiser and schedule, curves); ``metrics`` are pure functions of
+predictions, labels and activations.
 
 May import: ``spec.trial`` (never pydantic or yaml: workers load this package), ``data``,
 ``models``, the shared vocabulary and ``bnstudy.atomic``. Never ``execution``, ``store``,

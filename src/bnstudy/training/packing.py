@@ -11,8 +11,10 @@ for each trial, the :class:`~bnstudy.training.trial_result.TrialResult` that
 ``init/<module>`` streams (the K models are built as ``run_trial`` builds them, then packed),
 its batches those of its ``order/<epoch>`` streams and sampler, and its evaluation draws
 (``precise_bn``, ``eval_order``) its own. The learning-rate schedule is shared (it depends
-only on settings the trials share). The loss is the sum of the copies' mean losses, so each
-copy's gradient is that of its own loss; gradient clipping is per copy.
+only on settings the trials share). Training is the loop every trial uses
+(:func:`bnstudy.training.loop.train_copies`), its batches (B, K) and its losses (K,): the
+loss backpropagated is the sum of the copies' mean losses, so each copy's gradient is that of
+its own loss; gradient clipping is per copy.
 
 **Divergence.** No operation mixes copies, so a copy whose loss turns non-finite cannot
 disturb the others. Like ``run_trial``, the pack looks at the losses at each curve point (one
@@ -52,6 +54,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -65,7 +68,9 @@ from bnstudy.data import Dataset, build_dataset
 from bnstudy.models import build_model
 from bnstudy.models.packed import PackedLinear, copy_view, pack_inputs, pack_models
 from bnstudy.spec.trial import Trial
+from bnstudy.training import loop
 from bnstudy.training import metrics as M
+from bnstudy.training.loop import optimisation
 from bnstudy.training.train import (
     PRECISE_BN_BATCHES,
     TrialResult,
@@ -74,9 +79,8 @@ from bnstudy.training.train import (
     _now,
     _observed_head_forward,
     _tracks_stats,
-    optimisation,
+    copy_result,
     recompute_bn_statistics,
-    sample_indices,
 )
 
 #: Architectures whose bodies act per channel and are built only of layers that
@@ -155,7 +159,6 @@ def run_pack(
     check_pack(trials)
     trial, copies = trials[0], len(trials)
     datas = [build_dataset(t, data_options) for t in trials]
-    data = datas[0]
     models = [
         build_model(
             t.architecture,
@@ -169,97 +172,41 @@ def run_pack(
         for t, d in zip(trials, datas, strict=True)
     ]
     _check_same_splits(datas)
-    n = len(data.y_train)
+    n = len(datas[0].y_train)
     _check_batch_size(trial, n, models[0])
     model = pack_models(models).to(device)
     dtype = next(model.parameters()).dtype
-    # (K, n, *input_shape) and (K, n): copy k's training set is x_train[k]; a batch of
-    # indices (B, K) gathers x_train[every_copy, index], (B, K, *input_shape).
+    # (K, n, *input_shape) and (K, n): copy k's training set is x_train[k].
     x_train = torch.stack([d.x_train for d in datas]).to(device, dtype)
     y_train = torch.stack([d.y_train for d in datas]).to(device)
-    every_copy = torch.arange(copies, device=device)
+    setup = optimisation(trial, model, n)
+    fc_norms: list[list[float] | None] = [None] * copies  # of each copy that stopped
+    hooks = _pack_hooks(trial, model, x_train, y_train, setup.optimizer, fc_norms)
+    samplers = [loop.sampler(t, d.y_train) for t, d in zip(trials, datas, strict=True)]
+    trained = loop.train_copies(model, setup, samplers, trial.batch_size, hooks, packed=True)
 
-    batch = trial.batch_size
-    steps_per_epoch, total_steps, curve_every, optimizer, params, schedule = optimisation(
-        trial, model, n
-    )
-
-    losses: list[list[float]] = [[] for _ in trials]
-    stopped_at: list[int | None] = [None] * copies  # steps run when a copy diverged
-    fc_norms: list[list[float] | None] = [None] * copies
-    loss_weight = torch.ones(copies, device=device, dtype=dtype)  # 0: a stopped copy
-    steps_run = logged = 0
-    loss_sum = torch.zeros(copies, device=device, dtype=dtype)
-    model.train()
-    for step in range(total_steps):
-        epoch, within = divmod(step, steps_per_epoch)
-        if within == 0:
-            order = torch.stack(
-                [
-                    sample_indices(t, d.y_train, steps_per_epoch * batch, f"order/{epoch}")
-                    for t, d in zip(trials, datas, strict=True)
-                ],
-                dim=1,
-            ).to(device)  # (steps_per_epoch * batch, K)
-        index = order[within * batch : (within + 1) * batch]
-        logits = model(pack_inputs(x_train[every_copy, index]))
-        loss = _per_copy_cross_entropy(logits, y_train[every_copy, index], trial.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        (loss * loss_weight).sum().backward()
-        if trial.grad_clip > 0:
-            _clip_grad_norm_per_copy(params, copies, trial.grad_clip)
-        optimizer.step()
-        schedule.step()
-        loss_sum += loss.detach()
-        steps_run = step + 1
-        if steps_run % curve_every == 0 or steps_run == total_steps:
-            sums = loss_sum.tolist()  # the one host sync
-            for k in range(copies):
-                if stopped_at[k] is None:
-                    losses[k].append(sums[k] / (steps_run - logged))
-                    if not math.isfinite(losses[k][-1]):
-                        stopped_at[k] = steps_run
-                        fc_norms[k] = model.head.fc.weight[k].detach().norm(dim=1).tolist()
-                        _stop_copy(model, optimizer, copies, k)
-                        loss_weight[k] = 0
-            loss_sum, logged = torch.zeros_like(loss_sum), steps_run
-            if all(s is not None for s in stopped_at):
-                break
-
-    live = [s is None for s in stopped_at]
+    live = [s is None for s in trained.stopped_at]
     final_norms = model.head.fc.weight.detach().norm(dim=2).tolist()  # (K, C)
     fc_norms = [final_norms[k] if live[k] else fc_norms[k] for k in range(copies)]
     evaluated = _evaluate_pack(trials, model, datas, x_train) if any(live) else []
-    wall_s = (time.perf_counter() - start_s) / copies
-    ended_at = _now()
+    times = (started_at, (time.perf_counter() - start_s) / copies, _now())
     results = []
     for k in range(copies):
-        run = stopped_at[k] or steps_run
-        metrics = _nan_metrics()
-        per_class = {
-            "class_counts": list(data.class_counts),
-            "recall": [],
-            "fc_weight_norm": fc_norms[k],
-        }
-        status = "diverged"
+        metrics, outcome = _nan_metrics(), None
         if live[k]:
-            measured, per_class["recall"], collapsed = evaluated[k]
+            measured, recalls, collapsed = evaluated[k]
             metrics.update(measured)
-            metrics["fc_weight_norm_rank_corr"] = M.rank_correlation(fc_norms[k], data.class_counts)
-            status = "collapsed" if collapsed else "ok"
-        metrics["train_loss"] = losses[k][-1]
-        metrics["steps_run"] = float(run)
-        metrics["epochs_run"] = run / steps_per_epoch
-        metrics["wall_s"] = wall_s
+            outcome = (recalls, collapsed)
         results.append(
-            TrialResult(
-                status=status,
-                error=None,
-                metrics=metrics,
-                curves={"train_loss": losses[k]},
-                per_class=per_class,
-                started_at=started_at,
-                ended_at=ended_at,
+            copy_result(
+                datas[0],
+                metrics,
+                curve=trained.curves[k],
+                steps_run=trained.stopped_at[k] or trained.steps_run,
+                steps_per_epoch=setup.steps_per_epoch,
+                fc_norms=fc_norms[k],
+                evaluated=outcome,
+                times=times,
                 device=device,
             )
         )
@@ -285,6 +232,40 @@ def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 # -- training ---------------------------------------------------------------------------
+
+
+def _pack_hooks(
+    trial: Trial,
+    model: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    fc_norms: list[list[float] | None],
+) -> loop.Hooks:
+    """The pack's side of the loop: each copy's mean loss on its own batch, summed with
+    weights 0 for a stopped copy; clipping per copy; a stopping copy's FC weight norms kept
+    in ``fc_norms`` before it is zeroed (see "Divergence")."""
+    copies, device = len(x_train), x_train.device
+    every_copy = torch.arange(copies, device=device)
+    weight = torch.ones(copies, device=device, dtype=x_train.dtype)  # 0: a stopped copy
+
+    def loss(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # A batch of indices (B, K) gathers x_train[every_copy, index], (B, K, *input_shape).
+        logits = model(pack_inputs(x_train[every_copy, index]))
+        per_copy = _per_copy_cross_entropy(
+            logits, y_train[every_copy, index], trial.label_smoothing
+        )
+        return per_copy, (per_copy * weight).sum()
+
+    def stop(k: int) -> None:
+        fc_norms[k] = model.head.fc.weight[k].detach().norm(dim=1).tolist()
+        _stop_copy(model, optimizer, copies, k)
+        weight[k] = 0
+
+    clip = None
+    if trial.grad_clip > 0:
+        clip = functools.partial(_clip_grad_norm_per_copy, copies=copies, max_norm=trial.grad_clip)
+    return loop.Hooks(loss, clip=clip, stop=stop)
 
 
 def _per_copy_cross_entropy(
@@ -400,13 +381,9 @@ def _precise_bn_pack(
     trial = trials[0]
     precise = copy.deepcopy(model)
     batches = min(PRECISE_BN_BATCHES, len(datas[0].y_train) // trial.batch_size)
-    order = torch.stack(
-        [
-            sample_indices(t, d.y_train, batches * t.batch_size, "precise_bn")
-            for t, d in zip(trials, datas, strict=True)
-        ],
-        dim=1,
-    ).to(x_train.device)
+    samplers = [loop.sampler(t, d.y_train) for t, d in zip(trials, datas, strict=True)]
+    count = batches * trial.batch_size
+    order = loop.draw(samplers, count, "precise_bn", packed=True).to(x_train.device)
     every_copy = torch.arange(len(trials), device=x_train.device)
     batches_x = (
         pack_inputs(x_train[every_copy, index])

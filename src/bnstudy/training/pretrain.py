@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 
 from bnstudy.atomic import write_atomically
 from bnstudy.data import DatasetError, build_dataset, cache_dir, prepare_dataset
 from bnstudy.models import build_model
 from bnstudy.spec.errors import ProtocolError
 from bnstudy.spec.trial import Trial
+from bnstudy.training import loop
 
 if TYPE_CHECKING:  # a type only: workers load this module and never pydantic
     from bnstudy.spec.protocol import Protocol
@@ -97,11 +97,11 @@ def checkpoint_path(trial: Trial) -> Path:
 def train_body(trial: Trial, options: dict[str, Any] | None = None) -> tuple[dict, float]:
     """Train ``trial``'s stage on the CPU; its body's state_dict and final training loss.
 
-    Raises ProtocolError when the stage's loss is not finite (its settings are at fault).
+    The stage trains as a trial (:func:`stage_trial`) with the loop every trial uses, plus a
+    check at every step (on the CPU a host read costs nothing) and the window of its last
+    :data:`LOSS_WINDOW` losses. Raises ProtocolError when the stage's loss is not finite (its
+    settings are at fault).
     """
-    # Imported here: train.py loads bodies through this module.
-    from bnstudy.training.train import _optimizer, lr_factor, sample_indices
-
     stage = stage_trial(trial)
     data = build_dataset(stage, options)
     model = build_model(
@@ -112,34 +112,28 @@ def train_body(trial: Trial, options: dict[str, Any] | None = None) -> tuple[dic
         init_seed=lambda name: stage.stream_seed("init/" + name),
         architecture_options=stage.architecture_options,
     )
-    n, batch, total = len(data.y_train), stage.batch_size, stage.steps
-    steps_per_epoch = n // batch
-    if steps_per_epoch == 0:
+    n, batch = len(data.y_train), stage.batch_size
+    if n // batch == 0:
         raise ProtocolError(
             f"pretraining.{trial.pretrain}: batch_size {batch} exceeds its {n} training images"
         )
-    optimizer = _optimizer(stage, model)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(stage, step, total)
-    )
     window: deque[torch.Tensor] = deque(maxlen=LOSS_WINDOW)
-    model.train()
-    for step in range(total):
-        epoch, within = divmod(step, steps_per_epoch)
-        if within == 0:
-            order = sample_indices(stage, data.y_train, steps_per_epoch * batch, f"order/{epoch}")
-        index = order[within * batch : (within + 1) * batch]
-        loss = F.cross_entropy(model(data.x_train[index]), data.y_train[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+
+    def check(step: int, loss: torch.Tensor) -> None:
         window.append(loss.detach())
-        if not math.isfinite(loss.item()):  # on the CPU a sync costs nothing
+        if not math.isfinite(loss.item()):
             raise ProtocolError(
                 f"pretraining.{trial.pretrain}: diverged (non-finite loss at step {step + 1}) "
                 f"for architecture {trial.architecture!r}, seed {trial.seed}; lower its lr"
             )
+
+    hooks = loop.Hooks(
+        loop.mean_loss(model, data.x_train, data.y_train, stage.label_smoothing),
+        clip=loop.clip_grad_norm(stage.grad_clip),
+        step=check,
+    )
+    setup = loop.optimisation(stage, model, n)
+    loop.train_copies(model, setup, [loop.sampler(stage, data.y_train)], batch, hooks)
     train_loss = float(torch.stack(list(window)).mean())
     return {k: v.detach().clone() for k, v in model.body.state_dict().items()}, train_loss
 

@@ -1,32 +1,16 @@
 """One trial: build the data and model, train, evaluate, and return a :class:`TrialResult`.
 
+Training is :func:`bnstudy.training.loop.train_copies` with one copy laid out unpacked: the
+mean cross-entropy of each batch (label smoothing included), global gradient clipping, and
+training ends at a non-finite curve point (status ``"diverged"``). The loop's module says how
+long a trial trains, how its batches are drawn, its learning rate and its curve.
+
 Airbench-style: the data are tensors on the trial's device, batches are slices of a seeded
 index tensor (no DataLoader), and the host syncs once per curve point (to check the loss is
 finite). Every random draw comes from a generator seeded by one of the trial's streams
 (``subset``, ``init/<module>``, ``order/<epoch>``, ``precise_bn``, ``eval_order``), so the arms
 of a pairing block share data, data order and the initial weights of every layer they have in
 common.
-
-**Training length.** ``epochs: E`` trains ``E`` passes of ``n // batch_size`` steps (the
-incomplete last batch of a pass is dropped, so no batch is ever smaller than ``batch_size``;
-in particular never a batch of 1, on which BN in train mode fails). ``steps: N`` trains exactly
-``N`` optimiser steps whatever ``n``: pass ``e`` is drawn from the stream ``order/<e>`` as with
-epochs and the batches run on across pass boundaries, the last pass cut short.
-
-**Curves.** ``train_loss`` is the mean training loss (label smoothing included) over
-consecutive steps: one point per pass with ``epochs``, one point per :data:`CURVE_EVERY_STEPS`
-steps with ``steps`` (the last point covering the remainder), so curves of trials with the
-same ``steps`` line up whatever their training-set size. ``steps_run`` and ``epochs_run``
-(``steps_run`` over the steps of one pass) say how far training got.
-
-**Samplers.** ``instance``: each pass is a seeded permutation of the training set.
-``class_balanced``: each of the pass's ``n // batch_size * batch_size`` draws picks a class
-uniformly among the classes present, then an instance of that class uniformly, with
-replacement, from the same ``order/<epoch>`` generator.
-
-**Learning rate.** ``lr`` times :func:`lr_factor`: a linear warm-up from 0 over
-``warmup_frac`` of the steps, then ``cosine`` (to 0), ``step`` (x0.1 at 50% and 75% of the
-steps after warm-up) or ``constant``.
 
 **Evaluation** (test set, eval mode, running statistics), and beside it: the validation split
 (``val_*``, for model selection), PreciseBN (``balanced_acc_precise``: every BN's running
@@ -37,20 +21,22 @@ batches, on a copy), the fold check (``fold_max_abs_diff``) and the train/eval g
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import math
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bnstudy.data import Dataset, build_dataset
 from bnstudy.models import Classifier, build_model, fold_bn_into_linear, hidden_relu
 from bnstudy.spec.trial import Trial
+from bnstudy.training import loop, pretrain
 from bnstudy.training import metrics as M
-from bnstudy.training import pretrain
+from bnstudy.training.loop import batch_order as batch_order  # re-exported (tests, benchmarks)
+from bnstudy.training.loop import optimisation, sample_indices
 from bnstudy.training.trial_result import TrialResult
 from bnstudy.training.trial_result import nan_metrics as _nan_metrics
 from bnstudy.training.trial_result import now as _now
@@ -61,123 +47,6 @@ from bnstudy.training.trial_result import now as _now
 #: with the evaluation it needs, about 0.04 s of a 1 s quick-study CNN trial on an H200 and
 #: 0.55 s of 8.5 s on one CPU thread (measured 2026-11).
 PRECISE_BN_BATCHES = 50
-#: With ``steps``, one ``train_loss`` curve point (and one host sync) per this many steps.
-CURVE_EVERY_STEPS = 100
-
-
-# -- batches ----------------------------------------------------------------------------
-
-
-def batch_order(trial: Trial, n: int, epoch: int) -> torch.Tensor:
-    """The permutation (int64, (n,), on the CPU) of the training set for one epoch.
-
-    Depends only on the trial's pairing block, ``n`` and ``epoch``: every arm sees the same
-    batches in the same order.
-    """
-    generator = torch.Generator().manual_seed(trial.stream_seed(f"order/{epoch}"))
-    return torch.randperm(n, generator=generator)
-
-
-def sample_indices(trial: Trial, y_train: torch.Tensor, count: int, stream: str) -> torch.Tensor:
-    """``count`` training-set indices (int64, on the CPU) drawn by the trial's sampler.
-
-    ``instance``: the first ``count`` of a permutation (``count <= n``); ``class_balanced``:
-    a class uniformly among those present in ``y_train``, then one of its instances uniformly,
-    with replacement. The generator is seeded by ``stream`` alone (no head in it), so every
-    arm of a pairing block draws the same indices.
-    """
-    generator = torch.Generator().manual_seed(trial.stream_seed(stream))
-    if trial.sampler == "instance":
-        return torch.randperm(len(y_train), generator=generator)[:count]
-    if trial.sampler == "class_balanced":
-        return _class_balanced_draw(y_train.cpu(), count, generator)
-    raise ValueError(f"unknown sampler {trial.sampler!r}; allowed: instance, class_balanced")
-
-
-def _class_balanced_draw(
-    y_train: torch.Tensor, count: int, generator: torch.Generator
-) -> torch.Tensor:
-    by_class = torch.argsort(y_train, stable=True)
-    classes, sizes = torch.unique(y_train, return_counts=True)
-    starts = torch.cumsum(sizes, 0) - sizes
-    pick = torch.randint(len(classes), (count,), generator=generator)
-    offset = (torch.rand(count, generator=generator, dtype=torch.float64) * sizes[pick]).long()
-    offset = torch.minimum(offset, sizes[pick] - 1)  # rand < 1, but never trust the rounding
-    return by_class[starts[pick] + offset]
-
-
-# -- optimisation -----------------------------------------------------------------------
-
-
-def _optimizer(trial: Trial, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if trial.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=trial.lr, momentum=0.9, nesterov=True, weight_decay=trial.weight_decay
-        )
-    if trial.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=trial.lr, weight_decay=trial.weight_decay)
-    raise ValueError(f"unknown optimizer {trial.optimizer!r}; allowed: sgd, adamw")
-
-
-def warmup_steps(trial: Trial, total_steps: int) -> int:
-    """Steps of linear warm-up: ``warmup_frac`` of ``total_steps``, at least 1 when asked for."""
-    if trial.warmup_frac <= 0:
-        return 0
-    return min(max(1, round(trial.warmup_frac * total_steps)), total_steps - 1)
-
-
-def lr_factor(trial: Trial, step: int, total_steps: int) -> float:
-    """The learning rate of optimiser step ``step`` (0-based) as a fraction of ``trial.lr``.
-
-    Warm-up: ``step / W`` for the first ``W`` = :func:`warmup_steps` steps. After it, with
-    ``p = (step - W) / (total_steps - W)``: ``cosine`` ``(1 + cos(pi p)) / 2``; ``step`` 1, then
-    0.1 from ``p = 0.5`` and 0.01 from ``p = 0.75``; ``constant`` 1.
-    """
-    warmup = warmup_steps(trial, total_steps)
-    if step < warmup:
-        return step / warmup
-    if trial.lr_schedule == "cosine":
-        # Written as pi * k / T (not pi * (k / T)): the float rounding of the first release.
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total_steps - warmup)))
-    if trial.lr_schedule == "step":
-        progress = (step - warmup) / (total_steps - warmup)
-        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
-    if trial.lr_schedule == "constant":
-        return 1.0
-    raise ValueError(f"unknown lr_schedule {trial.lr_schedule!r}; allowed: cosine, step, constant")
-
-
-class Optimisation(NamedTuple):
-    """How long a trial trains, how often its curve is logged, and what steps it: the same
-    for a trial alone (:func:`run_trial`) and for each copy of a pack (``packing``)."""
-
-    steps_per_epoch: int
-    total_steps: int
-    curve_every: int
-    optimizer: torch.optim.Optimizer
-    params: list[torch.Tensor]
-    schedule: torch.optim.lr_scheduler.LambdaLR
-
-
-def optimisation(trial: Trial, model: nn.Module, n: int) -> Optimisation:
-    """The training length (``steps``, else ``epochs`` of ``n`` images in whole batches: the
-    incomplete last batch is dropped), the optimizer and its learning-rate schedule."""
-    steps_per_epoch = n // trial.batch_size
-    total_steps = trial.steps or steps_per_epoch * trial.epochs
-    if total_steps < 1:
-        raise ValueError("a trial needs epochs >= 1 or steps >= 1; got neither")
-    optimizer = _optimizer(trial, model)
-    return Optimisation(
-        steps_per_epoch,
-        total_steps,
-        CURVE_EVERY_STEPS if trial.steps else steps_per_epoch,
-        optimizer,
-        [p for group in optimizer.param_groups for p in group["params"]],
-        torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(trial, step, total_steps)
-        ),
-    )
 
 
 def _check_batch_size(trial: Trial, n: int, model: Classifier) -> None:
@@ -213,69 +82,77 @@ def run_trial(
     # A pre-trained body replaces the body's initial weights; the head stays as initialised.
     pretrain_loss = pretrain.load_body(model, trial, device) if trial.pretrain_stage else math.nan
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    n = len(y_train)
-    _check_batch_size(trial, n, model)
-    batch = trial.batch_size
-    steps_per_epoch, total_steps, curve_every, optimizer, params, schedule = optimisation(
-        trial, model, n
-    )
-
-    losses: list[float] = []
-    steps_run = logged = 0
-    loss_sum = torch.zeros((), device=device)
+    _check_batch_size(trial, len(y_train), model)
+    setup = optimisation(trial, model, len(y_train))
     if trial.dropout > 0:
         # Dropout draws from torch's global generator: seed it from the trial's own stream so
         # a trial repeats exactly (only then, so that trials without dropout are unchanged).
         torch.manual_seed(trial.stream_seed("dropout"))
-    model.train()
-    for step in range(total_steps):
-        epoch, within = divmod(step, steps_per_epoch)
-        if within == 0:
-            order = sample_indices(
-                trial, data.y_train, steps_per_epoch * batch, f"order/{epoch}"
-            ).to(device)
-        index = order[within * batch : (within + 1) * batch]
-        loss = F.cross_entropy(
-            model(x_train[index]), y_train[index], label_smoothing=trial.label_smoothing
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if trial.grad_clip > 0:
-            nn.utils.clip_grad_norm_(params, trial.grad_clip)
-        optimizer.step()
-        schedule.step()
-        loss_sum += loss.detach()
-        steps_run = step + 1
-        if steps_run % curve_every == 0 or steps_run == total_steps:
-            losses.append(loss_sum.item() / (steps_run - logged))  # the one host sync
-            loss_sum, logged = torch.zeros((), device=device), steps_run
-            if not math.isfinite(losses[-1]):
-                break
+    hooks = loop.Hooks(
+        loop.mean_loss(model, x_train, y_train, trial.label_smoothing),
+        clip=loop.clip_grad_norm(trial.grad_clip),
+    )
+    samplers = [loop.sampler(trial, data.y_train)]
+    trained = loop.train_copies(model, setup, samplers, trial.batch_size, hooks)
 
     metrics = _nan_metrics()
     metrics["pretrain_train_loss"] = pretrain_loss
-    metrics["train_loss"] = losses[-1]
+    fc_norms = model.head.fc.weight.detach().norm(dim=1).tolist()
+    evaluated = None
+    if trained.stopped_at[0] is None:
+        evaluated = _evaluate(trial, model, data, x_train, device, metrics)
+    return copy_result(
+        data,
+        metrics,
+        curve=trained.curves[0],
+        steps_run=trained.steps_run,
+        steps_per_epoch=setup.steps_per_epoch,
+        fc_norms=fc_norms,
+        evaluated=evaluated,
+        times=(started_at, time.perf_counter() - start_s, _now()),
+        device=device,
+    )
+
+
+def copy_result(
+    data: Dataset,
+    metrics: dict[str, float],
+    *,
+    curve: list[float],
+    steps_run: int,
+    steps_per_epoch: int,
+    fc_norms: list[float],
+    evaluated: tuple[list[float], bool] | None,
+    times: tuple[dt.datetime, float, dt.datetime],
+    device: str,
+) -> TrialResult:
+    """The result of one trained model, alone or a copy of a pack.
+
+    ``metrics``: every metric, NaN but those measured (its evaluation's, where it was
+    evaluated); ``curve`` its training loss points; ``fc_norms`` its FC weight norms per class
+    (when it stopped, if it diverged); ``evaluated`` its per-class test recalls and whether it
+    collapsed, None for a diverged model (not evaluated); ``times`` (started at, wall seconds,
+    ended at). Fills in the training metrics and the FC norms' rank correlation.
+    """
+    started_at, wall_s, ended_at = times
+    per_class = {"class_counts": list(data.class_counts), "recall": [], "fc_weight_norm": fc_norms}
+    status = "diverged"
+    if evaluated is not None:
+        per_class["recall"], collapsed = evaluated
+        metrics["fc_weight_norm_rank_corr"] = M.rank_correlation(fc_norms, data.class_counts)
+        status = "collapsed" if collapsed else "ok"
+    metrics["train_loss"] = curve[-1]
     metrics["steps_run"] = float(steps_run)
     metrics["epochs_run"] = steps_run / steps_per_epoch
-    per_class = {"class_counts": list(data.class_counts), "recall": []}
-    per_class["fc_weight_norm"] = model.head.fc.weight.detach().norm(dim=1).tolist()
-    status = "diverged"
-    if math.isfinite(losses[-1]):
-        recalls, collapsed = _evaluate(trial, model, data, x_train, device, metrics)
-        metrics["fc_weight_norm_rank_corr"] = M.rank_correlation(
-            per_class["fc_weight_norm"], data.class_counts
-        )
-        per_class["recall"] = recalls
-        status = "collapsed" if collapsed else "ok"
-    metrics["wall_s"] = time.perf_counter() - start_s
+    metrics["wall_s"] = wall_s
     return TrialResult(
         status=status,
         error=None,
         metrics=metrics,
-        curves={"train_loss": losses},
+        curves={"train_loss": curve},
         per_class=per_class,
         started_at=started_at,
-        ended_at=_now(),
+        ended_at=ended_at,
         device=device,
     )
 
