@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import math
 import os
+import signal
 import sys
 import time
 
@@ -41,6 +43,13 @@ def on_a_gpu_worker(trial, device, data_options=None):
     return TrialResult("ok", None, metrics, {"train_loss": [math.nan]}, {}, now, now, device)
 
 
+def kills_its_worker(trial, device, data_options=None):
+    """SIGKILLs its worker process on the bn arm of seed 1 (as the OOM killer would)."""
+    if trial.head == "bn" and trial.seed == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return on_a_gpu_worker(trial, device, data_options)
+
+
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 COMPARED = [m for m in METRICS if m != "wall_s"]
@@ -63,6 +72,41 @@ def test_dask_local_gives_the_same_rows_as_loky(tmp_path):
     )
     meta = study.read_results(tmp_path / "dask.parquet").metadata
     assert '"backend": "dask-local"' in meta["execution"]
+
+
+@contextlib.contextmanager
+def fails_after(seconds: int):
+    """A TimeoutError instead of a test that never ends."""
+
+    def hung(signum, frame):
+        raise TimeoutError(f"no result in {seconds} s: the run hangs")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.slow
+def test_dask_local_goes_on_when_a_worker_is_killed(tmp_path):
+    """A trial whose worker dies is retried alone, then failed; the others are unaffected
+    (joblib's Dask backend alone would wait for the dead worker's task forever)."""
+    path = tmp_path / "dask.parquet"
+    with fails_after(240):
+        summary = runner.run_protocol(
+            tiny(seeds=2), path, jobs=2, threads=1, backend="dask-local",
+            trial_fn=kills_its_worker,
+        )  # fmt: skip
+    assert summary.aborted is None and not summary.interrupted
+    assert summary.statuses == {"ok": 6, "failed": 2}
+    table = pd.read_parquet(path)
+    died = (table["head"] == "bn") & (table["seed"] == 1)
+    assert len(table) == 8 and table["trial_id"].is_unique
+    assert (table.loc[died, "error"] == "worker died").all()
+    assert (table.loc[~died, "status"] == "ok").all()
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +164,24 @@ def test_gpu_workers_take_one_trial_per_gpu_resource_and_time_limits_hold(tmp_pa
         spans = sorted(zip(rows["start"], rows["end"], strict=True))
         gaps = [b_start - a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False)]
         assert min(gaps) >= 0, gaps
+
+
+@pytest.mark.slow
+def test_on_an_existing_cluster_a_killed_worker_stops_the_run_and_keeps_the_rest(
+    tmp_path, cluster
+):
+    """Dask retries the task on other workers; when it has killed too many, the trial cannot
+    be named, and the run stops (it used to wait forever); the next run resumes."""
+    path = tmp_path / "dask.parquet"
+    with fails_after(240):
+        summary = runner.run_protocol(
+            tiny(seeds=2), path, backend="dask", scheduler=cluster.scheduler_address,
+            devices="cpu", threads=1, trial_fn=kills_its_worker,
+        )  # fmt: skip
+    assert "all those workers died while running it" in summary.aborted
+    assert summary.ran < 8 and set(summary.statuses) <= {"ok"}  # nothing for the killer
+    again = runner.run_protocol(
+        tiny(seeds=2), path, backend="dask", scheduler=cluster.scheduler_address,
+        devices="cpu", threads=1, trial_fn=on_a_gpu_worker,
+    )  # fmt: skip
+    assert again.skipped == summary.ran and again.ran == 8 - summary.ran

@@ -143,3 +143,14 @@ def test_leases_spread_over_devices_lowest_rank_first():
     ):
         assert (first, second, third) == ("a", "b", "a")
         assert pool.in_flight() == {"a": 2, "b": 1}
+
+
+def test_holders_name_what_each_slot_holds_and_can_be_cleared():
+    with SlotPool.create(["a", "b"], 1) as pool:
+        assert pool.holders() == {}
+        with pool.lease("t1,t2"), pool.lease("t3"):
+            assert pool.holders() == {"t1,t2": "a", "t3": "b"}
+            assert pool.holders(clear=True) == {"t1,t2": "a", "t3": "b"}
+            assert pool.holders() == {}  # cleared; the leases stay held
+            assert pool.free() == 0
+        assert pool.holders() == {} and pool.free() == 2

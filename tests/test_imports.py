@@ -44,6 +44,7 @@ SHARED = {
     "bnstudy.atomic",
     "bnstudy.suggest",
     "bnstudy.lazy",
+    "bnstudy.results_format",
 }
 FACADE = {
     "bnstudy.study",

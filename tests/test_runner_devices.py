@@ -21,7 +21,8 @@ from joblib.externals.loky.backend.reduction import cloudpickle  # the pickler l
 
 from bnstudy import study
 from bnstudy.catalogue import METRICS
-from bnstudy.execution import runner
+from bnstudy.execution import plan, runner
+from bnstudy.execution.tasks import choose_packing
 from tiny_protocol import tiny
 
 FAKE = ["fake:0", "fake:1", "fake:2"]
@@ -30,7 +31,7 @@ FAKE = ["fake:0", "fake:1", "fake:2"]
 @pytest.fixture
 def fake_devices(monkeypatch):
     """Let the parent accept made-up device names (workers only pass them to trial_fn)."""
-    monkeypatch.setattr(runner, "check_device", lambda device: None)
+    monkeypatch.setattr(plan, "check_device", lambda device: None)
     return FAKE
 
 
@@ -284,7 +285,7 @@ def test_cpu_threads_are_divided_among_workers_unless_pinned(tmp_path, monkeypat
     run in process keeps the caller's setting; ``threads`` pins the count."""
     import torch
 
-    monkeypatch.setattr(runner, "check_device", lambda device: None)
+    monkeypatch.setattr(plan, "check_device", lambda device: None)
     cores = os.cpu_count() or 1
     path = tmp_path / "a.parquet"
     runner.run_protocol(
@@ -362,7 +363,7 @@ def test_packing_falls_back_to_one_at_a_time_and_says_so_once(monkeypatch):
     trials = tiny().expand()
     monkeypatch.setitem(sys.modules, "bnstudy.training.packing", None)  # not installed: ImportError
     notes: list[str] = []
-    assert runner._packing(execution, runner.run_trial, None, trials, notes) == (None, None)
+    assert choose_packing(execution, runner.run_trial, None, trials, notes) == (None, None)
     assert len(notes) == 1 and "not available" in notes[0]
 
     fake = types.ModuleType("bnstudy.training.packing")
@@ -371,14 +372,14 @@ def test_packing_falls_back_to_one_at_a_time_and_says_so_once(monkeypatch):
     monkeypatch.setitem(sys.modules, "bnstudy.training.packing", fake)
     mixed = [dataclasses.replace(t, architecture="cnn") for t in trials[:2]] + trials
     notes = []
-    pack_fn, packable = runner._packing(execution, runner.run_trial, None, mixed, notes)
+    pack_fn, packable = choose_packing(execution, runner.run_trial, None, mixed, notes)
     assert pack_fn is packed and packable is fake.packable
     assert notes == [
         "packing does not support cnn (head bn); mlp (head bn): those 5 trials train one at a time"
     ]
     fake.packable = lambda trial: trial.architecture == "mlp"
     notes = []
-    runner._packing(execution, runner.run_trial, None, mixed, notes)
+    choose_packing(execution, runner.run_trial, None, mixed, notes)
     assert notes == [
         "packing does not support cnn (heads bn, plain): those 2 trials train one at a time"
     ]
@@ -386,12 +387,12 @@ def test_packing_falls_back_to_one_at_a_time_and_says_so_once(monkeypatch):
     # (worker.run_trial) does
     from bnstudy.training.train import run_trial as train_run_trial
 
-    assert runner._packing(execution, train_run_trial, None, mixed, [])[0] is packed
+    assert choose_packing(execution, train_run_trial, None, mixed, [])[0] is packed
     # a substitute trial function has no packed version: unpacked, silently
-    assert runner._packing(execution, instant, None, trials, []) == (None, None)
+    assert choose_packing(execution, instant, None, trials, []) == (None, None)
     # pack off: nothing to say
     off = runner.plan_execution(devices="cpu", pack="off")
-    assert runner._packing(off, runner.run_trial, None, trials, notes) == (None, None)
+    assert choose_packing(off, runner.run_trial, None, trials, notes) == (None, None)
 
 
 def test_execution_defaults_and_checks(monkeypatch, fake_devices):
@@ -427,3 +428,13 @@ def test_the_older_device_argument_still_works(tmp_path):
     summary = runner.run_protocol(tiny(), tmp_path / "t.parquet", jobs=1, device="cpu",
                                   trial_fn=instant)  # fmt: skip
     assert summary.ran == 8 and summary.execution.devices == ("cpu",)
+
+
+def test_a_planned_execution_is_taken_as_it_is(tmp_path):
+    execution = runner.plan_execution(jobs=1, devices="cpu", threads=1)
+    summary = runner.run_protocol(
+        tiny(), tmp_path / "t.parquet", execution=execution, trial_fn=instant
+    )
+    assert summary.ran == 8 and summary.execution is execution
+    with pytest.raises(TypeError, match=r"give execution or its options \(jobs, pack\)"):
+        runner.run_protocol(tiny(), tmp_path / "u.parquet", 2, execution=execution, pack=1)

@@ -16,6 +16,7 @@ its own schema too, and a reader takes the main table's metadata, filling what i
 the protocol keys, so a main table never lacks them once a run has touched it. (Chosen over
 an empty main table written at start-up, which would make "a file with no row" a third state
 every reader must handle, and over a sidecar file, which could be separated from the table.)
+What the columns and the keys mean is :mod:`bnstudy.results_format`'s; the store keeps them.
 
 The store works on the resolved path: a symlink to a results file shares its lock and its
 pending parts, and stays a symlink (the target is replaced). Files are created like any
@@ -40,6 +41,7 @@ import pyarrow.parquet as pq
 
 from bnstudy.atomic import write_atomically
 from bnstudy.catalogue import FINAL_STATUSES
+from bnstudy.results_format import PROTOCOL_NAME, REQUIRED_COLUMNS
 
 try:
     import fcntl
@@ -52,9 +54,6 @@ META_PREFIX = "bnstudy."
 #: Columns whose type cannot be inferred from a single row (null, or an empty list in a
 #: failed row, which would otherwise turn the integer counts of every row into floats).
 _FIXED_TYPES = {"error": pa.string(), "class_counts": pa.list_(pa.int64())}
-
-#: Columns every results file has; a Parquet file without them was not written by bnstudy.
-_REQUIRED_COLUMNS = ("trial_id", "status")
 
 #: Consolidate after this many pending parts, so a long run does not pile up small files.
 CONSOLIDATE_EVERY = 256
@@ -181,7 +180,7 @@ class ResultStore:
         name, so a file written before an edit is still this study's. A file that records no
         name (none yet, or written before names were recorded) is not refused.
         """
-        recorded = self.metadata().get("protocol_name")
+        recorded = self.metadata().get(PROTOCOL_NAME)
         if recorded is not None and recorded != name:
             raise StoreError(
                 f"{self.path}: holds results of study {recorded!r}, not {name!r}; {remedy}"
@@ -325,7 +324,7 @@ def _read_parquet(path: Path) -> pa.Table:
         raise
     except (pa.ArrowInvalid, OSError) as exc:
         raise _unreadable(path, exc) from None
-    missing = [c for c in _REQUIRED_COLUMNS if c not in table.column_names]
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise StoreError(
             f"{path}: not a bnstudy results file (columns missing: {', '.join(map(repr, missing))})"

@@ -23,14 +23,22 @@ The runner always calls ``joblib.Parallel``; the backend is chosen with
   Workers need bnstudy and torch installed, and the datasets the protocol reads (its local
   files, and the ``data/datasets`` cache, which a worker rebuilds if it cannot see it).
   Install the client with ``pip install 'bnstudy[dask]'``.
+
+A Dask worker that dies under a task (SIGKILL, the OOM killer) is reported as Dask's
+``KilledWorker``, as loky's dead worker is by ``TerminatedWorkerError`` (see
+:func:`worker_died`). joblib's Dask backend (1.6) never tells its result loop of a task whose
+future failed in Dask itself, and the loop would wait for it forever: :func:`_dask_backend`
+reports it. On the local cluster Dask does not run such a task again itself
+(``allowed-failures`` 0): the runner retries it alone, as with loky.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import joblib
@@ -71,11 +79,14 @@ def joblib_backend(
         with joblib.parallel_config(backend="loky"):
             yield workers
         return
+    import dask
     from distributed import Client, LocalCluster
 
     submit: dict[str, Any] = {"resources": resources} if resources else {}
     if backend == "dask-local":
         with (
+            # A task whose worker dies is the runner's to retry (alone), not Dask's.
+            dask.config.set({"distributed.scheduler.allowed-failures": 0}),
             LocalCluster(
                 n_workers=workers,
                 threads_per_worker=1,
@@ -86,15 +97,50 @@ def joblib_backend(
                 silence_logs=logging.ERROR,
             ) as cluster,
             Client(cluster) as client,
-            joblib.parallel_config(backend="dask", client=client, **submit),
+            joblib.parallel_config(backend=_dask_backend(client, submit)),
         ):
             yield workers
         return
     with (
         Client(scheduler, timeout="30s") as client,
-        joblib.parallel_config(backend="dask", client=client, **submit),
+        joblib.parallel_config(backend=_dask_backend(client, submit)),
     ):
         yield -1  # every thread of the cluster
+
+
+def _dask_backend(client: Any, submit: dict[str, Any]) -> Any:
+    """joblib's Dask backend on ``client``, reporting tasks that fail in Dask itself.
+
+    joblib's backend calls a task's completion callback only when its future succeeds (an
+    exception in the task is a result too); a future that Dask fails (``KilledWorker``: its
+    worker died) is never reported, so the results loop waits for it forever. Here its error
+    is reported as the task's outcome, which joblib then raises, as it does loky's.
+
+    And the workers asked for (``n_jobs`` > 0, the local cluster's) are the workers there
+    are: joblib counts the cluster's threads at each call, and while a dead worker's nanny
+    starts it again that may be 1, which joblib takes as "run in this process" (where the
+    task that killed its worker would kill the run).
+    """
+    from joblib._dask import DaskDistributedBackend
+
+    class Backend(DaskDistributedBackend):
+        def effective_n_jobs(self, n_jobs: int) -> int:
+            return n_jobs if n_jobs > 0 else super().effective_n_jobs(n_jobs)
+
+        def submit(self, func: Any, callback: Callable[[Any], None] | None = None) -> Any:
+            future = super().submit(func, callback)
+            if callback is not None:
+                future.add_done_callback(functools.partial(_report_failure, callback))
+            return future
+
+    return Backend(client=client, **submit)
+
+
+def _report_failure(callback: Callable[[Any], None], future: Any) -> None:
+    """Give a failed future's exception to joblib's completion callback (once done: a
+    success was reported by joblib already, and a second report is ignored)."""
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        callback(exc)
 
 
 def worker_died() -> tuple[type[BaseException], ...]:

@@ -215,6 +215,22 @@ class SlotPool:
                 return
             time.sleep(LEASE_POLL_S)
 
+    def holders(self, clear: bool = False) -> dict[str, str]:
+        """The names written in the slots now (holder -> device), read without locking.
+
+        With ``clear``, each name is erased as it is read. A holder that dies never erases
+        its own name, so after a worker died, the names left (cleared, so that the next death
+        is not confused with this one) are the tasks that were running then.
+        """
+        held: dict[str, str] = {}
+        for path in self._slot_paths():
+            with contextlib.suppress(OSError):  # the run ended and removed the pool
+                if name := path.read_text():
+                    held[name] = self._device_of(path)
+                if clear:
+                    os.truncate(path, 0)
+        return held
+
     def in_flight(self) -> dict[str, int]:
         """Slots held now, per device (read from the slot files; for display only)."""
         held = dict.fromkeys(self.devices, 0)

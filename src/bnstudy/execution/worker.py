@@ -39,7 +39,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -120,7 +120,7 @@ def run_task(config: WorkerConfig, trials: Sequence[Trial], data_options: Mappin
     global _tasks_run
     _exit_with_parent(config.parent_pid)
     warm, _tasks_run = _tasks_run > 0, _tasks_run + 1
-    holder = ",".join(t.trial_id for t in trials)
+    holder = task_name(trials)
     lease = config.pool.lease(holder) if config.pool is not None else _fixed(config.device)
     with lease as device:
         threads = _threads(config, device)
@@ -144,6 +144,11 @@ def run_task(config: WorkerConfig, trials: Sequence[Trial], data_options: Mappin
         threads=threads,
         warm=warm,
     )
+
+
+def task_name(trials: Iterable[Trial]) -> str:
+    """A task's name, written in the slot it leases: its trial ids, comma-separated."""
+    return ",".join(t.trial_id for t in trials)
 
 
 @contextlib.contextmanager
