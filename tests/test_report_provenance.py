@@ -33,3 +33,22 @@ def test_a_table_from_before_hosts_were_recorded_says_so():
     view = views.provenance({}, "sha", "1.0", "now", pd.DataFrame({"seed": [0, 1]}))
     trained_on = view.set_index("what")["value"]["trials trained on"]
     assert trained_on == "not recorded (rows written before bnstudy recorded it): 2 trials"
+
+
+def test_provenance_shows_the_files_each_dataset_was_read_from():
+    sources = {
+        "npz": {
+            "files": [{"path": "/data/v.npz", "size": 12345, "mtime_ns": 1_700_000_000 * 10**9}],
+            "sha256": "ef" * 32,
+        },
+        "synthetic": None,
+        "odd": ["a shape this version does not write"],
+    }
+    view = views.provenance({"dataset_sources": json.dumps(sources)}, "sha", "1.0", "now")
+    shown = view.set_index("what")["value"]
+    assert shown["dataset files: npz"] == (
+        f"/data/v.npz (12,345 bytes, modified 2023-11-14 22:13:20 UTC); sha256 {'ef' * 32}"
+    )
+    assert shown["dataset files: synthetic"] == "none (generated)"
+    assert shown["dataset files: odd"] == "['a shape this version does not write']"
+    assert "dataset files" not in views.provenance({}, "sha", "1.0", "now")["what"].str.cat()

@@ -106,17 +106,18 @@ def _decimals(values: pd.Series) -> int:
     return min(6, max(0, 3 - math.floor(math.log10(largest))))
 
 
-def _scope(scope: str, level: str) -> str:
-    """``architecture=mlp``, ``lr: 0.1 - 0.03`` (a contrast), ``lr slope``, ``overall``."""
-    from bnstudy.stats.analysis import CONTRAST_SUFFIX
+def _scope(kind: str, moderator: str, level: str) -> str:
+    """``architecture=mlp``, ``lr: 0.1 - 0.03`` (a contrast), ``lr slope``, ``overall``: an
+    estimate row's ``kind`` of estimate of its ``moderator``, at ``level``."""
+    from bnstudy.stats.analysis_result import CONTRAST, LEVEL, SLOPE
 
-    if scope == "overall":
-        return scope
-    if scope.endswith(CONTRAST_SUFFIX):
-        return f"{scope.removesuffix(CONTRAST_SUFFIX)}: {level}"
-    if scope.endswith("_slope"):
-        return f"{scope.removesuffix('_slope')} slope"
-    return f"{scope}={level}"
+    if kind == CONTRAST:
+        return f"{moderator}: {level}"
+    if kind == SLOPE:
+        return f"{moderator} slope"
+    if kind == LEVEL:
+        return f"{moderator}={level}"
+    return kind
 
 
 def estimates(analysis: Analysis) -> str:
@@ -127,6 +128,7 @@ def estimates(analysis: Analysis) -> str:
     the verdict.
     """
     from bnstudy.stats.analysis import SENSITIVITY_VERDICT
+    from bnstudy.stats.analysis_result import SLOPE
     from bnstudy.stats.imputation import ITT
 
     ci = f"estimate [{_percent(analysis.confidence)} CI]"
@@ -148,12 +150,13 @@ def estimates(analysis: Analysis) -> str:
                 verdicts = verdicts.str.replace(words, "", regex=False)
             verdicts = verdicts.str.removeprefix("unadjusted: ")
         # A slope is per unit of its moderator: its size says nothing of the effects' scale.
-        sized = rows.loc[~rows["scope"].str.endswith("_slope"), ["estimate", "ci_low", "ci_high"]]
+        sized = rows.loc[rows["kind"] != SLOPE, ["estimate", "ci_low", "ci_high"]]
         decimals = _decimals(sized.stack())
         shown = pd.DataFrame(
             {
                 "scope": [
-                    _scope(s, lv) for s, lv in zip(rows["scope"], rows["level"], strict=True)
+                    _scope(k, m, lv)
+                    for k, m, lv in zip(rows["kind"], rows["moderator"], rows["level"], strict=True)
                 ],
                 ci: _estimates(rows, decimals),
                 "p": rows["p"].map(_p),
@@ -245,8 +248,11 @@ def _target(what: str, value: float) -> str:
 
 
 def status(counts: pd.DataFrame) -> str:
-    """Trials per head by outcome (:func:`bnstudy.study.status`)."""
-    return table(counts.rename_axis("head").reset_index())
+    """Trials per arm by outcome (:func:`bnstudy.study.status`; the first column is named as
+    its index is: the design's treatment)."""
+    from bnstudy.spec.trial import ARM
+
+    return table(counts.rename_axis(counts.index.name or ARM).reset_index())
 
 
 def wrapped(text: str, first: str = "", indent: str = "", width: int = WIDTH) -> str:

@@ -6,8 +6,11 @@
   and PDF; the estimates as a LaTeX table.
 
 What the report says is built once per call in ``content.py`` from the table views
-(``views.py``), sentences (``text.py``) and figures (``figures.py`` for effects,
-``figures_arms.py`` for arms' levels, curves and per-class detail).
+(``views.py``, ``hypotheses.py``), sentences (``text.py``) and the sections' figures
+(``effects.py``: effects by moderator, equivalence, forest plots; ``levels.py``: each arm's
+levels; ``mechanisms.py``: curves, per-class values, mechanism columns), drawn by
+``figures.py`` and ``figures_arms.py``. It reads the design, the moderators and the arms'
+levels from the Analysis, and never recomputes what the Analysis has.
 """
 
 from bnstudy.report import figures

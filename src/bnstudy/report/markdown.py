@@ -84,6 +84,22 @@ def _hypotheses(c: Content) -> list[str]:
 
 
 def _markdown(c: Content, href: str) -> str:
+    sections = (
+        _header(c),
+        _hypotheses(c),
+        _evidence(c, href),
+        _levels(c, href),
+        _estimates(c),
+        _equivalence_and_heterogeneity(c, href),
+        _mechanisms(c, href),
+        _trials(c),
+        _diagnostics(c),
+        _provenance(c),
+    )
+    return "\n".join(line for lines in sections for line in lines)
+
+
+def _header(c: Content) -> list[str]:
     lines = [f"# {_para(c.name)}", ""]
     meta = (
         f"bnstudy report · {c.n_trials} trials · protocol sha256 {c.protocol_sha[:12]} · "
@@ -95,10 +111,13 @@ def _markdown(c: Content, href: str) -> str:
     if c.description:
         lines += [_para(c.description), ""]
     lines += ["Contents: " + " · ".join(title for _, title in c.sections), ""]
-    t = _para
+    return lines
 
-    lines += _hypotheses(c)
-    lines += ["## What the evidence shows", ""]
+
+def _evidence(c: Content, href: str) -> list[str]:
+    """The verdict, the grid of overall effects, intention to treat and the moderators."""
+    t = _para
+    lines = ["## What the evidence shows", ""]
     if c.headline:
         h = c.headline
         multiplicity = f" {t(h['multiplicity'])}" if h["multiplicity"] else ""
@@ -115,7 +134,16 @@ def _markdown(c: Content, href: str) -> str:
             markdown_table(c.verdict_grid),
             "",
         ]
-    itt = c.itt
+    lines += _intention_to_treat(c)
+    for s in c.moderator_sentences:
+        lines += [f"- {t(s['sentence'])} **{t(s['verdict'])}** ({t(s['method'])})"]
+    if c.moderator_sentences:
+        lines.append("")
+    return lines + _figures(c, "evidence", href)
+
+
+def _intention_to_treat(c: Content) -> list[str]:
+    t, itt = _para, c.itt
     collapsed = (
         f"{itt['n_collapsed']} collapsed trial(s) ({itt['collapsed_by_head']}) count with their "
         "measured metrics."
@@ -128,58 +156,69 @@ def _markdown(c: Content, href: str) -> str:
         if itt["n_no_metrics"]
         else "No trial ended without metrics."
     )
-    lines += [f"**Intention to treat.** {t(collapsed)} {t(no_metrics)}", ""]
+    lines = [f"**Intention to treat.** {t(collapsed)} {t(no_metrics)}", ""]
     lines += [f"- {t(line)}" for line in itt["per_metric"]]
     if itt["per_metric"]:
         lines.append("")
-    lines += [markdown_table(c.itt_table, "No overall effect in either population."), ""]
-    for s in c.moderator_sentences:
-        lines += [f"- {t(s['sentence'])} **{t(s['verdict'])}** ({t(s['method'])})"]
-    if c.moderator_sentences:
-        lines.append("")
-    lines += _figures(c, "evidence", href)
+    return lines + [markdown_table(c.itt_table, "No overall effect in either population."), ""]
 
-    lines += ["## How each arm did", ""]
-    lines += [f"- {t(s)}" for s in c.levels_sentences] + [""]
+
+def _levels(c: Content, href: str) -> list[str]:
+    lines = ["## How each arm did", ""]
+    lines += [f"- {_para(s)}" for s in c.levels_sentences] + [""]
     lines += _figures(c, "levels", href)
     for table in c.levels_tables:
-        lines += [f"### {t(table.title)} per condition", "", markdown_table(table.table), ""]
+        lines += [f"### {_para(table.title)} per condition", "", markdown_table(table.table), ""]
+    return lines
 
-    lines += ["## Estimates", "", markdown_table(c.estimates_table, "No estimates."), ""]
+
+def _estimates(c: Content) -> list[str]:
+    lines = ["## Estimates", "", markdown_table(c.estimates_table, "No estimates."), ""]
     if c.methods:
-        lines += ["Methods:", "", *[f"- {t(m)}" for m in c.methods], ""]
+        lines += ["Methods:", "", *[f"- {_para(m)}" for m in c.methods], ""]
     lines += ["### Sensitivity analysis: ok trials only", ""]
     lines += [markdown_table(c.sensitivity_table, "No ok-only estimates."), ""]
     lines += ["### Effect sizes", "", markdown_table(c.effect_sizes_table, "None."), ""]
     lines += ["### Robustness checks", "", markdown_table(c.robustness_table, "None."), ""]
+    return lines
 
-    lines += ["## Equivalence", ""]
+
+def _equivalence_and_heterogeneity(c: Content, href: str) -> list[str]:
+    lines = ["## Equivalence", ""]
     lines += [markdown_table(c.equivalence_table, "No equivalence tests."), ""]
     lines += _figures(c, "equivalence", href)
-
     lines += ["## Heterogeneity across conditions", ""]
     lines += [markdown_table(c.heterogeneity_table, "No heterogeneity estimates."), ""]
-    lines += _figures(c, "heterogeneity", href)
+    return lines + _figures(c, "heterogeneity", href)
 
-    lines += ["## Training and mechanisms", ""]
+
+def _mechanisms(c: Content, href: str) -> list[str]:
+    lines = ["## Training and mechanisms", ""]
     if not c.mechanism_table.empty:
         lines += [markdown_table(c.mechanism_table), ""]
-    lines += _figures(c, "mechanisms", href)
+    return lines + _figures(c, "mechanisms", href)
 
-    lines += ["## Trials and failures", "", markdown_table(c.status_table, "No trials."), ""]
-    lines += ["### Failure rate by arm", "", markdown_table(c.failures_table, "None."), ""]
 
-    lines += ["## Diagnostics", ""]
+def _trials(c: Content) -> list[str]:
+    lines = ["## Trials and failures", "", markdown_table(c.status_table, "No trials."), ""]
+    return lines + ["### Failure rate by arm", "", markdown_table(c.failures_table, "None."), ""]
+
+
+def _diagnostics(c: Content) -> list[str]:
+    lines = ["## Diagnostics", ""]
     for d in c.diagnostics:
         count = f"{d['count']}× " if d["count"] > 1 else ""
         context = f" ({d['context']})" if d["context"] else ""
-        lines.append(f"- {count}[{d['level']}] {t(d['text'])}{t(context)}")
+        lines.append(f"- {count}[{d['level']}] {_para(d['text'])}{_para(context)}")
     if not c.diagnostics:
         lines.append("No warnings or notes from the model fits.")
     lines.append("")
+    return lines
 
-    lines += ["## How this was made", "", markdown_table(c.provenance_table), ""]
+
+def _provenance(c: Content) -> list[str]:
+    lines = ["## How this was made", "", markdown_table(c.provenance_table), ""]
     # A fence longer than any run of backticks in the text (code is shown as is, unescaped).
     fence = "`" * max(3, 1 + max((len(r) for r in re.findall("`+", c.protocol_text)), default=0))
     lines += ["### Protocol", "", fence + "yaml", c.protocol_text.rstrip("\n"), fence, ""]
-    return "\n".join(lines)
+    return lines

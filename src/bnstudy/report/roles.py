@@ -2,7 +2,7 @@
 
 The report never string-matches a factor name: which column is the treatment, which are
 conditions and moderators (and on which scale a moderator's levels lie) comes from
-:class:`bnstudy.spec.design.Design` (``protocol.design()``).
+:class:`bnstudy.spec.design.Design`, the one the Analysis was made under (``Analysis.design``).
 """
 
 from __future__ import annotations

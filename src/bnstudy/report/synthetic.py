@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 
 from bnstudy.catalogue import MEASURED_STATUSES
+from bnstudy.spec.trial import TREATMENT
 
 
 def with_detail_columns(
     table: pd.DataFrame,
-    treatment: str = "head",
+    treatment: str = TREATMENT,
     control: str = "plain",
     n_points: int = 30,
     seed: int = 0,

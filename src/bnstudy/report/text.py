@@ -14,6 +14,7 @@ from bnstudy.catalogue import COLLAPSED, MEASURED_STATUSES, METRICS
 from bnstudy.report.roles import Roles, primary_rows
 from bnstudy.report.views import level_text
 from bnstudy.stats import Analysis
+from bnstudy.stats.analysis_result import LEVEL, OVERALL, SLOPE
 from bnstudy.stats.imputation import NOT_IMPUTABLE
 
 VERDICT_WORDS = {
@@ -95,7 +96,7 @@ def sensitivity_sentence(analysis: Analysis, primary: Mapping) -> str:
     rows = sens[
         (sens["metric"] == primary["metric"])
         & (sens["variant"] == primary["variant"])
-        & (sens["scope"] == "overall")
+        & (sens["kind"] == OVERALL)
     ]
     estimand = primary.get("estimand")
     same = rows[rows["estimand"] == estimand] if "estimand" in rows.columns else rows
@@ -183,27 +184,21 @@ def itt_summary(analysis: Analysis, table: pd.DataFrame, treatment: str) -> dict
     }
 
 
-def slope_moderator(scope: str, moderators: Mapping[str, str]) -> str | None:
-    """The moderator a slope row's scope names ("log_imbalance_ratio_slope" -> imbalance_ratio):
-    the longest moderator name contained in it."""
-    found = [m for m in moderators if m in scope]
-    return max(found, key=len) if found else None
-
-
 def moderator_sentences(analysis: Analysis, roles: Roles) -> list[dict[str, str]]:
     """Does a moderator change the effect? Each slope row, with the effect at each level."""
     est = primary_rows(analysis.primary(), analysis)
-    slopes = est[est["level"].astype(str) == "slope"]
+    slopes = est[est["kind"] == SLOPE]
     out = []
     for row in slopes.itertuples():
-        factor = slope_moderator(str(row.scope), roles.moderators)
-        if factor is None:
+        factor = str(row.moderator)
+        if factor not in roles.moderators:
             continue
         unit = analysis.units.get(row.metric, "")
         levels = est[
             (est["metric"] == row.metric)
             & (est["variant"] == row.variant)
-            & (est["scope"] == factor)
+            & (est["kind"] == LEVEL)
+            & (est["moderator"] == factor)
         ]
         try:
             levels = levels.sort_values("level", key=lambda s: s.astype(float))

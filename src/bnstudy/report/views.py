@@ -8,18 +8,22 @@ label) are shown after the known ones rather than dropped.
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bnstudy.report.roles import Roles, primary_rows
+from bnstudy.results_format import Provenance, Recorded
 from bnstudy.stats import Analysis
+from bnstudy.stats.analysis_result import OVERALL
 
-#: Columns no table shows: constant within a report, or said in the prose around it.
-_HIDDEN = {"control", "population", "method", "se"}
+#: Columns no table shows: constant within a report, or said in the prose around it (an
+#: estimate's moderator and kind are in its scope and level).
+_HIDDEN = {"control", "population", "method", "se", "moderator", "kind"}
 #: Interval prefixes with a display name; any other ``p_low``/``p_high`` pair is shown as p.
 _INTERVAL_NAMES = {
     "ci": "CI",
@@ -118,7 +122,7 @@ def verdict_grid(overall: pd.DataFrame, units: Mapping[str, str], control: str) 
 def population_view(analysis: Analysis) -> pd.DataFrame:
     """The overall effects side by side: intention to treat (primary) and ok only."""
     est = primary_rows(analysis.estimates, analysis)
-    overall = est[est["scope"] == "overall"]
+    overall = est[est["kind"] == OVERALL]
     if overall.empty:
         return pd.DataFrame()
     rows = []
@@ -133,7 +137,7 @@ def population_view(analysis: Analysis) -> pd.DataFrame:
             r = population[
                 (population["metric"] == metric)
                 & (population["variant"] == variant)
-                & (population["scope"] == "overall")
+                & (population["kind"] == OVERALL)
             ]
             # Each population's verdict first, so that both stay in view of a narrow page.
             if r.empty:
@@ -237,7 +241,7 @@ def equivalence_view(analysis: Analysis, roles: Roles) -> pd.DataFrame:
         view = view.drop(columns=list(pi))
     view = view.drop(columns=["tost_low", "tost_high"])
     # The overall tests (the verdicts) first, then the per-level ones.
-    view = view.iloc[np.argsort((view["scope"] != "overall").to_numpy(), kind="stable")]
+    view = view.iloc[np.argsort((view["kind"] != OVERALL).to_numpy(), kind="stable")]
     return tidy(
         view,
         ["metric", "variant", *_KEY_EXTRAS, "scope", "level", "verdict", "estimate", "margin",
@@ -315,12 +319,12 @@ def status_counts(table: pd.DataFrame, treatment: str, arms: Sequence[str]) -> p
 
 
 def failures_view(failures: pd.DataFrame, treatment: str) -> pd.DataFrame:
-    """Failure rates; the arm's column once (the analysis may name it ``arm`` and repeat it
+    """Failure rates; the arm's column once (the analysis names it ``arm`` and repeats it
     under the treatment's name)."""
     if failures is None or failures.empty:
         return pd.DataFrame()
-    arm = next(c for c in ("arm", treatment, "head", failures.columns[0]) if c in failures.columns)
-    hide = [c for c in (treatment, "head") if c != arm]
+    arm = next(c for c in ("arm", treatment, failures.columns[0]) if c in failures.columns)
+    hide = [treatment] if treatment != arm else []
     return tidy(
         failures, [arm, "comparison", "status", "n", "n_failed", "rate", "CI", "p"], hide=hide
     )
@@ -380,23 +384,53 @@ def provenance(
     table: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """How the results were made: protocol hash, versions, the parent's machine, the plugins'
-    hashes, and the machines the trials ran on (from the rows of ``table``)."""
-    rows = [("protocol sha256", protocol_sha)]
-    for key in ("versions", "machine", "plugins"):
-        if key not in metadata:
-            continue
-        try:
-            rows += [(f"{key}: {k}", v) for k, v in json.loads(metadata[key]).items()]
-        except (json.JSONDecodeError, AttributeError):
-            rows.append((key, metadata[key]))
+    hashes, the files each dataset was read from, and the machines the trials ran on (from
+    the rows of ``table``). ``metadata`` is read by :class:`bnstudy.results_format.Provenance`."""
+    recorded = Provenance.read(metadata)
+    rows: list[tuple[str, object]] = [("protocol sha256", protocol_sha)]
+    for label, value in (
+        ("versions", recorded.versions),
+        ("machine", recorded.machine),
+        ("plugins", recorded.plugins),
+    ):
+        if isinstance(value, str):  # not readable as an object: shown as recorded
+            rows.append((label, value))
+        elif value is not None:
+            rows += [(f"{label}: {k}", v) for k, v in value.items()]
+    rows += _dataset_files(recorded.dataset_sources)
     if table is not None and len(table):
         rows.append(("trials trained on", _trained_on(table)))
-    rows.append(
-        ("run metadata written (start of the run)", metadata.get("written_at", "not recorded"))
-    )
+    written = recorded.written_at if recorded.written_at is not None else "not recorded"
+    rows.append(("run metadata written (start of the run)", written))
     rows.append(("report generated", generated_at))
     rows.append(("report by", f"bnstudy {version}"))
     return pd.DataFrame(rows, columns=["what", "value"])
+
+
+def _dataset_files(sources: Recorded) -> list[tuple[str, object]]:
+    """A row per dataset (and pre-training stage): the files it was read from, with their
+    size and modification time (UTC), or that it is generated."""
+    if sources is None:
+        return []
+    if isinstance(sources, str):
+        return [("dataset files", sources)]
+    return [(f"dataset files: {name}", _files_text(found)) for name, found in sources.items()]
+
+
+def _files_text(fingerprint: Any) -> str:
+    """``{"files": [{"path", "size", "mtime_ns"}, ...], "sha256"?}`` (None: generated)."""
+    if fingerprint is None:
+        return "none (generated)"
+    try:
+        files = [
+            f"{f['path']} ({f['size']:,} bytes, modified "
+            f"{dt.datetime.fromtimestamp(f['mtime_ns'] / 1e9, dt.UTC):%Y-%m-%d %H:%M:%S} UTC)"
+            for f in fingerprint["files"]
+        ]
+        pinned = fingerprint.get("sha256")
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, OSError):
+        return str(fingerprint)  # another shape than this version writes: as recorded
+    return "; ".join(files) + (f"; sha256 {pinned}" if pinned else "")
 
 
 NOT_RECORDED = "not recorded (rows written before bnstudy recorded it)"
@@ -412,57 +446,3 @@ def _trained_on(table: pd.DataFrame) -> str:
         machine = f"{host} ({cpu})" if host else NOT_RECORDED
         parts.append(f"{machine}: {n} trial{'s' if n != 1 else ''}")
     return "; ".join(parts)
-
-
-#: The hypotheses table's columns, in order (``href`` is the link target of the id cell).
-HYPOTHESIS_VIEW_COLUMNS = [
-    "id",
-    "claim",
-    "test",
-    "estimate [CI]",
-    "PI",
-    "p (Holm)",
-    "verdict",
-    "registration",
-]
-
-
-def hypotheses_view(hyp: pd.DataFrame | None, evidence: Mapping[str, str]) -> pd.DataFrame:
-    """One display row per judged hypothesis (``stats.hypotheses.HYPOTHESIS_COLUMNS``), plus
-    ``href``: the anchor of the evidence for its metric (``evidence`` maps metric -> anchor;
-    default the estimates section). The p shown is the Holm-adjusted one for pre-registered
-    hypotheses and the unadjusted one, marked, for exploratory ones."""
-    if hyp is None or hyp.empty:
-        return pd.DataFrame(columns=[*HYPOTHESIS_VIEW_COLUMNS, "href"])
-    rows = []
-    for r in hyp.itertuples(index=False):
-        unit = f" {r.unit}" if r.unit else ""
-        expected = r.expect
-        if r.expect == "equivalent":
-            expected += f" (±{r.margin:g}{unit})"
-        adjusted = pd.notna(r.p_adj)
-        p = r.p_adj if adjusted else r.p
-        metric = r.metric + (f" ({r.estimand})" if r.estimand == "tuned" else "")
-        estimate = "–" if pd.isna(r.estimate) else f"{r.estimate:.3g}{unit}"
-        rows.append(
-            {
-                "id": r.id,
-                "claim": r.claim,
-                # One cell for what is compared, so the verdict stays in view on a laptop.
-                "test": f"{metric}: {r.variant} vs {r.control}; {r.subset}; expect {expected}",
-                "estimate [CI]": (
-                    estimate
-                    if pd.isna(r.estimate)
-                    else f"{estimate} [{interval_text(r.ci_low, r.ci_high)}]"
-                ),
-                "PI": interval_text(r.pi_low, r.pi_high),
-                "p (Holm)": "–" if pd.isna(p) else f"{p:.3g}" + ("" if adjusted else " (unadj.)"),
-                # Why nothing was estimated belongs next to the verdict that says so.
-                "verdict": (
-                    f"{r.verdict}: {r.note}" if pd.isna(r.estimate) and r.note else r.verdict
-                ),
-                "registration": r.registration,
-                "href": evidence.get(r.metric, "estimates"),
-            }
-        )
-    return pd.DataFrame(rows, columns=[*HYPOTHESIS_VIEW_COLUMNS, "href"])

@@ -36,7 +36,9 @@ d = variant - control, analysis units):
   (``bootstrap``), and a robustness check: that bootstrap and an exact sign-flip test on
   condition means (``signflip``) next to the model;
 - failure rates by arm (``failures``) and the values imputed per arm (``imputations``);
-- the level each arm was tuned to per condition (``selected_levels``).
+- the level each arm was tuned to per condition (``selected_levels``);
+- each arm's own level of every primary metric, overall, per level of each varying factor
+  and per condition (``arm_levels``, :func:`~bnstudy.stats.levels.level_table`).
 
 Everything is computed for the intention-to-treat population; the ok-only sensitivity
 analysis repeats the model estimates (overall, per moderator level, contrasts, slopes) and
@@ -76,13 +78,15 @@ from bnstudy.stats.analysis_result import (
     SUMMARY_COLUMNS,
     WILCOXON_REPLACED,
     Analysis,
+    imputation_columns,
 )
 from bnstudy.stats.decisions import PI_CLAIM_MIN_DF, decide
 from bnstudy.stats.derived import with_derived_metrics
 from bnstudy.stats.estimates import heterogeneity_rows, model_estimates
-from bnstudy.stats.failures import FAILURE_COLUMNS, failure_rates
+from bnstudy.stats.failures import failure_columns, failure_rates
 from bnstudy.stats.findings import Comparison, Findings, label
 from bnstudy.stats.imputation import ITT, POPULATIONS, Scored, score_trials
+from bnstudy.stats.levels import level_table
 from bnstudy.stats.paired import as_design, condition_columns
 from bnstudy.stats.pairing import Paired, build_pairs
 from bnstudy.stats.robustness import robustness_rows
@@ -165,15 +169,16 @@ def analyze(table: pd.DataFrame, design: Design | Any) -> Analysis:
         failures=(
             failure_rates(table, design, design.confidence)
             if len(table)
-            else pd.DataFrame(columns=FAILURE_COLUMNS)
+            else pd.DataFrame(columns=failure_columns(design.treatment))
         ),
-        imputations=_concat(imputations, IMPUTATION_COLUMNS),
+        imputations=_concat(imputations, imputation_columns(design.treatment)),
         selected_levels=(
             pd.concat(selections, ignore_index=True)
             if any(len(s) for s in selections)
             else pd.DataFrame(columns=SELECTION_COLUMNS)
         ),
         primary_estimand=primary_estimand,
+        arm_levels=_arm_levels(table, design),
         **_settings(design),
     )
 
@@ -272,9 +277,24 @@ def _concat(frames: Sequence[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
+def _arm_levels(table: pd.DataFrame, design: Design) -> pd.DataFrame:
+    """Each arm's intention-to-treat levels of the primary metrics, in every grouping."""
+    return level_table(
+        table,
+        list(design.metrics),
+        treatment=design.treatment,
+        conditions=design.conditions,
+        arms=(design.control, *design.variants),
+        failed_score=design.failed_score,
+        directions={m: s.direction for m, s in design.metrics.items()},
+        confidence=design.confidence,
+    )
+
+
 def _settings(design: Design) -> dict[str, Any]:
-    """The Analysis fields read from the design."""
+    """The Analysis fields read from the design (and the design itself)."""
     return dict(
+        design=design,
         confidence=design.confidence,
         units={m: METRICS[m].unit for m in design.metrics},
         control=design.control,
@@ -311,9 +331,10 @@ def _imputation_rows(
     table: pd.DataFrame, design: Design, metric: str, scored: Scored
 ) -> pd.DataFrame:
     """Trials without metrics per arm x status x rule, with the range of values they got."""
+    columns = imputation_columns(design.treatment)
     need = scored.rule != ""
     if not need.any():
-        return pd.DataFrame(columns=IMPUTATION_COLUMNS)
+        return pd.DataFrame(columns=columns)
     part = pd.DataFrame(
         {
             "arm": table[design.treatment].to_numpy()[need],
@@ -328,5 +349,5 @@ def _imputation_rows(
         .reset_index()
     )
     rows.insert(0, "metric", metric)
-    rows["head"] = rows["arm"]
-    return rows[IMPUTATION_COLUMNS]
+    rows[design.treatment] = rows["arm"]  # deprecated: see imputation_columns
+    return rows[columns]

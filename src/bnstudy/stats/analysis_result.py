@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bnstudy.spec.design import Design
 from bnstudy.stats.imputation import ITT, OK_ONLY
+from bnstudy.stats.levels import LEVEL_TABLE_COLUMNS, levels_by
 from bnstudy.stats.tuning import FIXED, SELECTION_COLUMNS, TUNED
 
 #: The columns that name an estimate row; the equivalence table has a row for each estimate
@@ -38,6 +40,8 @@ ESTIMATE_COLUMNS = [
     "estimand",
     "pi_low",
     "pi_high",
+    "moderator",
+    "kind",
 ]
 EQUIVALENCE_COLUMNS = [
     *_ESTIMATE_KEYS,
@@ -50,6 +54,8 @@ EQUIVALENCE_COLUMNS = [
     "pi_low",
     "pi_high",
     "pi_within_margin",
+    "moderator",
+    "kind",
 ]
 EFFECT_SIZE_COLUMNS = [
     "metric",
@@ -139,9 +145,9 @@ SUMMARY_COLUMNS = [
     "llf",
     "estimand",
 ]
+#: The imputations table's columns; :func:`imputation_columns` adds the treatment's.
 IMPUTATION_COLUMNS = [
     "metric",
-    "head",
     "status",
     "rule",
     "n_trials",
@@ -149,11 +155,34 @@ IMPUTATION_COLUMNS = [
     "value_high",
     "arm",
 ]
+
+
+def imputation_columns(treatment: str) -> list[str]:
+    """:data:`IMPUTATION_COLUMNS` with the arm repeated under the treatment's name after
+    ``metric`` (for readers written before the column ``arm``; deprecated), unless the
+    treatment is ``arm`` itself."""
+    repeat = [treatment] if treatment and treatment != "arm" else []
+    return [IMPUTATION_COLUMNS[0], *repeat, *IMPUTATION_COLUMNS[1:]]
+
+
+#: What an estimate row estimates (its ``kind``): the effect over every condition, at one
+#: level of a moderator, a contrast between two of its levels, or its slope.
+OVERALL, LEVEL, CONTRAST, SLOPE = "overall", "level", "contrast", "slope"
+ESTIMATE_KINDS = (OVERALL, LEVEL, CONTRAST, SLOPE)
 #: Suffix of a slope's scope, e.g. "lr_slope"; its level is "slope".
 SLOPE_SUFFIX = "_slope"
 #: Suffix of a moderator contrast's scope, e.g. "lr_contrast"; its level reads
 #: "0.1 - 0.01" (the effect at lr 0.1 minus the effect at the first level, 0.01).
 CONTRAST_SUFFIX = "_contrast"
+
+
+def scope_of(kind: str, moderator: str) -> str:
+    """The ``scope`` of an estimate row of ``kind`` and ``moderator``: "overall", the
+    moderator (a level), ``moderator + "_contrast"`` or ``moderator + "_slope"``."""
+    suffix = {CONTRAST: CONTRAST_SUFFIX, SLOPE: SLOPE_SUFFIX}.get(kind, "")
+    return OVERALL if kind == OVERALL else moderator + suffix
+
+
 #: How the prediction interval (``pi_low``, ``pi_high``) is computed.
 PI_METHOD = (
     "prediction interval for the effect in a new condition: estimate +- t_{G-p} "
@@ -173,24 +202,34 @@ class Analysis:
 
     ``estimates`` has exactly :data:`ESTIMATE_COLUMNS`; population is "intention-to-treat"
     (primary) or "ok only" (sensitivity; verdict suffixed :data:`SENSITIVITY_VERDICT`, no
-    p_adj); estimand is "fixed" or "tuned" (:mod:`bnstudy.stats.tuning`); scope is
-    "overall", a moderator name (level: its value as a string), ``moderator + "_contrast"``
-    (level "b - a": the effect at level b minus at the first level a) or ``moderator +
-    "_slope"`` (level "slope": the change of the effect per unit of the moderator on its
-    declared scale, the method says which); ``pi_low``/``pi_high`` is the prediction
-    interval for a new condition (:data:`PI_METHOD`; overall and level rows); n_imputed
-    counts the declared (not measured) values among the row's pairs, both arms together.
+    p_adj); estimand is "fixed" or "tuned" (:mod:`bnstudy.stats.tuning`); ``kind`` says
+    what a row estimates (:data:`ESTIMATE_KINDS`) and ``moderator`` of which moderator
+    ("" for overall rows): "overall"; "level" (level: the moderator's value as a string),
+    "contrast" (level "b - a": the effect at level b minus at the first level a) or "slope"
+    (level "slope": the change of the effect per unit of the moderator on its declared
+    scale, the method says which). ``scope`` names the same in one string, as it always
+    has: "overall", the moderator, ``moderator + "_contrast"`` or ``moderator + "_slope"``
+    (read ``kind`` and ``moderator`` rather than take it apart). ``pi_low``/``pi_high``
+    is the prediction interval for a new condition (:data:`PI_METHOD`; overall and level
+    rows); n_imputed counts the declared (not measured) values among the row's pairs, both
+    arms together.
     Rows in the multiplicity family (``primary_estimand``, and with family "overall" the
     overall scope) carry verdicts; other rows read "unadjusted: ..." (not a verdict).
 
     ``equivalence``, ``model_summaries``, ``effect_sizes``, ``heterogeneity``,
     ``per_condition`` and ``robustness`` carry the estimand column; the last four are of the
-    primary population only. ``imputations`` (:data:`IMPUTATION_COLUMNS`) counts, per
+    primary population only. ``imputations`` (:func:`imputation_columns`) counts, per
     metric x arm x status, the trials without metrics and the rule that scored them (values
     in analysis units). ``selected_levels`` (:data:`~bnstudy.stats.tuning.SELECTION_COLUMNS`
     plus the base-condition and tuning-factor columns) records the level each arm was tuned
     to per condition and population; empty without tuning factors. ``failed_score`` is the
     declared rule. ``units`` maps metric -> unit.
+
+    ``design`` is the design the tables were estimated under (its treatment, conditions,
+    moderators and metrics' margins), so that a reader need not rebuild it; ``arm_levels``
+    (:data:`~bnstudy.stats.levels.LEVEL_TABLE_COLUMNS`) is each arm's mean level of every
+    primary metric, with its CI over trials, overall, per level of each varying condition
+    factor and per condition (intention to treat; :meth:`levels_by` picks one grouping).
     """
 
     estimates: pd.DataFrame
@@ -222,6 +261,10 @@ class Analysis:
     hypotheses: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     tuning: list[str] = dataclasses.field(default_factory=list)
     select_by: str | None = None
+    design: Design | None = None
+    arm_levels: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=LEVEL_TABLE_COLUMNS)
+    )
 
     def primary(self) -> pd.DataFrame:
         """The estimates of the primary (intention-to-treat) analysis, every estimand."""
@@ -230,6 +273,12 @@ class Analysis:
     def sensitivity(self) -> pd.DataFrame:
         """The estimates of the ok-only sensitivity analysis."""
         return self.estimates[self.estimates["population"] == OK_ONLY]
+
+    def levels_by(self, by: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
+        """Each arm's levels grouped by the factors ``by`` (``()``: over every trial), as
+        :func:`~bnstudy.stats.levels.summarize_levels` gives them; empty when the analysis
+        has no such grouping."""
+        return levels_by(self.arm_levels, by)
 
     def headline(
         self, metric: str | None = None, variant: str | None = None, estimand: str | None = None
@@ -246,7 +295,7 @@ class Analysis:
         row = est[
             (est["metric"] == metric)
             & (est["variant"] == variant)
-            & (est["scope"] == "overall")
+            & (est["kind"] == OVERALL)
             & (est["estimand"] == estimand)
         ]
         if row.empty:

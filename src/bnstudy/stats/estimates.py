@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bnstudy.stats.analysis_result import CONTRAST_SUFFIX, SLOPE_SUFFIX
+from bnstudy.stats.analysis_result import CONTRAST, LEVEL, OVERALL, SLOPE, scope_of
 from bnstudy.stats.findings import Comparison, Findings
 from bnstudy.stats.inference import p_value, tost_p
 from bnstudy.stats.meta import heterogeneity, i_squared, per_condition_effects
@@ -28,7 +28,8 @@ class _RowMaker:
 
     def rows(
         self,
-        scope: str,
+        kind: str,
+        moderator: str,
         levels: Sequence[str],
         est: np.ndarray,
         se: np.ndarray,
@@ -38,7 +39,10 @@ class _RowMaker:
         pi: tuple[np.ndarray, np.ndarray] | None = None,
         with_margin: bool = True,
     ) -> Findings:
-        """One row per level; ``members`` (N, k) marks the pairs behind each one."""
+        """One row per level of a ``kind`` of estimate ("overall", "level", "contrast" or
+        "slope") of ``moderator`` ("" when overall); ``members`` (N, k) marks the pairs
+        behind each one."""
+        scope = scope_of(kind, moderator)
         confidence = self.cmp.confidence
         q = _t(confidence, df)
         q_tost = _t(1 - 2 * (1 - confidence), df)
@@ -70,7 +74,9 @@ class _RowMaker:
                         None if margin is None else bool(-margin < pi_low < pi_high < margin)
                     ),
                     df=df,
-                    slope=scope.endswith(SLOPE_SUFFIX),
+                    slope=kind == SLOPE,
+                    moderator=moderator,
+                    kind=kind,
                 )
             )
         return Findings(raw=tuple(raw))
@@ -78,7 +84,8 @@ class _RowMaker:
     def fit_rows(
         self,
         fit: EffectFit,
-        scope: str,
+        kind: str,
+        moderator: str,
         levels: Sequence[str],
         members: np.ndarray,
         keep: slice = slice(None),
@@ -89,7 +96,8 @@ class _RowMaker:
         """The fit's summary and diagnostics, and rows for its coefficients ``keep``."""
         low, high = fit.prediction_interval(self.cmp.confidence)
         rows = self.rows(
-            scope,
+            kind,
+            moderator,
             list(levels)[keep],
             fit.estimate[keep],
             fit.se[keep],
@@ -121,7 +129,7 @@ def model_estimates(
         overall = paired_effect_fit(d, np.ones((len(d), 1)), groups, ["all"], model="overall")
     except ValueError as exc:
         return None, cmp.note("overall", "warning", str(exc))
-    found = [maker.fit_rows(overall, "overall", ["all"], np.ones((len(d), 1), bool))]
+    found = [maker.fit_rows(overall, OVERALL, "", ["all"], np.ones((len(d), 1), bool))]
     for mod, transform in moderators.items():
         found.append(_moderation(maker, frame, mod, transform))
     return overall, Findings.concat(found)
@@ -151,7 +159,10 @@ def _moderation(maker: _RowMaker, frame: pd.DataFrame, mod: str, transform: str)
     except ValueError as exc:
         return cmp.note(mod, "warning", str(exc))
     members = X.astype(bool)
-    found = [maker.fit_rows(fit, mod, names, members), _contrasts(maker, fit, mod, names, members)]
+    found = [
+        maker.fit_rows(fit, LEVEL, mod, names, members),
+        _contrasts(maker, fit, mod, names, members),
+    ]
     if _is_numeric(values):
         found.append(_slope(maker, frame, mod, transform))
     return Findings.concat(found)
@@ -170,7 +181,8 @@ def _contrasts(
         se.append(s)
     both = members[:, 1:] | members[:, [0]]
     return maker.rows(
-        mod + CONTRAST_SUFFIX,
+        CONTRAST,
+        mod,
         [f"{b} - {names[0]}" for b in names[1:]],
         np.array(est),
         np.array(se),
@@ -184,7 +196,7 @@ def _contrasts(
 
 def _slope(maker: _RowMaker, frame: pd.DataFrame, mod: str, transform: str) -> Findings:
     """The change of the effect per unit of ``mod`` on its declared scale (log or identity)."""
-    scope = mod + SLOPE_SUFFIX
+    scope = scope_of(SLOPE, mod)
     d = frame["d"].to_numpy()
     x = frame[mod].to_numpy(dtype=float)
     if transform == "log":
@@ -205,7 +217,8 @@ def _slope(maker: _RowMaker, frame: pd.DataFrame, mod: str, transform: str) -> F
     # No equivalence margin for a slope: the margin is in effect units, not per moderator unit.
     return maker.fit_rows(
         fit,
-        scope,
+        SLOPE,
+        mod,
         ["intercept", "slope"],
         np.ones((len(d), 2), bool),
         slice(1, 2),

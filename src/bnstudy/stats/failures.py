@@ -12,11 +12,10 @@ from bnstudy.catalogue import OK
 from bnstudy.spec.design import Design
 from bnstudy.stats.paired import as_design
 
-#: ``arm`` is the treatment level (e.g. a head variant); ``head`` repeats it under its old
-#: name for readers written before the treatment was named by the design (deprecated).
+#: ``arm`` is the treatment level (e.g. a head variant); :func:`failure_columns` repeats it
+#: under the treatment's name.
 FAILURE_COLUMNS = [
     "arm",
-    "head",
     "comparison",
     "status",
     "n",
@@ -27,6 +26,14 @@ FAILURE_COLUMNS = [
     "p",
     "method",
 ]
+
+
+def failure_columns(treatment: str) -> list[str]:
+    """:data:`FAILURE_COLUMNS` with the arm repeated under the treatment's name after ``arm``
+    (for readers written before the column ``arm``; deprecated), unless the treatment is
+    ``arm`` itself."""
+    repeat = [treatment] if treatment and treatment != "arm" else []
+    return [FAILURE_COLUMNS[0], *repeat, *FAILURE_COLUMNS[1:]]
 
 
 def wilson_interval(k: int, n: int, confidence: float) -> tuple[float, float]:
@@ -70,7 +77,7 @@ def failure_rates(table: pd.DataFrame, design: Design | Any, confidence: float) 
     McNemar p).
 
     ``design`` names the treatment column and the arms (a Protocol is accepted too).
-    Returns columns :data:`FAILURE_COLUMNS`; rows with comparison "rate" (per arm) or
+    Returns columns :func:`failure_columns`; rows with comparison "rate" (per arm) or
     "variant - control".
     """
     design = as_design(design)
@@ -84,19 +91,19 @@ def failure_rates(table: pd.DataFrame, design: Design | Any, confidence: float) 
             k = int((status != OK).sum() if kind == "any" else (status == kind).sum())
             low, high = wilson_interval(k, n, confidence)
             rows.append(
-                dict(
-                    arm=arm,
-                    head=arm,
-                    comparison="rate",
-                    status=kind,
-                    n=n,
-                    n_failed=k,
-                    rate=k / n if n else np.nan,
-                    ci_low=low,
-                    ci_high=high,
-                    p=np.nan,
-                    method="Wilson",
-                )
+                {
+                    "arm": arm,
+                    treatment: arm,
+                    "comparison": "rate",
+                    "status": kind,
+                    "n": n,
+                    "n_failed": k,
+                    "rate": k / n if n else np.nan,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "p": np.nan,
+                    "method": "Wilson",
+                }
             )
     failed = table.assign(_f=(table["status"].astype(str) != OK).astype(int))
     wide = failed.pivot_table(index="block_id", columns=treatment, values="_f", aggfunc="max")
@@ -114,19 +121,19 @@ def failure_rates(table: pd.DataFrame, design: Design | Any, confidence: float) 
         low, high = paired_difference_interval(a, b, c, n - a - b - c, confidence)
         p = stats.binomtest(b, b + c).pvalue if b + c > 0 else 1.0
         rows.append(
-            dict(
-                arm=variant,
-                head=variant,
-                comparison=f"{variant} - {control}",
-                status="any",
-                n=n,
-                n_failed=b + c,
-                rate=diff,
-                ci_low=low,
-                ci_high=high,
-                p=float(p),
-                method="paired difference over blocks; n_failed = discordant "
+            {
+                "arm": variant,
+                treatment: variant,
+                "comparison": f"{variant} - {control}",
+                "status": "any",
+                "n": n,
+                "n_failed": b + c,
+                "rate": diff,
+                "ci_low": low,
+                "ci_high": high,
+                "p": float(p),
+                "method": "paired difference over blocks; n_failed = discordant "
                 "blocks; Newcombe hybrid score CI, exact McNemar p",
-            )
+            }
         )
-    return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
+    return pd.DataFrame(rows, columns=failure_columns(treatment))

@@ -36,6 +36,12 @@ LEVEL_COLUMNS = [
     "ci_high",
     "median",
 ]
+#: :attr:`Analysis.arm_levels <bnstudy.stats.analysis_result.Analysis>`: the columns of
+#: :data:`LEVEL_COLUMNS` with ``by`` (which grouping a row belongs to, see :func:`by_label`)
+#: after ``arm``; :func:`level_table` inserts a column per varying factor after ``by``.
+LEVEL_TABLE_COLUMNS = [*LEVEL_COLUMNS[:3], "by", *LEVEL_COLUMNS[3:]]
+#: ``by`` of the rows over every trial of an arm (no grouping).
+EVERY_TRIAL = "overall"
 
 
 def level_unit(metric: str) -> str:
@@ -168,6 +174,72 @@ def summarize_levels(
     out = out.drop(columns=["_metric", "_arm"])[columns].reset_index(drop=True)
     out["n"] = out["n"].astype(int)
     return out
+
+
+def by_label(by: Sequence[str]) -> str:
+    """The ``by`` of a grouping's rows in a level table: the factors' names, or
+    :data:`EVERY_TRIAL` for none."""
+    return ", ".join(by) or EVERY_TRIAL
+
+
+def level_groupings(varying: Sequence[str]) -> list[tuple[str, ...]]:
+    """The groupings of a level table: every trial, each varying factor alone, and (when
+    several vary) all of them together, i.e. per condition."""
+    out: list[tuple[str, ...]] = [(), *((f,) for f in varying)]
+    if len(varying) > 1:
+        out.append(tuple(varying))
+    return out
+
+
+def level_table(
+    table: pd.DataFrame,
+    metrics: Sequence[str],
+    *,
+    treatment: str,
+    conditions: Sequence[str] = (),
+    arms: Sequence[str] | None = None,
+    failed_score: str = "chance",
+    directions: Mapping[str, str] | None = None,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Each arm's intention-to-treat levels of ``metrics`` in every grouping of
+    :func:`level_groupings` over the ``conditions`` that vary in ``table``, one long table
+    (:data:`LEVEL_TABLE_COLUMNS` plus a column per varying factor, empty where a row's
+    grouping does not use it). :func:`levels_by` takes one grouping back out."""
+    conds = [c for c in conditions if c in table.columns]
+    varying = [c for c in conds if len(table) and table[c].nunique(dropna=False) > 1]
+    columns = [*LEVEL_TABLE_COLUMNS[:4], *varying, *LEVEL_TABLE_COLUMNS[4:]]
+    if len(table) == 0:
+        return pd.DataFrame(columns=columns)
+    values = trial_values(
+        table,
+        metrics,
+        treatment=treatment,
+        conditions=conditions,
+        keep=varying,
+        failed_score=failed_score,
+        directions=directions,
+    )
+    parts = []
+    for by in level_groupings(varying):
+        rows = summarize_levels(values, by, arms=arms, confidence=confidence)
+        # Object columns, so that a factor's integers stay integers beside other groupings'
+        # empty cells (:func:`levels_by` gives them their own type back).
+        rows = rows.astype({c: object for c in by})
+        rows.insert(3, "by", by_label(by))
+        parts.append(rows)
+    return pd.concat(parts, ignore_index=True).reindex(columns=columns)
+
+
+def levels_by(levels: pd.DataFrame | None, by: Sequence[str] = ()) -> pd.DataFrame:
+    """The rows of one grouping of a :func:`level_table`, as :func:`summarize_levels` gives
+    them (the ``by`` columns after ``arm``); empty when the table has no such grouping."""
+    by = list(by)
+    columns = [*LEVEL_COLUMNS[:3], *by, *LEVEL_COLUMNS[3:]]
+    if levels is None or "by" not in levels.columns or not set(by) <= set(levels.columns):
+        return pd.DataFrame(columns=columns)
+    rows = levels[levels["by"] == by_label(by)]
+    return rows[columns].infer_objects().reset_index(drop=True)
 
 
 def _values(
