@@ -167,9 +167,7 @@ def test_gpu_workers_take_one_trial_per_gpu_resource_and_time_limits_hold(tmp_pa
 
 
 @pytest.mark.slow
-def test_on_an_existing_cluster_a_killed_worker_stops_the_run_and_keeps_the_rest(
-    tmp_path, cluster
-):
+def test_on_an_existing_cluster_a_killed_worker_stops_the_run_and_keeps_the_rest(tmp_path, cluster):
     """Dask retries the task on other workers; when it has killed too many, the trial cannot
     be named, and the run stops (it used to wait forever); the next run resumes."""
     path = tmp_path / "dask.parquet"

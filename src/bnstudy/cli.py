@@ -137,6 +137,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="merge into a results file that another study wrote (refused by default)",
     )
+    p.add_argument(
+        "--extend-grid",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="grow every tuning factor with positive numeric levels past the grid's edges "
+        "where an arm's choice lies (by its analysis.tune factor, else x3, within its bounds); "
+        "--no-extend-grid: none; default: the factors the protocol declares extend: true",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no line per trial")
     p.set_defaults(func=_run)
 
@@ -259,6 +267,8 @@ def _run(args: argparse.Namespace) -> int:
             on_progress=display,
             adopt_foreign=args.adopt_foreign,
             execution=execution,
+            extend_grid=args.extend_grid,
+            on_round=print if display is None else display.message,
         )
     finally:
         if display is not None:
@@ -328,8 +338,11 @@ def _status(args: argparse.Namespace) -> int:
     protocol = _load(args.protocol)
     results = args.results or study.results_path(protocol)
     counts = study.status(protocol, results)
-    print(f"study {protocol.name!r}: {protocol.n_trials} trials; results {results}")
+    n_trials = study.grown_protocol(protocol, results).n_trials  # with the grid's growth
+    print(f"study {protocol.name!r}: {n_trials} trials; results {results}")
     print(terminal.status(counts))
+    for line in study.grown_levels(protocol, results):
+        print(line)
     return 0
 
 

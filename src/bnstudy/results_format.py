@@ -18,7 +18,11 @@ A results file's metadata (``bnstudy.*`` keys in the Parquet file, prefix stripp
   from (``{"files": [{"path", "size", "mtime_ns"}, ...]}``, null for a generated dataset);
 - ``plugins``, ``head_options``: JSON, only with plugins: each plugin file's hash, and the
   options each head takes (to read the results where the plugins are not installed);
-- ``written_at``: when the run that wrote the rows started (ISO 8601, UTC).
+- ``written_at``: when the run that wrote the rows started (ISO 8601, UTC);
+- ``grown_levels``: JSON, only where the run grew a tuning grid (``bnstudy.spec.grow``): per
+  factor the levels added, in order, ``[{"level", "round", "where": {factor: level}}]``
+  (``where``: the base condition it was added to); a protocol read back with them expands
+  to their trials too.
 
 Readers add :data:`IGNORED_ROWS` in memory (rows of trials the protocol no longer declares);
 the hypotheses' registration record is :mod:`bnstudy.spec.claims`'s key.
@@ -52,6 +56,7 @@ DATASET_SOURCES = "dataset_sources"
 PLUGINS = "plugins"
 HEAD_OPTIONS = "head_options"
 WRITTEN_AT = "written_at"
+GROWN_LEVELS = "grown_levels"
 #: Not in the file: added by a reader that set aside rows of trials the protocol dropped.
 IGNORED_ROWS = "ignored_rows"
 
@@ -134,6 +139,7 @@ class Provenance:
     dataset_sources: Recorded = None
     plugins: Recorded = None
     head_options: Recorded = None
+    grown_levels: Recorded = None
     written_at: str | None = None
     ignored_rows: int = 0
 
@@ -141,7 +147,7 @@ class Provenance:
         """The file's metadata (``written_at`` now, UTC, if not set); keys left None are
         left out."""
         recorded: dict[str, str] = {}
-        for key in (PLUGINS, HEAD_OPTIONS, DATASET_SOURCES):
+        for key in (PLUGINS, HEAD_OPTIONS, DATASET_SOURCES, GROWN_LEVELS):
             if (value := getattr(self, key)) is not None:
                 recorded[key] = json.dumps(value, sort_keys=key == DATASET_SOURCES)
         for key in PROTOCOL_KEYS:
@@ -169,7 +175,7 @@ class Provenance:
         )
 
 
-_JSON_KEYS = (VERSIONS, MACHINE, EXECUTION, DATASET_SOURCES, PLUGINS, HEAD_OPTIONS)
+_JSON_KEYS = (VERSIONS, MACHINE, EXECUTION, DATASET_SOURCES, PLUGINS, HEAD_OPTIONS, GROWN_LEVELS)
 
 
 def _object(text: str | None) -> Recorded:

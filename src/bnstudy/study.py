@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from bnstudy.catalogue import COLLAPSED, DIVERGED, FAILED, OK, OOM, TIMEOUT
-from bnstudy.spec import head_options
+from bnstudy.results_format import HEAD_OPTIONS, IGNORED_ROWS, PROTOCOL
+from bnstudy.spec import grow, head_options
 from bnstudy.spec.errors import ProtocolError
 from bnstudy.spec.factors import Factors
 from bnstudy.spec.feasibility import check_feasible
@@ -28,7 +29,7 @@ from bnstudy.spec.fields import STUDY_NAME
 from bnstudy.spec.head_options import DEFAULTS as HEAD_OPTION_DEFAULTS
 from bnstudy.spec.loading import load_protocol, parse_protocol, plugins_of, protocol_fields
 from bnstudy.spec.protocol import Protocol
-from bnstudy.spec.trial import ARM, Trial, arm_of
+from bnstudy.spec.trial import ARM, TREATMENT, Trial, arm_of
 from bnstudy.store import Results, ResultStore, StoreError, is_parquet
 from bnstudy.store import read_results as read_store
 
@@ -45,7 +46,11 @@ def known_names() -> dict[str, list[str]]:
     from bnstudy.data import dataset_names
     from bnstudy.models import architecture_names, head_names
 
-    return {"architecture": architecture_names(), "head": head_names(), "dataset": dataset_names()}
+    return {
+        "architecture": architecture_names(),
+        TREATMENT: head_names(),
+        "dataset": dataset_names(),
+    }
 
 
 def load(path: str | Path) -> Protocol:
@@ -191,20 +196,22 @@ def run(
     results: str | Path | None = None,
     report: str | Path | None = None,
     analyse: bool = True,
-    **execution: Any,
+    **options: Any,
 ) -> Outcome:
     """Train every missing trial, then (unless ``analyse`` is False) analyse and report.
 
-    ``execution`` holds the options of :func:`bnstudy.execution.runner.run_protocol`, passed on as
-    they are (``jobs``, ``devices``, ``per_device``, ``pack``, ``deterministic``,
-    ``timeout_s``, ``backend``, ``scheduler``, ``threads``, ``on_result``, ``on_progress``,
-    ``adopt_foreign``; a results file written by another study is refused unless
-    ``adopt_foreign``).
+    ``options`` are those of :func:`bnstudy.execution.runner.run_protocol`, passed on as they
+    are: ``execution`` (a planned :class:`~bnstudy.execution.plan.Execution`) or the options
+    of :func:`~bnstudy.execution.plan.plan_execution` (``jobs``, ``devices``, ``pack``, ...),
+    and ``on_result``, ``on_progress``, ``adopt_foreign`` (a results file written by another
+    study is refused unless ``adopt_foreign``). The tuning grid grows past its open edges as
+    :func:`bnstudy.execution.grow.run_growing` says (``extend_grid``: None, as the protocol
+    declares; True or False, forced; ``on_round``: a line per round; ``max_rounds``).
     """
-    from bnstudy.execution.runner import run_protocol
+    from bnstudy.execution.grow import run_growing
 
     results = Path(results) if results else results_path(protocol)
-    summary = run_protocol(protocol, results, **execution)
+    summary = run_growing(protocol, results, _open_edges, **options)
     if summary.interrupted or summary.aborted or not analyse:
         return Outcome(summary, results, None, None)
     recorded = load_results(results)
@@ -214,12 +221,49 @@ def run(
     return Outcome(summary, results, analysis, out)
 
 
+def _open_edges(results: Path) -> list[grow.Edge]:
+    """Every selection (arm x base condition x fold) at an edge of its tuning grid in the
+    results so far, as the analysis selects (intention to treat): where the grid grows."""
+    from bnstudy.stats.tuning import edge_sides, select_levels
+
+    recorded = load_results(results)
+    design = recorded.protocol.design()
+    if not design.tuning or recorded.results.table.empty:
+        return []
+    selection = select_levels(recorded.results.table, design)
+    return [
+        grow.Edge(
+            factor,
+            side,
+            grow.plain(row[factor]),
+            tuple((c, grow.plain(row[c])) for c in selection.base_columns),
+        )
+        for row in selection.table.to_dict("records")
+        for factor, side in edge_sides(str(row["at_edge"]), selection.tuning_columns)
+    ]
+
+
+def grown_protocol(protocol: Protocol, results: str | Path | None = None) -> Protocol:
+    """``protocol`` with the levels its results file records as grown past the tuning
+    grid's edges (:mod:`bnstudy.spec.grow`): it then expands to their trials too."""
+    from bnstudy.execution.runner import with_recorded_growth
+
+    store = ResultStore(Path(results) if results else results_path(protocol))
+    return with_recorded_growth(protocol, store.metadata()) if store.exists() else protocol
+
+
+def grown_levels(protocol: Protocol, results: str | Path | None = None) -> list[str]:
+    """One line per grown factor, e.g. ``lr grown: 0.01 (round 1), 0.00333 (round 2)``
+    (none when the grid never grew)."""
+    return grow.describe(grown_protocol(protocol, results).grown)
+
+
 # -- analyse and report -----------------------------------------------------------------
 
 
 def protocol_of(results: Results) -> Protocol:
     """The protocol recorded in a results file's metadata."""
-    text = results.metadata.get("protocol")
+    text = results.metadata.get(PROTOCOL)
     if text is None:
         raise StoreError(
             f"{results.path}: no protocol in the file's metadata (not a bnstudy file?)"
@@ -227,14 +271,18 @@ def protocol_of(results: Results) -> Protocol:
     # A plugin's head takes the options recorded with the results (its code need not be
     # importable here): expanded without them, its trials would not match their rows.
     try:
-        recorded_options = json.loads(results.metadata.get("head_options", "{}"))
+        recorded_options = json.loads(results.metadata.get(HEAD_OPTIONS, "{}"))
         for head, options in recorded_options.items():
             head_options.recall(head, options)
     except (ValueError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
         raise StoreError(
             f"{results.path}: unreadable head options in its metadata ({exc})"
         ) from None
-    return parse_protocol(text, source=f"{results.path} (recorded protocol)")
+    protocol = parse_protocol(text, source=f"{results.path} (recorded protocol)")
+    try:  # levels grown past the tuning grid's edges are the protocol's too
+        return protocol.with_grown(grow.recorded(results.metadata))
+    except ValueError as exc:
+        raise StoreError(f"{results.path}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -256,7 +304,7 @@ def current_trials(results: Results, protocol: Protocol) -> Results:
 
     planned = {t.trial_id for t in protocol.expand()}
     keep = results.table["trial_id"].isin(planned)
-    metadata = {**results.metadata, "ignored_rows": str(int((~keep).sum()))}
+    metadata = {**results.metadata, IGNORED_ROWS: str(int((~keep).sum()))}
     table = _with_default_settings(results.table[keep].reset_index(drop=True))
     table = with_derived_metrics(table)  # ``failure`` for the report's levels too
     return Results(table, metadata, results.path)
@@ -281,7 +329,7 @@ def _with_default_settings(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-_ARM_COLUMNS = ["head", "arm_options", *HEAD_OPTION_DEFAULTS]
+_ARM_COLUMNS = [TREATMENT, "arm_options", *HEAD_OPTION_DEFAULTS]
 
 
 def load_results(path: str | Path) -> Recorded:
@@ -369,13 +417,16 @@ _STATUS_ORDER = (OK, COLLAPSED, DIVERGED, FAILED, OOM, TIMEOUT, MISSING)
 
 
 def status(protocol: Protocol, results: str | Path | None = None) -> pd.DataFrame:
-    """Trials per head by outcome (works mid-run): a row per head in protocol order, then
-    ``total``; a column per outcome, ``ok`` first, then ``missing`` (not yet run) and
-    ``total``. A protocol given for ``results``, or another study's results file, is refused
+    """Trials per arm by outcome (works mid-run): a row per arm (a head, or a head with its
+    arm options, e.g. ``bn[bn_momentum=0.01]``) in protocol order, then ``total``; a column
+    per outcome, ``ok`` first, then ``missing`` (not yet run) and ``total``. The index is
+    named as the design names the treatment (``head``, or ``arm`` with arm options). A
+    protocol given for ``results``, or another study's results file, is refused
     (StoreError), as ``run`` does."""
     path = Path(results) if results else results_path(protocol)
     _refuse_protocol(path)
-    planned = pd.DataFrame([{"trial_id": t.trial_id, "head": t.head} for t in protocol.expand()])
+    trials = grown_protocol(protocol, path).expand()  # with the levels the grid grew
+    planned = pd.DataFrame([{"trial_id": t.trial_id, ARM: t.arm} for t in trials])
     store = ResultStore(path)
     if store.exists():
         store.check_study(protocol.name, "give this study's own results file (--results)")
@@ -384,11 +435,19 @@ def status(protocol: Protocol, results: str | Path | None = None) -> pd.DataFram
         table = pd.DataFrame({"trial_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)})
     merged = planned.merge(table, on="trial_id", how="left")
     merged["status"] = merged["status"].fillna(MISSING)
-    counts = merged.groupby(["head", "status"]).size().unstack(fill_value=0)
+    counts = merged.groupby([ARM, "status"]).size().unstack(fill_value=0)
     outcomes = [s for s in _STATUS_ORDER if s in counts.columns]
     counts = counts[outcomes + sorted(set(counts.columns) - set(outcomes))]
-    counts = counts.reindex([h for h in protocol.factors.head if h in counts.index])
+    counts = counts.reindex([a for a in _arm_order(protocol, trials) if a in counts.index])
     counts["total"] = counts.sum(axis=1)
     counts.loc["total"] = counts.sum()
     counts.columns.name = None  # the outcomes need no "status" label above them
+    counts.index.name = protocol.design().treatment
     return counts
+
+
+def _arm_order(protocol: Protocol, trials: list[Trial]) -> list[str]:
+    """The arms in the order of their heads in the protocol, each head's in expansion order."""
+    heads = list(getattr(protocol.factors, TREATMENT))
+    head_of = {t.arm: t.head for t in trials}
+    return sorted(head_of, key=lambda arm: heads.index(head_of[arm]))

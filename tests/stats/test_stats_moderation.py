@@ -71,12 +71,16 @@ def test_slopes_follow_the_declared_transform():
     protocol = grid_protocol(10, **SMALL)
     table = simulate_results(protocol, effect=-1.0, slope=-1.5, seed=7)
     design = protocol.design()
-    assert design.moderators["imbalance_ratio"] == "log" and design.moderators["lr"] == "identity"
+    assert design.moderators["imbalance_ratio"] == "log" and design.moderators["lr"] == "log10"
     log_fit = analyze(table, design).primary().set_index("scope")
     row = log_fit.loc["imbalance_ratio_slope"]
     assert row.level == "slope" and "per unit of ln(imbalance_ratio)" in row.method
     assert row.ci_low < -1.5 < row.ci_high  # simulated per unit of ln(ratio)
-    assert "lr_slope" in log_fit.index and "per unit of lr" in log_fit.loc["lr_slope", "method"]
+    assert "lr_slope" in log_fit.index and "per x10 of lr" in log_fit.loc["lr_slope", "method"]
+    # per x10 of lr is ln(10) times the slope per unit of ln(lr)
+    natural = dataclasses.replace(design, moderators={"lr": "log"})
+    per_ln = analyze(table, natural).primary().set_index("scope").loc["lr_slope", "estimate"]
+    assert log_fit.loc["lr_slope", "estimate"] == pytest.approx(per_ln * np.log(10), rel=1e-9)
     # the same table on a declared identity scale: the slope per unit of the ratio itself
     flat = dataclasses.replace(
         design, moderators={"imbalance_ratio": "identity"}

@@ -1,36 +1,15 @@
 """Prediction intervals for a new condition, and verdicts that say which equivalence holds."""
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 
 from bnstudy.stats import analyze
-from bnstudy.stats.estimates import model_estimates
-from bnstudy.stats.findings import Comparison
-from bnstudy.stats.imputation import ITT
 from bnstudy.stats.inference import EQUIVALENT_ON_AVERAGE, EQUIVALENT_PI, tost_p, verdict
 from bnstudy.stats.mixed import paired_effect_fit
 from bnstudy.stats.simulate import grid_protocol, simulate_paired, simulate_results
-from bnstudy.stats.tuning import FIXED
 
 QUICK = "  moderators: []\n  bootstrap:\n    replicates: 100\n"
-
-
-def _rows_carry_the_claim_interval() -> bool:
-    """Whether estimates.py passes EffectFit.claim_interval on to the estimate rows."""
-    d, g, _ = simulate_paired(4, 3, 0.0, seed=0)
-    frame = pd.DataFrame({"d": d, "condition": g, "control_imputed": 0, "variant_imputed": 0})
-    cmp = Comparison("balanced_acc", "bn", "plain", ITT, FIXED, 0.95, 0.5)
-    return "pi_claim_low" in model_estimates(cmp, frame, {})[1].raw[0]
-
-
-# Without the claim interval in the rows (pi_claim_low / pi_claim_high), decide() never claims
-# "equivalent (PI within margin)": these tests need estimates.py to pass it on.
-needs_claim_rows = pytest.mark.skipif(
-    not _rows_carry_the_claim_interval(),
-    reason="estimates.py does not pass EffectFit.claim_interval on to the estimate rows",
-)
 
 
 def test_prediction_interval_is_t_on_g_minus_2_df_with_tau():
@@ -68,7 +47,6 @@ def test_verdict_words_distinguish_average_from_every_condition():
     assert (eq.pi_low, eq.pi_high) == (head["pi_low"], head["pi_high"])
 
 
-@needs_claim_rows
 def test_no_spread_claims_every_condition():
     """The effect is 0 in every condition and the 48 condition means are precise (40 seeds):
     the prediction interval, also with tau^2 at its upper confidence bound, is inside."""
@@ -102,7 +80,6 @@ def test_null_spread_seldom_claims_every_condition(conditions, most):
     assert average / reps >= 0.9  # the mean really is within the margin
 
 
-@needs_claim_rows
 def test_twelve_precise_conditions_claim_every_condition():
     """12 conditions were barred from the claim (tau^2 on fewer than 19 df); the Q-profile
     bound of tau^2 is what keeps few conditions from claiming too much now, and with precise

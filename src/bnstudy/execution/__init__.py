@@ -4,8 +4,8 @@ Owns which trials still need running (resume), the joblib backends (loky locally
 cluster), device slots and leases, packing trials into one task, dead-worker retries,
 timeouts and progress. ``runner`` runs in the parent and never imports torch (with
 ``plan``: options to an Execution, ``tasks``: resume and packing, ``retry``: dead workers,
-``records``: rows and provenance); ``worker`` runs in each worker process and imports
-:mod:`bnstudy.training` there.
+``records``: rows and provenance; ``grow``: rounds of tuning-grid growth); ``worker``
+runs in each worker process and imports :mod:`bnstudy.training` there.
 
 May import: the shared vocabulary (``bnstudy.catalogue``, ``bnstudy.atomic``), ``spec``,
 ``data`` (its torch-free part in the parent), ``store`` and, in workers only, ``training``.

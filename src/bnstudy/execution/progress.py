@@ -171,15 +171,17 @@ class ProgressLines:
 
     def __init__(self, shown: list[str], metric: str, out: TextIO | None = None, heading: str = ""):
         self.shown, self.metric, self.out, self.heading = shown, metric, out, heading
-        self.notes_shown = 0
+        self.notes_shown: set[str] = set()
 
     def __call__(self, progress: Progress) -> None:
         out = self.out or sys.stdout
         if progress.last is None and progress.todo and self.heading:  # the start
             print(self.heading, file=out, flush=True)
-        for note in progress.notes[self.notes_shown :]:
-            print(f"note: {note}", file=out, flush=True)
-        self.notes_shown = len(progress.notes)
+            self.heading = ""  # once: a run that grows its grid starts again per round
+        for note in progress.notes:
+            if note not in self.notes_shown:
+                print(f"note: {note}", file=out, flush=True)
+                self.notes_shown.add(note)
         if progress.last is None:  # the start
             if progress.skipped:
                 print(
@@ -200,6 +202,10 @@ class ProgressLines:
             file=out,
             flush=True,
         )
+
+    def message(self, line: str) -> None:
+        """A line of the run's own (a round of grid growth)."""
+        print(line, file=self.out or sys.stdout, flush=True)
 
     def close(self) -> None:
         pass
@@ -225,7 +231,7 @@ class ProgressBar:
         self.progress: Progress | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.notes_shown = 0
+        self.notes_shown: set[str] = set()
 
     def __call__(self, progress: Progress) -> None:
         from tqdm.auto import tqdm
@@ -246,9 +252,13 @@ class ProgressBar:
                 self._write(f"resuming: {progress.skipped} of {progress.total} already done")
             self._thread = threading.Thread(target=self._tick, daemon=True, name="bnstudy-bar")
             self._thread.start()
-        for note in progress.notes[self.notes_shown :]:
-            self._write(f"note: {note}")
-        self.notes_shown = len(progress.notes)
+        elif progress.last is None:  # a later run on the same bar (a round of grid growth)
+            self.bar.total = progress.total
+            self.bar.n = progress.done
+        for note in progress.notes:
+            if note not in self.notes_shown:
+                self._write(f"note: {note}")
+                self.notes_shown.add(note)
         if progress.last is not None:
             trial, result = progress.last
             if result.status in PROBLEMS:
@@ -260,6 +270,13 @@ class ProgressBar:
             self.bar.update(progress.done - self.bar.n)
         else:
             self._show()
+
+    def message(self, line: str) -> None:
+        """A line of the run's own (a round of grid growth), above the bar once it shows."""
+        if self.bar is None:
+            print(line, file=self.out or sys.stdout, flush=True)
+        else:
+            self._write(line)
 
     def _write(self, line: str) -> None:
         """A line above the bar (the bar is redrawn under it)."""

@@ -22,7 +22,7 @@ from bnstudy.data import DatasetError, source_fingerprint
 from bnstudy.execution.devices import cpu_model
 from bnstudy.results_format import Provenance
 from bnstudy.results_format import trial_row as format_row
-from bnstudy.spec import head_options
+from bnstudy.spec import grow, head_options
 from bnstudy.spec.errors import ProtocolError
 from bnstudy.spec.protocol import Protocol
 from bnstudy.spec.trial import TREATMENT, Trial
@@ -81,9 +81,10 @@ def provenance(
     protocol: Protocol, device: str, execution: Mapping[str, Any] | None = None
 ) -> dict[str, str]:
     """How the results were made, as the results' metadata: protocol text and hash, versions,
-    machine, the run's execution settings (devices, slots, packing, determinism, time limit)
-    and the files each dataset is read from (``dataset_sources``; ProtocolError when they
-    are gone)."""
+    machine, the run's execution settings (devices, slots, packing, determinism, time limit),
+    the files each dataset is read from (``dataset_sources``; ProtocolError when they are
+    gone) and the levels grown past the tuning grid's edges (``grown_levels``, only when
+    the protocol has some: :mod:`bnstudy.spec.grow`)."""
     plugins = recorded_options = None
     if protocol.plugins:  # their code makes the numbers as much as bnstudy's does
         from bnstudy.spec import plugins as plugin_module
@@ -102,6 +103,7 @@ def provenance(
         dataset_sources=dataset_sources(protocol),
         plugins=plugins,
         head_options=recorded_options,
+        grown_levels=grow.to_record(protocol.grown) if protocol.grown else None,
     ).metadata()
 
 

@@ -76,12 +76,13 @@ from bnstudy.execution.records import provenance, torch_version, trial_row
 from bnstudy.execution.retry import close_results, retrying_dead_workers
 from bnstudy.execution.tasks import choose_packing, make_tasks, to_run
 from bnstudy.execution.worker import PackFn, TaskOutcome, TrialFn, WorkerConfig, run_task, run_trial
-from bnstudy.results_format import PROTOCOL_KEYS
+from bnstudy.results_format import GROWN_LEVELS, PROTOCOL_KEYS, PROTOCOL_NAME
+from bnstudy.spec import grow
 from bnstudy.spec.claims import registration_to_record
 from bnstudy.spec.errors import ProtocolError
 from bnstudy.spec.protocol import Protocol
 from bnstudy.spec.trial import Trial
-from bnstudy.store import CONSOLIDATE_EVERY, ResultStore
+from bnstudy.store import CONSOLIDATE_EVERY, ResultStore, StoreError
 from bnstudy.training.trial_result import TrialResult
 
 #: Names kept here for callers of the runner before it was split (their homes: plan, tasks,
@@ -133,6 +134,16 @@ class RunSummary:
         """Trials that gave no metrics for want of a working run: failed, oom, timeout."""
         return self.failed + self.statuses.get(OOM, 0) + self.statuses.get(TIMEOUT, 0)
 
+    def absorb(self, later: RunSummary) -> None:
+        """Fold in a later run of the same results file (a round of grid growth): the total
+        becomes its total (the grown trials with the rest); its outcomes, time, notes and
+        ending are added to this one's."""
+        self.total = later.total
+        self.statuses.update(later.statuses)
+        self.wall_s += later.wall_s
+        self.interrupted, self.aborted = later.interrupted, later.aborted
+        self.notes.extend(n for n in later.notes if n not in self.notes)
+
     def describe(self) -> str:
         outcomes = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items())) or "none"
         return (
@@ -169,6 +180,11 @@ def run_protocol(
     KeyboardInterrupt or SIGTERM stops the run; what finished is kept. Results of another
     study (another protocol name) at ``results_path`` are refused with a StoreError unless
     ``adopt_foreign`` is true; then they are kept and the file becomes this study's.
+
+    Levels the study's results record as grown past the tuning grid's edges
+    (:mod:`bnstudy.spec.grow`) are the protocol's too: their trials are run when missing,
+    and counted as done otherwise. This function never grows the grid itself
+    (:func:`bnstudy.execution.grow.run_growing` does).
     """
     if execution is None:
         if device is not None:
@@ -185,8 +201,22 @@ def run_protocol(
                 protocol.name,
                 "choose another results file, or adopt them on purpose (--adopt-foreign)",
             )
+        protocol = with_recorded_growth(protocol, store.metadata())
         callbacks = _Callbacks(on_result, on_progress)
         return _run_locked(protocol, store, execution, callbacks, trial_fn, pack_fn)
+
+
+def with_recorded_growth(protocol: Protocol, metadata: Mapping[str, str]) -> Protocol:
+    """``protocol`` with the levels a results file's ``metadata`` records as grown (see
+    :mod:`bnstudy.spec.grow`); another study's record (adopted) is not this protocol's.
+    StoreError when the record cannot be read."""
+    if metadata.get(PROTOCOL_NAME, protocol.name) != protocol.name:
+        return protocol
+    try:
+        grown = grow.recorded(metadata)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+    return protocol.with_grown(grown)
 
 
 @contextlib.contextmanager
@@ -261,7 +291,7 @@ def _run_metadata(
     """The metadata rows are written with, and its protocol part (what a run records even
     when it trains nothing); parts a killed run left behind are folded in meanwhile."""
     metadata = provenance(protocol, ",".join(execution.devices), execution.metadata())
-    protocol_only = {k: metadata[k] for k in PROTOCOL_KEYS}
+    protocol_only = {k: metadata[k] for k in (*PROTOCOL_KEYS, GROWN_LEVELS) if k in metadata}
     # Hypotheses are registered with the first results and never re-registered: the record
     # is what tells a pre-registered hypothesis from one added after results existed.
     registered = registration_to_record(store.metadata(), store.exists(), protocol)

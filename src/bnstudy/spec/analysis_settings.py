@@ -31,8 +31,7 @@ class TuneSpec(BaseModel):
     at a declared bound is not "at the edge of the grid" (checked against the factor's
     levels in ``spec.checks``). ``extend: true`` with ``factor: F`` (> 1) opts in to growing
     the grid past an edge where an arm is selected, each new level the edge times or divided
-    by F; the analysis carries the setting (``Design.tune_settings``) and does not act on it
-    yet.
+    by F: ``bnstudy run`` grows it (``bnstudy.spec.grow``, ``bnstudy.execution.grow``).
     """
 
     model_config = STRICT

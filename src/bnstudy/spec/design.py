@@ -42,8 +42,8 @@ class TuneDesign:
     ``bounds``: the lowest and highest levels anyone would use, as the protocol declares them
     (None: not declared); an arm selected at a declared bound is not "at the edge of the
     grid". ``extend``: whether the grid may be grown past an edge where an arm is selected,
-    each new level the edge times or divided by ``factor`` (> 1); parsed and carried, not
-    yet acted on.
+    each new level the edge times or divided by ``factor`` (> 1); a run grows it
+    (``bnstudy.spec.grow``).
     """
 
     bounds: tuple[float, float] | None = None

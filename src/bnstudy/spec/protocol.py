@@ -17,11 +17,11 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
 from bnstudy.data.spec import SPECS as DATASET_SPECS
 from bnstudy.data.spec import identity_options, resolve_options
@@ -42,6 +42,7 @@ from bnstudy.spec.fields import (
     as_list,
     check_unique,
 )
+from bnstudy.spec.grow import GrownLevel, merge
 from bnstudy.spec.head_options import DEFAULTS as HEAD_OPTION_DEFAULTS
 from bnstudy.spec.head_options import options_of as head_options_of
 from bnstudy.spec.head_options import resolve as resolve_head_options
@@ -84,6 +85,10 @@ class Protocol(BaseModel):
     source_text: str = Field(default="", exclude=True, repr=False)
     #: The folder of the protocol file (plugin files are relative to it); "" if not a file.
     source_dir: str = Field(default="", exclude=True, repr=False)
+    #: Levels of tuning factors a run added past the grid's edges (``bnstudy.spec.grow``),
+    #: recorded with the results: :meth:`expand` includes their trials. Set by
+    #: :meth:`with_grown`, never by the protocol file.
+    _grown: tuple[GrownLevel, ...] = PrivateAttr(default=())
 
     @field_validator("name", mode="before")
     @classmethod
@@ -259,12 +264,49 @@ class Protocol(BaseModel):
         """How many trials :meth:`expand` returns, without building them."""
         return len(self.seeds) * len(self.combinations())
 
+    @property
+    def grown(self) -> tuple[GrownLevel, ...]:
+        """The levels grown past the tuning grid's edges (:mod:`bnstudy.spec.grow`), in the
+        order grown; () for the protocol as written."""
+        return self._grown
+
+    def with_grown(self, levels: Iterable[GrownLevel]) -> Protocol:
+        """This protocol with ``levels`` grown too (after those it has): it expands to
+        their trials besides its own; every trial it had keeps its id."""
+        grown = merge(self._grown, levels)
+        if grown == self._grown:
+            return self
+        copy = self.model_copy()
+        copy._grown = grown
+        return copy
+
     def combinations(self) -> list[dict[str, Any]]:
-        """Factor settings per trial of one seed, exclusions applied, treatment fastest."""
+        """Factor settings per trial of one seed, exclusions applied, treatment fastest;
+        then those of the grown levels (:attr:`grown`), in the order grown."""
+        combos = self._combinations()
+        if self._grown:
+            combos += self._grown_combinations(combos)
+        return combos
+
+    def _grown_combinations(self, combos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each grown level's combinations: the protocol's, in its base condition, with the
+        tuning factor at the grown level (every arm and every level of the other factors);
+        none twice, none the protocol already has."""
+        seen = {_key(c) for c in combos}
+        out = []
+        for g in self._grown:
+            for combo in self._combinations({g.factor: [g.level]}):
+                if g.matches(combo) and (key := _key(combo)) not in seen:
+                    seen.add(key)
+                    out.append(combo)
+        return out
+
+    def _combinations(self, levels_of: Mapping[str, list] | None = None) -> list[dict[str, Any]]:
+        """The protocol's combinations, with ``levels_of`` replacing factors' levels."""
         names = list(Factors.model_fields)
         names.remove(TREATMENT)
         names.append(TREATMENT)
-        levels = [getattr(self.factors, n) for n in names]
+        levels = [(levels_of or {}).get(n, getattr(self.factors, n)) for n in names]
         combos = (dict(zip(names, combo, strict=True)) for combo in itertools.product(*levels))
         kept = [c for c in combos if not any(_matches(c, e) for e in self.exclude)]
         kept = self._resolve_head_options(kept)
@@ -306,7 +348,8 @@ class Protocol(BaseModel):
         return json.dumps(options, sort_keys=True, separators=(",", ":")) if options else ""
 
     def expand(self) -> list[Trial]:
-        """The full factorial design less exclusions: one trial per seed x combination.
+        """The full factorial design less exclusions: one trial per seed x combination
+        (the grown levels' combinations after the protocol's own, see :attr:`grown`).
 
         Seeds vary slowest and the treatment fastest, so the arms of a pairing block are
         scheduled next to each other and a partial run holds complete blocks.
@@ -317,3 +360,8 @@ class Protocol(BaseModel):
 
 def _matches(settings: Mapping[str, Any], exclusion: Mapping[str, Any]) -> bool:
     return all(settings[k] in as_list(v) for k, v in exclusion.items())
+
+
+def _key(combo: Mapping[str, Any]) -> tuple:
+    """A combination as a hashable value (its settings are scalars)."""
+    return tuple(sorted(combo.items()))

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bnstudy.spec.design import LOG_BASES, slope_unit
 from bnstudy.stats.analysis_result import CONTRAST, LEVEL, OVERALL, SLOPE, scope_of
 from bnstudy.stats.findings import Comparison, Findings
 from bnstudy.stats.inference import p_value, tost_p
@@ -38,6 +39,7 @@ class _RowMaker:
         members: np.ndarray,
         pi: tuple[np.ndarray, np.ndarray] | None = None,
         with_margin: bool = True,
+        claim: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Findings:
         """One row per level of a ``kind`` of estimate ("overall", "level", "contrast" or
         "slope") of ``moderator`` ("" when overall); ``members`` (N, k) marks the pairs
@@ -52,6 +54,10 @@ class _RowMaker:
         for i, level in enumerate(levels):
             e, s = float(est[i]), float(se[i])
             pi_low, pi_high = (pi[0][i], pi[1][i]) if pi is not None else (np.nan, np.nan)
+            # The interval "equivalent (PI within margin)" is judged on: tau^2 at its upper bound
+            claim_low, claim_high = (
+                (claim[0][i], claim[1][i]) if claim is not None else (np.nan, np.nan)
+            )
             raw.append(
                 dict(
                     common,
@@ -70,6 +76,8 @@ class _RowMaker:
                     margin=margin,
                     pi_low=pi_low,
                     pi_high=pi_high,
+                    pi_claim_low=claim_low,
+                    pi_claim_high=claim_high,
                     pi_within_margin=(
                         None if margin is None else bool(-margin < pi_low < pi_high < margin)
                     ),
@@ -95,6 +103,7 @@ class _RowMaker:
     ) -> Findings:
         """The fit's summary and diagnostics, and rows for its coefficients ``keep``."""
         low, high = fit.prediction_interval(self.cmp.confidence)
+        claim = fit.claim_interval(self.cmp.confidence) if predict else None
         rows = self.rows(
             kind,
             moderator,
@@ -106,6 +115,7 @@ class _RowMaker:
             members[:, keep],
             (low[keep], high[keep]) if predict else None,
             with_margin,
+            (claim[0][keep], claim[1][keep]) if claim is not None else None,
         )
         return Findings.concat([self.cmp.fitted(fit), rows])
 
@@ -195,18 +205,20 @@ def _contrasts(
 
 
 def _slope(maker: _RowMaker, frame: pd.DataFrame, mod: str, transform: str) -> Findings:
-    """The change of the effect per unit of ``mod`` on its declared scale (log or identity)."""
+    """The change of the effect per unit of ``mod`` on its declared scale: per unit, per unit of
+    its natural log, per doubling (log2) or per x10 (log10)."""
     scope = scope_of(SLOPE, mod)
     d = frame["d"].to_numpy()
     x = frame[mod].to_numpy(dtype=float)
-    if transform == "log":
+    if transform in LOG_BASES:
         if np.any(x <= 0):
             return maker.cmp.note(
-                scope, "warning", f"moderator {mod!r} has values <= 0: no slope on the log scale"
+                scope,
+                "warning",
+                f"moderator {mod!r} has values <= 0: no slope on the {transform} scale",
             )
-        x, per = np.log(x), f"per unit of ln({mod})"
-    else:
-        per = f"per unit of {mod}"
+        x = np.log(x) / np.log(LOG_BASES[transform])
+    per = slope_unit(transform, mod)
     X = np.column_stack([np.ones(len(d)), x - x.mean()])
     try:
         fit = paired_effect_fit(
