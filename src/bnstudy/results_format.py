@@ -119,7 +119,7 @@ def _per_class_column(key: str) -> str:
 
 #: A JSON object of the metadata as read back: its items, or the raw text when it is not
 #: readable as one (an older or damaged file), or None when the file does not record it.
-Recorded = Mapping[str, Any] | str | None
+MetadataValue = Mapping[str, Any] | str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,13 +133,13 @@ class Provenance:
     protocol: str | None = None
     protocol_sha256: str | None = None
     protocol_name: str | None = None
-    versions: Recorded = None
-    machine: Recorded = None
-    execution: Recorded = None
-    dataset_sources: Recorded = None
-    plugins: Recorded = None
-    head_options: Recorded = None
-    grown_levels: Recorded = None
+    versions: MetadataValue = None
+    machine: MetadataValue = None
+    execution: MetadataValue = None
+    dataset_sources: MetadataValue = None
+    plugins: MetadataValue = None
+    head_options: MetadataValue = None
+    grown_levels: MetadataValue = None
     written_at: str | None = None
     ignored_rows: int = 0
 
@@ -178,7 +178,7 @@ class Provenance:
 _JSON_KEYS = (VERSIONS, MACHINE, EXECUTION, DATASET_SOURCES, PLUGINS, HEAD_OPTIONS, GROWN_LEVELS)
 
 
-def _object(text: str | None) -> Recorded:
+def _object(text: str | None) -> MetadataValue:
     if text is None:
         return None
     try:

@@ -215,7 +215,7 @@ def run(
     if summary.interrupted or summary.aborted or not analyse:
         return Outcome(summary, results, None, None)
     recorded = load_results(results)
-    analysis = analyze_recorded(recorded)
+    analysis = analyze_with_protocol(recorded)
     out = Path(report) if report else report_path(protocol)
     write_report(recorded, analysis, out)
     return Outcome(summary, results, analysis, out)
@@ -286,7 +286,7 @@ def protocol_of(results: Results) -> Protocol:
 
 
 @dataclass(frozen=True)
-class Recorded:
+class ResultsWithProtocol:
     """A results file read back with the protocol it records, restricted to that protocol."""
 
     protocol: Protocol
@@ -332,14 +332,14 @@ def _with_default_settings(table: pd.DataFrame) -> pd.DataFrame:
 _ARM_COLUMNS = [TREATMENT, "arm_options", *HEAD_OPTION_DEFAULTS]
 
 
-def load_results(path: str | Path) -> Recorded:
+def load_results(path: str | Path) -> ResultsWithProtocol:
     """Read a results file and its recorded protocol (the rows it declares only)."""
     results = read_results(path)
     protocol = protocol_of(results)
-    return Recorded(protocol, current_trials(results, protocol))
+    return ResultsWithProtocol(protocol, current_trials(results, protocol))
 
 
-def analyze_recorded(recorded: Recorded) -> Analysis:
+def analyze_with_protocol(recorded: ResultsWithProtocol) -> Analysis:
     from bnstudy.spec.claims import designs, registered_hashes
     from bnstudy.stats import analyze as stats_analyze
     from bnstudy.stats.hypotheses import evaluate_hypotheses
@@ -357,11 +357,11 @@ def analyze_recorded(recorded: Recorded) -> Analysis:
 
 def analyze(path: str | Path) -> Analysis:
     """Read a results file and analyse it with the protocol it records."""
-    return analyze_recorded(load_results(path))
+    return analyze_with_protocol(load_results(path))
 
 
 def write_report(
-    recorded: Recorded,
+    recorded: ResultsWithProtocol,
     analysis: Analysis,
     out: str | Path,
     format: str = "html",
@@ -405,7 +405,7 @@ def report(
 ) -> Path:
     """Analyse a results file and write its report (default ``reports/NAME.html`` or ``.md``)."""
     recorded = load_results(path)
-    analysis = analyze_recorded(recorded)
+    analysis = analyze_with_protocol(recorded)
     out = out or report_path(recorded.protocol, format)
     return write_report(recorded, analysis, out, format, figures, latex)
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bnstudy.report.roles import Roles, primary_rows
-from bnstudy.results_format import Provenance, Recorded
+from bnstudy.results_format import MetadataValue, Provenance
 from bnstudy.stats import Analysis
 from bnstudy.stats.analysis_result import OVERALL
 
@@ -407,7 +407,7 @@ def provenance(
     return pd.DataFrame(rows, columns=["what", "value"])
 
 
-def _dataset_files(sources: Recorded) -> list[tuple[str, object]]:
+def _dataset_files(sources: MetadataValue) -> list[tuple[str, object]]:
     """A row per dataset (and pre-training stage): the files it was read from, with their
     size and modification time (UTC), or that it is generated."""
     if sources is None:

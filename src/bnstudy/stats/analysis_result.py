@@ -256,7 +256,7 @@ class Analysis:
     treatment: str = ""
     primary_estimand: str = FIXED
     #: The protocol's pre-registered hypotheses judged, one row each
-    #: (``stats.hypotheses.HYPOTHESIS_COLUMNS``); filled by ``study.analyze_recorded``, which
+    #: (``stats.hypotheses.HYPOTHESIS_COLUMNS``); filled by ``study.analyze_with_protocol``, which
     #: knows the results file's registration. Empty when the protocol states none.
     hypotheses: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     tuning: list[str] = dataclasses.field(default_factory=list)
