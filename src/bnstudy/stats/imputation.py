@@ -108,23 +108,7 @@ def score_trials(
 
     use_worst = need & defined
     if failed_score == "chance":
-        if info.chance is None:
-            notes.append(
-                f"failed_score 'chance': {metric} has no chance level; trials without metrics "
-                "take the worst value measured in their condition instead"
-            )
-        else:
-            classes = _num_classes(table, cond)
-            known = use_worst & (classes > 0)
-            values[known] = [info.chance(int(c)) for c in classes[known]]
-            rule[known] = "chance"
-            use_worst = use_worst & ~known
-            if use_worst.any():
-                notes.append(
-                    f"failed_score 'chance': the number of classes of {int(use_worst.sum())} "
-                    f"trial(s) without metrics is unknown (no class_counts in the table); they "
-                    f"take the worst {metric} measured in their condition instead"
-                )
+        use_worst = _score_at_chance(table, metric, cond, use_worst, values, rule, notes)
     if use_worst.any():
         worst = _worst_by_condition(values, measured & finite, cond, direction)
         values[use_worst] = worst[use_worst]
@@ -138,6 +122,38 @@ def score_trials(
             f"{metric}: no score can be imputed and their blocks drop out"
         )
     return Scored(population, values, imputed, rule, tuple(notes))
+
+
+def _score_at_chance(
+    table: pd.DataFrame,
+    metric: str,
+    cond: np.ndarray,
+    want: np.ndarray,
+    values: np.ndarray,
+    rule: np.ndarray,
+    notes: list[str],
+) -> np.ndarray:
+    """Give the rows ``want`` the metric's chance score where their number of classes is
+    known (``values`` and ``rule`` filled in place); the rows still left for the worst score."""
+    chance = METRICS[metric].chance
+    if chance is None:
+        notes.append(
+            f"failed_score 'chance': {metric} has no chance level; trials without metrics "
+            "take the worst value measured in their condition instead"
+        )
+        return want
+    classes = _num_classes(table, cond)
+    known = want & (classes > 0)
+    values[known] = [chance(int(c)) for c in classes[known]]
+    rule[known] = "chance"
+    left = want & ~known
+    if left.any():
+        notes.append(
+            f"failed_score 'chance': the number of classes of {int(left.sum())} "
+            f"trial(s) without metrics is unknown (no class_counts in the table); they "
+            f"take the worst {metric} measured in their condition instead"
+        )
+    return left
 
 
 def _num_classes(table: pd.DataFrame, cond: np.ndarray) -> np.ndarray:

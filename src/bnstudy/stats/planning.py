@@ -199,89 +199,87 @@ def plan_seeds(
         raise ValueError(f"give a half-width or an effect for metric {both[0]!r}, not both")
     if effects and not (0.5 <= power < 1):
         raise ValueError(f"power must be in [0.5, 1), got {power!r}")
-    conf = design.confidence
-    rows = []
-    for metric, spec in design.metrics.items():
-        for variant in design.variants:
-            row = dict(
-                metric=metric,
-                variant=variant,
-                control=design.control,
-                unit=METRICS[metric].unit,
-                n_conditions=G,
-            )
-            if metric not in table.columns:
-                rows.append(dict(row, feasible=False, note=f"no column {metric!r} in pilot"))
-                continue
-            pairs = paired_differences(table, design, metric, variant)
-            if pairs.n_pairs < 3 or pairs.n_pairs <= pairs.n_conditions:
-                rows.append(
-                    dict(
-                        row,
-                        feasible=False,
-                        note=f"pilot has {pairs.n_pairs} pairs in "
-                        f"{pairs.n_conditions} conditions: need >= 2 per condition",
-                    )
-                )
-                continue
-            d = pairs.frame["d"].to_numpy()
-            sigma2, tau2 = variance_components(d, pairs.frame["condition"].to_numpy())
-            effect_m = effects.get(metric)
-            if effect_m is not None:
-                # With one condition the df (n - 1) depend on n: solved jointly below.
-                target = power_halfwidth(effect_m, power, max(G - 1, 1), conf)
-                what, value = f"power {power:g} at effect", effect_m
-            elif metric in widths:
-                target = widths[metric]
-                what, value = "halfwidth", target
-            else:
-                target = spec.equivalence_margin
-                what, value = "halfwidth (equivalence margin)", target
-            floor = halfwidth_floor(tau2, G, conf)
-            notes = []
-            if pairs.n_conditions != G:
-                notes.append(f"pilot covers {pairs.n_conditions} of {G} conditions")
-            imputed = pairs.n_imputed_control + pairs.n_imputed_variant
-            if imputed:
-                notes.append(
-                    f"{imputed} pilot values are failed trials' declared scores "
-                    f"({design.failed_score})"
-                )
-            note = "; ".join(notes)
-            if target is None:
-                rows.append(dict(row, feasible=False, note="no half-width, effect or margin"))
-                continue
-            n = (
-                seeds_for_power(effect_m, power, sigma2, tau2, G, conf)
-                if effect_m is not None
-                else seeds_for_halfwidth(target, sigma2, tau2, G, conf)
-            )
-            rows.append(
-                dict(
-                    row,
-                    target=what,
-                    target_value=value,
-                    sigma_within=math.sqrt(sigma2),
-                    tau=math.sqrt(tau2),
-                    pilot_pairs_per_condition=pairs.n_pairs / pairs.n_conditions,
-                    seeds_per_condition=n,
-                    halfwidth_floor=floor,
-                    feasible=n is not None,
-                    achieved_halfwidth=(_hw(n, sigma2, tau2, G, conf) if n is not None else np.nan),
-                    note=note
-                    if n is not None
-                    else "; ".join(
-                        filter(
-                            None,
-                            [
-                                note,
-                                _out_of_reach(target, floor),
-                            ],
-                        )
-                    ),
-                )
-            )
+    rows = [
+        _plan_row(table, design, metric, variant, G, widths, effects, power)
+        for metric in design.metrics
+        for variant in design.variants
+    ]
     return pd.DataFrame(rows, columns=PLAN_COLUMNS)
+
+
+def _plan_row(
+    table: pd.DataFrame,
+    design: Design,
+    metric: str,
+    variant: str,
+    G: int,
+    widths: Mapping[str, float],
+    effects: Mapping[str, float],
+    power: float,
+) -> dict[str, Any]:
+    """One row of :func:`plan_seeds`: the seeds ``variant`` vs the control need on ``metric``."""
+    conf = design.confidence
+    row = dict(
+        metric=metric,
+        variant=variant,
+        control=design.control,
+        unit=METRICS[metric].unit,
+        n_conditions=G,
+    )
+    if metric not in table.columns:
+        return dict(row, feasible=False, note=f"no column {metric!r} in pilot")
+    pairs = paired_differences(table, design, metric, variant)
+    if pairs.n_pairs < 3 or pairs.n_pairs <= pairs.n_conditions:
+        return dict(
+            row,
+            feasible=False,
+            note=f"pilot has {pairs.n_pairs} pairs in "
+            f"{pairs.n_conditions} conditions: need >= 2 per condition",
+        )
+    d = pairs.frame["d"].to_numpy()
+    sigma2, tau2 = variance_components(d, pairs.frame["condition"].to_numpy())
+    effect_m = effects.get(metric)
+    if effect_m is not None:
+        # With one condition the df (n - 1) depend on n: solved jointly below.
+        target = power_halfwidth(effect_m, power, max(G - 1, 1), conf)
+        what, value = f"power {power:g} at effect", effect_m
+    elif metric in widths:
+        target = widths[metric]
+        what, value = "halfwidth", target
+    else:
+        target = design.metrics[metric].equivalence_margin
+        what, value = "halfwidth (equivalence margin)", target
+    floor = halfwidth_floor(tau2, G, conf)
+    notes = []
+    if pairs.n_conditions != G:
+        notes.append(f"pilot covers {pairs.n_conditions} of {G} conditions")
+    imputed = pairs.n_imputed_control + pairs.n_imputed_variant
+    if imputed:
+        notes.append(
+            f"{imputed} pilot values are failed trials' declared scores ({design.failed_score})"
+        )
+    if target is None:
+        return dict(row, feasible=False, note="no half-width, effect or margin")
+    n = (
+        seeds_for_power(effect_m, power, sigma2, tau2, G, conf)
+        if effect_m is not None
+        else seeds_for_halfwidth(target, sigma2, tau2, G, conf)
+    )
+    if n is None:
+        notes.append(_out_of_reach(target, floor))
+    return dict(
+        row,
+        target=what,
+        target_value=value,
+        sigma_within=math.sqrt(sigma2),
+        tau=math.sqrt(tau2),
+        pilot_pairs_per_condition=pairs.n_pairs / pairs.n_conditions,
+        seeds_per_condition=n,
+        halfwidth_floor=floor,
+        feasible=n is not None,
+        achieved_halfwidth=(_hw(n, sigma2, tau2, G, conf) if n is not None else np.nan),
+        note="; ".join(notes),
+    )
 
 
 def _out_of_reach(target: float, floor: float) -> str:
