@@ -29,7 +29,7 @@ level (a uniform guesser over ``num_classes`` classes).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -129,6 +129,20 @@ def simulate_results(
             val = METRICS[design.select_by]
             rows[design.select_by] = (mean + rng.normal(0.0, val_sigma, len(rows))) / val.scale
 
+    return _fail_and_drop(rows, rng, design, metrics, failed, missing, num_classes)
+
+
+def _fail_and_drop(
+    rows: pd.DataFrame,
+    rng: np.random.Generator,
+    design: Any,
+    metrics: list[str],
+    failed: float,
+    missing: float,
+    num_classes: int,
+) -> pd.DataFrame:
+    """Give a fraction ``failed`` of the rows a non-ok status (NaN metrics, or chance where
+    collapsed), class counts, and drop a fraction ``missing`` (in that order of draws)."""
     status = np.full(len(rows), "ok", dtype=object)
     fail = rng.random(len(rows)) < failed
     status[fail] = rng.choice(["diverged", "collapsed", "failed"], fail.sum())
