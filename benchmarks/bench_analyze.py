@@ -14,9 +14,9 @@ import numpy as np
 
 from bnstudy.stats import analyze
 from bnstudy.stats.bootstrap import effect_size_bootstrap
+from bnstudy.stats.effect_fit import paired_effect_fit
 from bnstudy.stats.failures import failure_rates
 from bnstudy.stats.meta import heterogeneity, per_condition_effects
-from bnstudy.stats.mixed import paired_effect_fit
 from bnstudy.stats.paired import paired_differences
 from bnstudy.stats.signflip import sign_flip_test
 from bnstudy.stats.simulate import grid_protocol, simulate_results

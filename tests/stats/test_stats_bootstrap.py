@@ -14,8 +14,8 @@ from bnstudy.stats.bootstrap import (
     stratified_bootstrap,
     wilson_effective,
 )
+from bnstudy.stats.effect_fit import paired_effect_fit
 from bnstudy.stats.failures import wilson_interval
-from bnstudy.stats.mixed import paired_effect_fit
 from bnstudy.stats.simulate import grid_protocol, simulate_paired, simulate_results
 
 SMALL = dict(datasets=("d0", "d1"), ratios=(1.0, 10.0, 100.0), lrs=(0.05,))

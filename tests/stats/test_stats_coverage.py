@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bnstudy.stats.mixed import paired_effect_fit
+from bnstudy.stats.effect_fit import paired_effect_fit
 from bnstudy.stats.paired import paired_differences
 from bnstudy.stats.simulate import grid_protocol, simulate_results
 

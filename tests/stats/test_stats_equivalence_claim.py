@@ -9,12 +9,12 @@ from scipy import stats
 
 from bnstudy.stats import analyze
 from bnstudy.stats.decisions import decide, pi_claim
+from bnstudy.stats.effect_fit import paired_effect_fit
 from bnstudy.stats.estimates import model_estimates
 from bnstudy.stats.findings import Comparison
 from bnstudy.stats.imputation import ITT
 from bnstudy.stats.inference import EQUIVALENT_ON_AVERAGE, EQUIVALENT_PI
 from bnstudy.stats.meta import generalized_q, tau2_qprofile
-from bnstudy.stats.mixed import paired_effect_fit
 from bnstudy.stats.simulate import grid_protocol, simulate_paired, simulate_results
 from bnstudy.stats.tuning import FIXED
 

@@ -7,7 +7,8 @@ import statsmodels.api as sm
 from scipy import stats
 
 from bnstudy.stats import fit_mixed
-from bnstudy.stats.mixed import fit_model, paired_effect_fit, reml_random_intercept
+from bnstudy.stats.effect_fit import paired_effect_fit
+from bnstudy.stats.mixed import fit_model, reml_random_intercept
 
 
 def test_sleepstudy_matches_lme4_reml():

@@ -5,8 +5,8 @@ import pytest
 from scipy import stats
 
 from bnstudy.stats import analyze
+from bnstudy.stats.effect_fit import paired_effect_fit
 from bnstudy.stats.inference import EQUIVALENT_ON_AVERAGE, EQUIVALENT_PI, tost_p, verdict
-from bnstudy.stats.mixed import paired_effect_fit
 from bnstudy.stats.simulate import grid_protocol, simulate_paired, simulate_results
 
 QUICK = "  moderators: []\n  bootstrap:\n    replicates: 100\n"

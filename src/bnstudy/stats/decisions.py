@@ -118,7 +118,7 @@ def pi_claim(row: Any) -> bool:
     The rule: the prediction interval (``pi_low``/``pi_high``, t on G - p - 1 df, Higgins,
     Thompson & Spiegelhalter 2009) lies inside +-margin, *and so does the same interval with
     tau^2 at its upper one-sided confidence bound* (``pi_claim_low``/``pi_claim_high``,
-    :meth:`bnstudy.stats.mixed.EffectFit.claim_interval`: the Q-profile method, Viechtbauer
+    :meth:`bnstudy.stats.effect_fit.EffectFit.claim_interval`: the Q-profile method, Viechtbauer
     2007), on at least :data:`PI_CLAIM_MIN_DF` degrees of freedom. The prediction interval
     alone rests on the point estimate of tau^2, which REML often puts at or near 0 although
     the effect varies. With the bound, the claim is made in at most 2% of analyses when 10%

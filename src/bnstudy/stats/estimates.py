@@ -13,10 +13,10 @@ from scipy import stats
 
 from bnstudy.spec.design import LOG_BASES, slope_unit
 from bnstudy.stats.analysis_result import CONTRAST, LEVEL, OVERALL, SLOPE, scope_of
+from bnstudy.stats.effect_fit import EffectFit, paired_effect_fit
 from bnstudy.stats.findings import Comparison, Findings
 from bnstudy.stats.inference import p_value, tost_p
 from bnstudy.stats.meta import heterogeneity, i_squared, per_condition_effects
-from bnstudy.stats.mixed import EffectFit, paired_effect_fit
 from bnstudy.stats.paired import Pairs, condition_labels
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from bnstudy.stats.effect_fit import EffectFit
 from bnstudy.stats.imputation import ITT
-from bnstudy.stats.mixed import EffectFit
 from bnstudy.stats.tuning import FIXED
 
 

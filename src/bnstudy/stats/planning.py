@@ -23,7 +23,7 @@ from scipy import stats
 
 from bnstudy.catalogue import METRICS
 from bnstudy.spec.design import Design
-from bnstudy.stats.mixed import paired_effect_fit
+from bnstudy.stats.effect_fit import paired_effect_fit
 from bnstudy.stats.paired import as_design, condition_columns, paired_differences
 
 PLAN_COLUMNS = [

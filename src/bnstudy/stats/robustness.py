@@ -9,9 +9,9 @@ import numpy as np
 from bnstudy.spec.design import Design
 from bnstudy.stats.analysis_result import WILCOXON_REPLACED
 from bnstudy.stats.bootstrap import GENERALISING, STATISTICS, Bootstrap, effect_size_bootstrap
+from bnstudy.stats.effect_fit import EffectFit
 from bnstudy.stats.findings import Comparison, Findings
 from bnstudy.stats.inference import p_value
-from bnstudy.stats.mixed import EffectFit
 from bnstudy.stats.paired import Pairs
 from bnstudy.stats.signflip import SignFlip, sign_flip_test
 
