@@ -90,22 +90,10 @@ def simulate_results(
     arm = pd.Categorical(rows[treatment], categories=heads).codes
     n_cond, n_block, n_arm = condition.max() + 1, block.max() + 1, len(heads)
 
-    def per_head(value: float | Mapping[str, float]) -> np.ndarray:
-        if isinstance(value, Mapping):
-            return np.array([0.0 if h == protocol.control else value.get(h, 0.0) for h in heads])
-        return np.array([0.0 if h == protocol.control else value for h in heads])
-
     is_variant = np.array([h != protocol.control for h in heads])
-    luck_sd = (
-        np.array([trial_sd.get(h, 0.0) for h in heads], dtype=float)
-        if isinstance(trial_sd, Mapping)
-        else np.full(n_arm, float(trial_sd))
-    )[arm]
+    luck_sd = _per_arm(trial_sd, heads, None)[arm]
     log_ratio = np.log(rows["imbalance_ratio"].to_numpy(dtype=float))
-    lr_loss = np.zeros(len(rows))
-    if lr_optimum:
-        best = np.array([lr_optimum.get(h, np.nan) for h in heads])[arm]
-        lr_loss = lr_curvature * np.log(rows["lr"].to_numpy(dtype=float) / best) ** 2
+    lr_loss = _lr_loss(rows, heads, arm, lr_optimum, lr_curvature)
     metrics = list(design.metrics)
     for i, metric in enumerate(metrics):
         info = METRICS[metric]
@@ -117,8 +105,8 @@ def simulate_results(
             base
             + rng.normal(0.0, condition_sd, n_cond)[condition]
             + rng.normal(0.0, block_sd, n_block)[block]
-            + per_head(effect)[arm]
-            + per_head(slope)[arm] * log_ratio
+            + _per_arm(effect, heads, protocol.control)[arm]
+            + _per_arm(slope, heads, protocol.control)[arm] * log_ratio
             + u[condition, arm]
             - lr_loss
         )
@@ -130,6 +118,30 @@ def simulate_results(
             rows[design.select_by] = (mean + rng.normal(0.0, val_sigma, len(rows))) / val.scale
 
     return _fail_and_drop(rows, rng, design, metrics, failed, missing, num_classes)
+
+
+def _lr_loss(
+    rows: pd.DataFrame,
+    heads: list[str],
+    arm: np.ndarray,
+    optimum: Mapping[str, float] | None,
+    curvature: float,
+) -> np.ndarray:
+    """Each trial's loss from its distance to its arm's best lr: curvature (ln(lr/best))^2."""
+    if not optimum:
+        return np.zeros(len(rows))
+    best = np.array([optimum.get(h, np.nan) for h in heads])[arm]
+    return curvature * np.log(rows["lr"].to_numpy(dtype=float) / best) ** 2
+
+
+def _per_arm(
+    value: float | Mapping[str, float], heads: list[str], control: str | None
+) -> np.ndarray:
+    """``value`` for each arm (a float applies to all; a mapping names some), 0 for the
+    ``control`` (None: the control takes its value too)."""
+    if isinstance(value, Mapping):
+        return np.array([0.0 if h == control else float(value.get(h, 0.0)) for h in heads])
+    return np.array([0.0 if h == control else float(value) for h in heads])
 
 
 def _fail_and_drop(
