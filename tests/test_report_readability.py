@@ -250,7 +250,7 @@ def test_headline_says_the_adjustment_is_why_a_ci_excluding_zero_is_not_claimed(
     assert h["multiplicity"] == (
         f"The 95% CI excludes 0, but it is unadjusted: after holm adjustment across the {n} "
         "overall effects (each variant on each primary metric) tested together, p = 0.12, "
-        "not below α = 0.05, so no difference is claimed."
+        "not below α = 0.05, so the average is not declared different from 0."
     )
     assert h["multiplicity"] in render(analysis, table, protocol).replace("&#39;", "'")
     # A CI that includes 0, or a verdict that is a finding, needs no such sentence.

@@ -167,8 +167,28 @@ def estimates(analysis: Analysis) -> str:
         if not shown["p_adj"].any():  # outside the multiplicity family: no adjusted p at all
             shown = shown.drop(columns="p_adj")
         body = table(shown, wrap=["verdict", "scope"], right=[ci, "p", "p_adj"])
-        blocks.append(f"{wrapped(heading, indent='    ')}\n{body}")
+        block = f"{wrapped(heading, indent='    ')}\n{body}"
+        if population == ITT and (regime := _regime_line(analysis, estimand, metric, variant)):
+            block += "\n" + regime
+        blocks.append(block)
     return "\n\n".join(blocks)
+
+
+def _regime_line(analysis: Analysis, estimand: str, metric: str, variant: str) -> str:
+    """ "by condition (Holm over 12): better in 0, worse in 2 (...), ..." for one block, from
+    ``analysis.regimes``; "" when the analysis has none."""
+    from bnstudy.stats.regimes import regime_phrase
+
+    reg = getattr(analysis, "regimes", None)
+    if reg is None or reg.empty:
+        return ""
+    rows = reg[(reg["metric"] == metric) & (reg["variant"] == variant)
+               & (reg["estimand"] == estimand)]  # fmt: skip
+    if rows.empty:
+        return ""
+    r = rows.iloc[0].to_dict()
+    text = f"by condition (Holm over {r['n_conditions']}): {regime_phrase(r, max_labels=3)}"
+    return wrapped(text, first="  ", indent="    ")
 
 
 def _estimates(rows: pd.DataFrame, decimals: int, ci: str = "") -> list[str]:
@@ -202,6 +222,8 @@ def hypotheses(analysis: Analysis) -> str:
             test = f"{r.variant} {r.expect} than {r.control} {on}"
         if r.subset != "all conditions":
             test += f"; {r.subset}"
+        if getattr(r, "quantifier", "average") != "average":
+            test += f"; in {r.quantifier}"
         verdict = f"{r.verdict} ({r.note})" if r.note else r.verdict
         lines.append(wrapped(f"{r.id}: {verdict}", first="  ", indent="      "))
         lines.append(wrapped(test, first="    ", indent="      "))

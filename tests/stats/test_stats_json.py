@@ -22,7 +22,8 @@ def test_document_holds_every_table_and_is_strict_json():
     names = {
         "estimates", "equivalence", "effect_sizes", "heterogeneity", "per_condition",
         "robustness", "failures", "imputations", "diagnostics", "model_summaries",
-        "selected_levels", "hypotheses", "arm_levels",
+        "selected_levels", "hypotheses", "arm_levels", "regimes", "moderator_variance",
+        "tuning_edges",
     }  # fmt: skip
     assert set(back["tables"]) == names
     for name, frame in a.tables().items():

@@ -208,6 +208,16 @@ def test_regimes_of_a_simulated_study_find_the_harmed_conditions():
     sentence = headline_sentence(analysis.headline("balanced_acc", "bn"), row, "pp", margin=0.5)
     assert "worse in 4 (dataset=d0, imbalance_ratio=100" in sentence
     assert "on average" in sentence and "no difference" not in sentence
+    # analyze runs the same: each condition's verdict in per_condition, the counts in regimes
+    for column in ("p", "p_adj", "p_tost", "p_tost_adj"):
+        np.testing.assert_allclose(analysis.per_condition[column], verdicts[column])
+    assert analysis.per_condition["verdict"].tolist() == verdicts["verdict"].tolist()
+    (stored,) = analysis.regimes.to_dict("records")
+    assert stored["estimand"] == "fixed" and stored["regimes"] == row["regimes"]
+    assert stored["worse"] == row["worse"]
+    doc = analysis.to_document()["tables"]
+    assert doc["regimes"][0]["n_worse"] == 4
+    assert {"verdict", "p_adj"} <= set(doc["per_condition"][0])
 
 
 def _conditions(d: np.ndarray, groups: np.ndarray) -> pd.DataFrame:

@@ -61,7 +61,7 @@ def test_rows_say_which_estimand_and_the_tuned_one_is_primary(tuned):
     for name in ("equivalence", "effect_sizes", "heterogeneity", "per_condition", "robustness"):
         assert set(getattr(a, name).estimand) == {"fixed", "tuned"}, name
     assert set(a.model_summaries.estimand) == {"fixed", "tuned"}
-    assert a.diagnostics.message.str.contains("same seeds select and evaluate").any()
+    assert a.diagnostics.message.str.contains("no seed both selects and is evaluated").any()
 
 
 def test_selection_reads_validation_never_test():

@@ -112,6 +112,15 @@ class Content:
     hypotheses_table: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     #: When the results file registered its hypotheses ("" when it never did).
     hypotheses_registered_at: str = ""
+    #: A warning when a tuned verdict rests on a level chosen at an edge of the tuning grid.
+    edge_warning: str = ""
+    #: Per metric x variant, "better in k, worse in m, ..." conditions (Holm over them).
+    regime_lines: list[str] = dataclasses.field(default_factory=list)
+    #: Each condition's effect and verdict.
+    per_condition_table: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    #: How much of the between-condition variance each moderator explains, in words and table.
+    variance_sentences: list[str] = dataclasses.field(default_factory=list)
+    moderator_variance_table: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     def figures_in(self, section: str) -> list[FigureItem]:
         return [f for f in self.figures if f.section == section]
@@ -201,6 +210,19 @@ def build(
             getattr(analysis, "hypotheses", None), evidence_anchors(drawn.figures)
         ),
         hypotheses_registered_at=registered_at(metadata) or "",
+        **_by_condition(analysis),
+    )
+
+
+def _by_condition(analysis: Analysis) -> dict:
+    """What the report says condition by condition: the grid-edge warning, the regimes, each
+    condition's verdict and the share of the spread each moderator explains."""
+    return dict(
+        edge_warning=text.edge_warning(analysis),
+        regime_lines=text.regime_lines(analysis),
+        per_condition_table=views.per_condition_view(analysis),
+        variance_sentences=text.variance_sentences(analysis),
+        moderator_variance_table=views.moderator_variance_view(analysis),
     )
 
 

@@ -25,8 +25,10 @@ HYPOTHESIS_VIEW_COLUMNS = [
 def hypotheses_view(hyp: pd.DataFrame | None, evidence: Mapping[str, str]) -> pd.DataFrame:
     """One display row per judged hypothesis (``stats.hypotheses.HYPOTHESIS_COLUMNS``), plus
     ``href``: the anchor of the evidence for its metric (``evidence`` maps metric -> anchor;
-    default the estimates section). The p shown is the Holm-adjusted one for pre-registered
-    hypotheses and the unadjusted one, marked, for exploratory ones."""
+    default the estimates section). The test names the estimand ("balanced_acc (tuned
+    estimand)") and, for a claim about some or every condition, ends "; in any" / "; in
+    all". The p shown is the Holm-adjusted one for pre-registered hypotheses and the
+    unadjusted one, marked, for exploratory ones."""
     if hyp is None or hyp.empty:
         return pd.DataFrame(columns=[*HYPOTHESIS_VIEW_COLUMNS, "href"])
     rows = []
@@ -37,14 +39,18 @@ def hypotheses_view(hyp: pd.DataFrame | None, evidence: Mapping[str, str]) -> pd
             expected += f" (±{r.margin:g}{unit})"
         adjusted = pd.notna(r.p_adj)
         p = r.p_adj if adjusted else r.p
-        metric = r.metric + (f" ({r.estimand})" if r.estimand == "tuned" else "")
+        metric = f"{r.metric} ({r.estimand} estimand)"
+        quantifier = f"; in {r.quantifier}" if r.quantifier != "average" else ""
         estimate = "–" if pd.isna(r.estimate) else f"{r.estimate:.3g}{unit}"
         rows.append(
             {
                 "id": r.id,
                 "claim": r.claim,
                 # One cell for what is compared, so the verdict stays in view on a laptop.
-                "test": f"{metric}: {r.variant} vs {r.control}; {r.subset}; expect {expected}",
+                "test": (
+                    f"{metric}: {r.variant} vs {r.control}; {r.subset}; expect {expected}"
+                    + quantifier
+                ),
                 "estimate [CI]": (
                     estimate
                     if pd.isna(r.estimate)

@@ -124,6 +124,8 @@ def _evidence(c: Content, href: str) -> list[str]:
         lines += [f"> {t(h['sentence'])} **{t(h['verdict_words'])}**{multiplicity}", ""]
         if h["sensitivity"]:
             lines += [f"> {t(h['sensitivity'])}", ""]
+    if c.edge_warning:
+        lines += [f"**Warning.** {t(c.edge_warning)}", ""]
     else:
         lines += [f"> No effect could be estimated: {t(c.no_estimate_reason)}", ""]
     if not c.verdict_grid.empty:
@@ -188,8 +190,17 @@ def _equivalence_and_heterogeneity(c: Content, href: str) -> list[str]:
     lines += [markdown_table(c.equivalence_table, "No equivalence tests."), ""]
     lines += _figures(c, "equivalence", href)
     lines += ["## Heterogeneity across conditions", ""]
+    lines += [f"- {_para(line)}" for line in c.regime_lines]
+    lines += [""] if c.regime_lines else []
     lines += [markdown_table(c.heterogeneity_table, "No heterogeneity estimates."), ""]
-    return lines + _figures(c, "heterogeneity", href)
+    if c.variance_sentences:
+        lines += ["### Which factor explains the spread", ""]
+        lines += [f"- {_para(line)}" for line in c.variance_sentences] + [""]
+        lines += [markdown_table(c.moderator_variance_table), ""]
+    lines += _figures(c, "heterogeneity", href)
+    if not c.per_condition_table.empty:
+        lines += ["### Verdict per condition", "", markdown_table(c.per_condition_table), ""]
+    return lines
 
 
 def _mechanisms(c: Content, href: str) -> list[str]:

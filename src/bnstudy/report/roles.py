@@ -12,7 +12,7 @@ import dataclasses
 import pandas as pd
 
 from bnstudy.catalogue import METRICS
-from bnstudy.spec.design import Design
+from bnstudy.spec.design import LOG_BASES, Design
 from bnstudy.stats import Analysis
 
 
@@ -21,8 +21,8 @@ class Roles:
     """Columns and settings, resolved against one results table.
 
     ``arms``: control first, then the variants; ``moderators``: name -> transform
-    ("identity" or "log"); ``conditions``: the design's condition columns present in the
-    table; ``varying``: those taking more than one value there.
+    ("identity", "log", "log2" or "log10"); ``conditions``: the design's condition columns
+    present in the table; ``varying``: those taking more than one value there.
     """
 
     treatment: str
@@ -43,7 +43,9 @@ class Roles:
         return (self.control, *self.variants)
 
     def log_scale(self, factor: str) -> bool:
-        return self.moderators.get(factor) == "log"
+        """Whether ``factor``'s slope is on a logarithmic scale (log, log2 or log10), so
+        its levels are drawn on a log axis."""
+        return self.moderators.get(factor) in LOG_BASES
 
 
 def roles_of(design: Design, table: pd.DataFrame, analysis: Analysis) -> Roles:

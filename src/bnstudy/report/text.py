@@ -13,9 +13,16 @@ import pandas as pd
 from bnstudy.catalogue import COLLAPSED, MEASURED_STATUSES, METRICS
 from bnstudy.report.roles import Roles, primary_rows
 from bnstudy.report.views import level_text
+from bnstudy.spec.design import slope_unit
 from bnstudy.stats import Analysis
 from bnstudy.stats.analysis_result import LEVEL, OVERALL, SLOPE
 from bnstudy.stats.imputation import NOT_IMPUTABLE
+from bnstudy.stats.inference import EDGE_VERDICT, EQUIVALENT_ON_AVERAGE, EQUIVALENT_PI
+from bnstudy.stats.regimes import headline_sentence, regime_phrase
+from bnstudy.stats.tuning import TUNED
+
+#: How many better and worse conditions the headline names (the table below has them all).
+HEADLINE_LABELS = 3
 
 VERDICT_WORDS = {
     "better": "Better.",
@@ -30,6 +37,10 @@ VERDICT_WORDS = {
         "new condition may not."
     ),
     "inconclusive": "Inconclusive: neither a difference nor equivalence is shown.",
+    EDGE_VERDICT: (
+        "Inconclusive: the tuned comparison rests on a level chosen at the edge of the tuning "
+        "grid, and the best level may lie outside it."
+    ),
 }
 RULE_WORDS = {
     "chance": "chance (a uniform random guesser's score)",
@@ -43,7 +54,9 @@ def signed(x: float) -> str:
 
 
 def headline(analysis: Analysis, metric: str, variant: str) -> dict[str, str]:
-    """The verdict sentence of one metric x variant, its verdict word and the ok-only check."""
+    """The verdict sentence of one metric x variant (the average and, when the analysis has
+    per-condition verdicts, its regimes: "better in k, worse in m, ..."), its verdict word and
+    the ok-only check."""
     row = analysis.headline(metric, variant)
     if not row:
         return {}
@@ -52,13 +65,159 @@ def headline(analysis: Analysis, metric: str, variant: str) -> dict[str, str]:
         if row.get("n_imputed")
         else ""
     )
+    regime = regime_of(analysis, metric, variant, str(row["estimand"]))
+    verdict = str(row["verdict"])
+    if regime is None:
+        sentence = f"{row['text']}; {row['n_pairs']} pairs{imputed}."
+    else:
+        # An average "equivalent in every condition" beside a condition better or worse
+        # after adjustment would contradict it: the sentence and the words say "on average".
+        if int(regime["n_better"]) + int(regime["n_worse"]) and verdict == EQUIVALENT_PI:
+            verdict = EQUIVALENT_ON_AVERAGE
+        sentence = (
+            headline_sentence(
+                row,
+                regime,
+                analysis.units.get(metric, ""),
+                analysis.confidence,
+                _margin(analysis, metric),
+                qualifier=_tuned_words(analysis, str(row["estimand"])),
+                max_labels=HEADLINE_LABELS,
+            )
+            + f" {_details(analysis, row)}; {row['n_pairs']} pairs{imputed}."
+        )
     return {
-        "sentence": f"{row['text']}; {row['n_pairs']} pairs{imputed}.",
-        "verdict": str(row["verdict"]),
-        "verdict_words": VERDICT_WORDS.get(row["verdict"], str(row["verdict"])),
+        "sentence": sentence,
+        "verdict": verdict,
+        "verdict_words": VERDICT_WORDS.get(verdict, verdict),
         "multiplicity": multiplicity_sentence(analysis, row),
         "sensitivity": sensitivity_sentence(analysis, row),
     }
+
+
+def regime_of(analysis: Analysis, metric: str, variant: str, estimand: str) -> dict | None:
+    """The regimes row (``Analysis.regimes``) of one metric x variant x estimand, or None."""
+    reg = getattr(analysis, "regimes", None)
+    if reg is None or reg.empty:
+        return None
+    rows = reg[(reg["metric"] == metric) & (reg["variant"] == variant)
+               & (reg["estimand"] == estimand)]  # fmt: skip
+    return rows.iloc[0].to_dict() if len(rows) else None
+
+
+def _margin(analysis: Analysis, metric: str) -> float | None:
+    design = getattr(analysis, "design", None)
+    spec = design.metrics.get(metric) if design is not None else None
+    return spec.equivalence_margin if spec is not None else None
+
+
+def _tuned_words(analysis: Analysis, estimand: str) -> str:
+    if estimand != TUNED:
+        return ""
+    return f" (each arm at its best {', '.join(analysis.tuning)} by {analysis.select_by})"
+
+
+def _details(analysis: Analysis, row: Mapping) -> str:
+    """ "Prediction interval for a new condition a to b; p = x, holm-adjusted y" (what the
+    headline sentence leaves out)."""
+    parts = []
+    if np.isfinite(row["pi_low"]) and np.isfinite(row["pi_high"]):
+        # the numbers as the sentence before them writes them
+        parts.append(
+            f"prediction interval for a new condition {row['pi_low']:+.3g} to {row['pi_high']:+.3g}"
+        )
+    p = f"p = {row['p']:.2g}"
+    if np.isfinite(row["p_adj"]) and analysis.correction != "none":
+        p += f", {analysis.correction}-adjusted {row['p_adj']:.2g}"
+    parts.append(p)
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:]
+
+
+def edge_warning(analysis: Analysis) -> str:
+    """One line when a tuned verdict (primary population) rests on a level chosen at an edge
+    of the tuning grid, saying which and where; "" when none does."""
+    est = analysis.primary()
+    hit = est[est["verdict"] == EDGE_VERDICT]
+    if hit.empty:
+        return ""
+    which = ", ".join(
+        dict.fromkeys(f"{v} − {analysis.control} on {m}" for m, v in zip(hit["metric"],
+                                                                         hit["variant"],
+                                                                         strict=True))
+    )  # fmt: skip
+    edges = getattr(analysis, "tuning_edges", None)
+    example = ""
+    if edges is not None and len(edges):
+        at = edges[(edges["population"] == est["population"].iloc[0]) & edges["edge"].astype(bool)]
+        if len(at):
+            example = (
+                f" In {at['condition'].nunique()} of {edges['condition'].nunique()} "
+                f"condition(s) a choice lies at an edge, e.g. {at['condition'].iloc[0]}: "
+                f"{at['detail'].iloc[0]}."
+            )
+    return (
+        f"{len(hit)} tuned verdict(s) ({which}) rest on a level chosen at the edge of the "
+        f'tuning grid and read "{EDGE_VERDICT}": the best level may lie outside the grid.'
+        f"{example} Widen the grid (analysis.tune extend) or declare the bound."
+    )
+
+
+def regime_lines(analysis: Analysis) -> list[str]:
+    """Per metric x variant of the primary estimand: where the variant is better, worse,
+    equivalent, inconclusive, condition by condition (Holm over the conditions)."""
+    reg = primary_rows(getattr(analysis, "regimes", None), analysis)
+    if reg is None or reg.empty:
+        return []
+    pc = primary_rows(analysis.per_condition, analysis)
+    out = []
+    for r in reg.to_dict("records"):
+        line = (
+            f"{r['variant']} − {r['control']} on {r['metric']}: "
+            f"{regime_phrase(r, HEADLINE_LABELS)} (Holm over "
+            f"the {r['n_conditions']} conditions)"
+        )
+        if "verdict" in pc.columns:
+            mine = pc[(pc["metric"] == r["metric"]) & (pc["variant"] == r["variant"])]
+            if n_edge := int((mine["verdict"] == EDGE_VERDICT).sum()):
+                line += f"; {n_edge} of the inconclusive ones rest on a tuning grid edge"
+        out.append(line + ".")
+    return out
+
+
+def variance_sentences(analysis: Analysis) -> list[str]:
+    """Per metric x variant of the primary estimand, how much of the between-condition
+    variance each moderator explains, largest share first ("batch_size explains 70% of the
+    spread")."""
+    mv = primary_rows(getattr(analysis, "moderator_variance", None), analysis)
+    if mv is None or mv.empty:
+        return []
+    out = []
+    for (metric, variant), rows in mv.groupby(["metric", "variant"], sort=False):
+        unit = analysis.units.get(metric, "")
+        rows = rows.sort_values("share_explained", ascending=False, na_position="last")
+        parts = []
+        for k, r in enumerate(rows.itertuples(index=False)):
+            share = (
+                f"{100 * r.share_explained:.0f}%"
+                if np.isfinite(r.share_explained)
+                else "an undefined share (no spread to explain)"
+            )
+            q = (
+                f" (Q between levels {r.q_between:.3g} on {r.df:g} df, p = {r.p:.2g})"
+                if np.isfinite(r.q_between)
+                else ""
+            )
+            what = " explains" if k == 0 else ""
+            tail = " of the spread" if k == 0 else ""
+            parts.append(f"{r.moderator}{what} {share}{tail}{q}")
+        tau = np.sqrt(max(float(rows["tau2_without"].iloc[0]), 0.0))
+        spaced = f" {unit}" if unit else ""
+        out.append(
+            f"{variant} − {analysis.control} on {metric}, τ = {tau:.3g}{spaced} between "
+            f"conditions: " + ", ".join(parts) + "."
+        )
+    return out
 
 
 def multiplicity_sentence(analysis: Analysis, primary: Mapping) -> str:
@@ -83,8 +242,8 @@ def multiplicity_sentence(analysis: Analysis, primary: Mapping) -> str:
     return (
         f"The {100 * analysis.confidence:g}% CI excludes 0, but it is unadjusted: after "
         f"{analysis.correction} adjustment across the {n} {what} tested together, "
-        f"p = {p_adj:.2g}, not below α = {1 - analysis.confidence:.3g}, so no difference is "
-        "claimed."
+        f"p = {p_adj:.2g}, not below α = {1 - analysis.confidence:.3g}, so the average is not "
+        "declared different from 0."
     )
 
 
@@ -205,10 +364,10 @@ def moderator_sentences(analysis: Analysis, roles: Roles) -> list[dict[str, str]
             at = ", ".join(f"{float(r.level):g}: {r.estimate:+.2f}" for r in levels.itertuples())
         except (TypeError, ValueError):
             at = ", ".join(f"{r.level}: {r.estimate:+.2f}" for r in levels.itertuples())
-        per = f"ln({factor})" if roles.log_scale(factor) else factor
+        per = slope_unit(roles.moderators.get(factor, "identity"), factor)
         sentence = (
             f"{row.variant} − {roles.control} on {row.metric} changes by {row.estimate:+.2f} "
-            f"{unit} per unit of {per} ({100 * analysis.confidence:g}% CI "
+            f"{unit} {per} ({100 * analysis.confidence:g}% CI "
             f"{row.ci_low:+.2f} to {row.ci_high:+.2f}; p = {row.p:.2g})"
             + (f"; effect at {factor} {at}." if at else ".")
         )

@@ -32,6 +32,8 @@ _INTERVAL_NAMES = {
     "tost_ci": "TOST CI",
     "pooled_ci": "pooled CI",
     "pi": "PI",
+    "pi_claim": "PI (τ² at its upper bound)",
+    "tau2_ci": "τ² CI",
     "value": "value",
 }
 #: Column prefixes a prediction interval may come under (``pi_low``/``pi_high`` etc.).
@@ -186,12 +188,49 @@ def robustness_view(rob: pd.DataFrame) -> pd.DataFrame:
 
 
 def selected_view(selected: pd.DataFrame | None) -> pd.DataFrame:
-    """The tuned comparison's choices: per population, arm and condition, the level selected
-    and the validation value it won with."""
+    """The tuned comparison's choices: per population, arm, condition and fold of seeds, the
+    fold whose pairs were evaluated at it, whether it lies at an edge of the grid, the level
+    selected and the validation value it won with."""
     return tidy(
         selected,
-        ["population", "arm", "condition", "selected", "select_by", "value", "next_best",
-         "next_best_value", "n_levels", "n_trials"],
+        ["population", "arm", "condition", "fold", "evaluated_on", "at_edge", "selected",
+         "select_by", "value", "next_best", "next_best_value", "n_levels", "n_trials"],
+    )  # fmt: skip
+
+
+def per_condition_view(analysis: Analysis) -> pd.DataFrame:
+    """Each condition's effect and verdict (Holm over the conditions of each metric x variant)
+    for the primary estimand: worse and better first, then equivalent, then the rest."""
+    pc = primary_rows(getattr(analysis, "per_condition", None), analysis)
+    if pc is None or pc.empty or "verdict" not in pc.columns:
+        return pd.DataFrame()
+    order = {"worse": 0, "better": 1, "equivalent": 2}
+    pc = pc.assign(
+        _m=pd.factorize(pc["metric"])[0],
+        _v=pd.factorize(pc["variant"])[0],
+        _r=pc["verdict"].map(order).fillna(3),
+    ).sort_values(["_m", "_v", "_r"], kind="stable")
+    keep = ["metric", "variant", "condition", "verdict", "estimate", "ci_low", "ci_high", "p",
+            "p_adj", "p_tost_adj", "n_pairs"]  # fmt: skip
+    first = [c for c in keep if c not in ("ci_low", "ci_high")]
+    first.insert(first.index("estimate") + 1, "CI")
+    return tidy(pc[[c for c in keep if c in pc.columns]], first)
+
+
+def moderator_variance_view(analysis: Analysis) -> pd.DataFrame:
+    """The share of the between-condition variance each moderator explains (primary
+    estimand), with the between-levels Q test."""
+    mv = primary_rows(getattr(analysis, "moderator_variance", None), analysis)
+    if mv is None or mv.empty:
+        return pd.DataFrame()
+    # "moderator" is a column no other table shows (it is in their scope): here it is the key.
+    out = mv.assign(**{"share explained (%)": 100 * mv["share_explained"]}).rename(
+        columns={"moderator": "factor"}
+    )
+    return tidy(
+        out.drop(columns=["share_explained"]),
+        ["metric", "variant", "factor", "share explained (%)", "tau2_without", "tau2_with",
+         "q_between", "df", "p"],
     )  # fmt: skip
 
 

@@ -23,15 +23,23 @@ d = variant - control, analysis units):
 - overall effect and per-moderator-level effects from the paired model
   d ~ moderators + (1 | condition) (``mixed.paired_effect_fit``), each with a prediction
   interval for the effect in a new condition (``pi_low``/``pi_high``: estimate +-
-  t_{G-p} sqrt(tau^2 + se^2), :data:`PI_METHOD`);
+  t_{G-p-1} sqrt(tau^2 + se^2), one degree of freedom fewer than the CI's, Higgins,
+  Thompson & Spiegelhalter 2009, IntHout et al. 2016; :data:`PI_METHOD`);
 - contrasts between moderator levels (each level minus the first, with CIs), and a slope per
   numeric moderator on the scale its transform declares (``design.moderators``: ``log`` or
   ``identity``), scope ``f"{moderator}_slope"``;
 - TOST equivalence, multiplicity adjustment and verdicts (``inference``): rows in the
   declared family get verdicts ("better", "worse", "equivalent (PI within margin)",
   "equivalent (on average)", "inconclusive"); rows outside it are described, never judged
-  ("unadjusted: higher", ...);
-- per-condition effects and tau^2 / I^2 with Hartung-Knapp pooled CIs (``meta``);
+  ("unadjusted: higher", ...). "equivalent (PI within margin)" also needs the prediction
+  interval with tau^2 at its Q-profile upper bound inside the margin
+  (``pi_claim_low``/``pi_claim_high``, ``decisions.pi_claim``). A tuned verdict that rests
+  on a level chosen at an edge of the tuning grid (``tuning_edges``, not a declared bound)
+  reads "inconclusive (tuning grid edge)";
+- per-condition effects with a verdict each (Holm over the conditions of each metric x
+  variant x estimand, ``regimes``) and their counts (``regimes``: "better in k, worse in
+  m, ..."); tau^2 / I^2 with Hartung-Knapp pooled CIs (``meta``); the share of tau^2 each
+  moderator explains, with the between-levels Q test (``moderator_variance``);
 - effect sizes with bootstrap CIs, resampling conditions when there are enough of them
   (``bootstrap``), and a robustness check: that bootstrap and an exact sign-flip test on
   condition means (``signflip``) next to the model;
@@ -70,8 +78,10 @@ from bnstudy.stats.analysis_result import (
     ESTIMATE_COLUMNS,
     HETEROGENEITY_COLUMNS,
     IMPUTATION_COLUMNS,
+    MODERATOR_VARIANCE_COLUMNS,
     PER_CONDITION_COLUMNS,
     PI_METHOD,
+    REGIME_TABLE_COLUMNS,
     ROBUSTNESS_COLUMNS,
     SENSITIVITY_VERDICT,
     SLOPE_SUFFIX,
@@ -82,20 +92,28 @@ from bnstudy.stats.analysis_result import (
 )
 from bnstudy.stats.decisions import PI_CLAIM_MIN_DF, decide
 from bnstudy.stats.derived import with_derived_metrics
-from bnstudy.stats.estimates import heterogeneity_rows, model_estimates
+from bnstudy.stats.estimates import (
+    heterogeneity_rows,
+    model_estimates,
+    moderator_variance_rows,
+)
 from bnstudy.stats.failures import failure_columns, failure_rates
 from bnstudy.stats.findings import Comparison, Findings, label
 from bnstudy.stats.imputation import ITT, POPULATIONS, Scored, score_trials
 from bnstudy.stats.levels import level_table
 from bnstudy.stats.paired import as_design, condition_columns
 from bnstudy.stats.pairing import Paired, build_pairs
+from bnstudy.stats.regimes import CONDITION_VERDICT_COLUMNS, condition_verdicts, regimes
 from bnstudy.stats.robustness import robustness_rows
 from bnstudy.stats.tuning import (
+    EDGE_COLUMNS,
+    EDGE_VERDICT,
     FIXED,
     SELECTION_COLUMNS,
     TUNED,
     Selection,
     select_levels,
+    tuning_edges,
 )
 
 # The result's names were defined here before the module was split; their users import them
@@ -143,12 +161,16 @@ def analyze(table: pd.DataFrame, design: Design | Any) -> Analysis:
     ]
     imputations: list[pd.DataFrame] = []
     selections: list[pd.DataFrame] = []
+    edge_frames: list[pd.DataFrame] = []
     for population in POPULATIONS:
-        part, imputed, selection = _analyze_population(table, design, present, population)
+        part, imputed, selection, edges = _analyze_population(table, design, present, population)
         found.append(part)
         imputations += imputed
         if selection is not None:
             selections.append(selection.table)
+        if edges is not None and len(edges):
+            edge_frames.append(edges)
+    edges = _concat(edge_frames, EDGE_COLUMNS)
     raw = Findings.concat(found).raw
     primary_estimand, chosen = _primary_estimand(design, raw)
     estimates, equivalence, decided = decide(
@@ -158,14 +180,19 @@ def analyze(table: pd.DataFrame, design: Design | Any) -> Analysis:
         1 - design.confidence,
         {m: s.direction for m, s in design.metrics.items()},
         primary_estimand,
+        edges=edges,
     )
     found += [chosen, decided]
     if estimates.empty:
         found.append(_NO_ESTIMATES)
+    tables = _tables(Findings.concat(found))
+    tables["per_condition"] = _condition_verdicts(tables["per_condition"], design, edges)
     return Analysis(
         estimates=estimates,
         equivalence=equivalence,
-        **_tables(Findings.concat(found)),
+        **tables,
+        regimes=_regimes(tables["per_condition"]),
+        tuning_edges=edges,
         failures=(
             failure_rates(table, design, design.confidence)
             if len(table)
@@ -195,10 +222,12 @@ _NO_ESTIMATES = Findings.note(
 
 def _analyze_population(
     table: pd.DataFrame, design: Design, present: Mapping[str, MetricDesign], population: str
-) -> tuple[Findings, list[pd.DataFrame], Selection | None]:
+) -> tuple[Findings, list[pd.DataFrame], Selection | None, pd.DataFrame | None]:
     """Every comparison of one population: its rows, the imputation counts (intention to
-    treat only) and, with tuning factors, the selection of each arm's levels."""
+    treat only) and, with tuning factors, the selection of each arm's levels and where the
+    tuned comparison rests on a tuning grid edge (:func:`~bnstudy.stats.tuning.tuning_edges`)."""
     selection = select_levels(table, design, population) if design.tuning else None
+    edges = tuning_edges(selection, design) if selection is not None else None
     found = [_selection_notes(selection, design, population)] if selection is not None else []
     imputations = []
     cond_cols = condition_columns(design, table)
@@ -215,7 +244,7 @@ def _analyze_population(
                 found.append(paired.notes)
                 if paired.usable:
                     found.append(_analyze_pairs(paired, metric, variant))
-    return Findings.concat(found), imputations, selection
+    return Findings.concat(found), imputations, selection, edges
 
 
 def _analyze_pairs(paired: Paired, metric: str, variant: str) -> Findings:
@@ -239,6 +268,7 @@ def _analyze_pairs(paired: Paired, metric: str, variant: str) -> Findings:
         [
             found,
             heterogeneity_rows(cmp, pairs, overall),
+            moderator_variance_rows(cmp, pairs, overall, found, design.moderators),
             robustness_rows(cmp, pairs, overall, design),
         ]
     )
@@ -270,7 +300,45 @@ def _tables(found: Findings) -> dict[str, pd.DataFrame]:
         robustness=pd.DataFrame(list(found.robustness), columns=ROBUSTNESS_COLUMNS),
         diagnostics=pd.DataFrame(list(found.diagnostics), columns=DIAGNOSTIC_COLUMNS),
         model_summaries=pd.DataFrame(list(found.summaries), columns=SUMMARY_COLUMNS),
+        moderator_variance=pd.DataFrame(
+            list(found.moderator_variance), columns=MODERATOR_VARIANCE_COLUMNS
+        ),
     )
+
+
+#: The per-condition verdict columns the per_condition table keeps.
+_VERDICT_COLUMNS = [c for c in CONDITION_VERDICT_COLUMNS if c not in ("df", "margin")]
+
+
+def _condition_verdicts(
+    per_condition: pd.DataFrame, design: Design, edges: pd.DataFrame
+) -> pd.DataFrame:
+    """The per-condition effects with each condition's verdict (Holm over the conditions of
+    each metric x variant x estimand, :func:`~bnstudy.stats.regimes.condition_verdicts`); a
+    tuned condition whose comparison rests on a tuning grid edge reads :data:`EDGE_VERDICT`
+    (its p-values and the adjustment unchanged)."""
+    judged = condition_verdicts(per_condition, design.metrics, design.confidence)
+    out = per_condition.reset_index(drop=True).assign(
+        **{c: judged[c].to_numpy() for c in _VERDICT_COLUMNS}
+    )
+    if len(out) and len(edges):
+        hit = edges[(edges["population"] == ITT) & edges["edge"].astype(bool)]
+        keys = set(zip(hit["metric"], hit["variant"], hit["condition"].astype(str), strict=True))
+        at_edge = [
+            e == TUNED and (m, v, str(c)) in keys
+            for e, m, v, c in zip(
+                out["estimand"], out["metric"], out["variant"], out["condition"], strict=True
+            )
+        ]
+        out.loc[at_edge, "verdict"] = EDGE_VERDICT
+    return out
+
+
+def _regimes(per_condition: pd.DataFrame) -> pd.DataFrame:
+    """Better in k, worse in m, ... conditions, per metric x variant x estimand."""
+    if per_condition.empty:
+        return pd.DataFrame(columns=REGIME_TABLE_COLUMNS)
+    return regimes(per_condition)[REGIME_TABLE_COLUMNS]
 
 
 def _concat(frames: Sequence[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
@@ -320,8 +388,9 @@ def _selection_notes(selection: Selection, design: Design, population: str) -> F
             f"tuned comparison: each arm at its best {', '.join(design.tuning)} per condition "
             f"by the mean {design.select_by} over seeds (most often: "
             + ", ".join(f"{arm} {level}" for arm, level in chosen.items())
-            + "); the same seeds select and evaluate, which flatters both arms (see "
-            "selected_levels)"
+            + "); cross-fitted: levels chosen on one half of each condition's seeds (alternate "
+            "seeds in ascending order) are evaluated on the other half's pairs, so no seed both "
+            "selects and is evaluated (see selected_levels)"
         )
         found.append(Findings.note("", "", model, "info", message))
     return Findings.concat(found)

@@ -14,7 +14,8 @@ import pandas as pd
 from bnstudy.spec.design import Design
 from bnstudy.stats.imputation import ITT, OK_ONLY
 from bnstudy.stats.levels import LEVEL_TABLE_COLUMNS, levels_by
-from bnstudy.stats.tuning import FIXED, SELECTION_COLUMNS, TUNED
+from bnstudy.stats.regimes import REGIME_COLUMNS
+from bnstudy.stats.tuning import EDGE_COLUMNS, FIXED, SELECTION_COLUMNS, TUNED
 
 #: The columns that name an estimate row; the equivalence table has a row for each estimate
 #: row, named the same way.
@@ -56,6 +57,8 @@ EQUIVALENCE_COLUMNS = [
     "pi_within_margin",
     "moderator",
     "kind",
+    "pi_claim_low",
+    "pi_claim_high",
 ]
 EFFECT_SIZE_COLUMNS = [
     "metric",
@@ -88,6 +91,9 @@ HETEROGENEITY_COLUMNS = [
     "note",
     "estimand",
     "ci_method",
+    "pooled_se",
+    "tau2_ci_low",
+    "tau2_ci_high",
 ]
 PER_CONDITION_COLUMNS = [
     "metric",
@@ -100,6 +106,30 @@ PER_CONDITION_COLUMNS = [
     "n_pairs",
     "se",
     "estimand",
+    "p",
+    "p_adj",
+    "p_tost",
+    "p_tost_adj",
+    "verdict",
+]
+#: The regimes table: per metric x variant x estimand, how many conditions are better, worse,
+#: equivalent, inconclusive (:func:`bnstudy.stats.regimes.regimes`).
+REGIME_TABLE_COLUMNS = ["metric", "variant", "control", "estimand", *REGIME_COLUMNS]
+#: The moderator variance table: the share of the between-condition variance tau^2 each
+#: moderator explains, and the between-levels Q test (:mod:`bnstudy.stats.estimates`).
+MODERATOR_VARIANCE_COLUMNS = [
+    "metric",
+    "variant",
+    "control",
+    "estimand",
+    "population",
+    "moderator",
+    "tau2_without",
+    "tau2_with",
+    "share_explained",
+    "q_between",
+    "df",
+    "p",
 ]
 ROBUSTNESS_COLUMNS = [
     "metric",
@@ -185,10 +215,12 @@ def scope_of(kind: str, moderator: str) -> str:
 
 #: How the prediction interval (``pi_low``, ``pi_high``) is computed.
 PI_METHOD = (
-    "prediction interval for the effect in a new condition: estimate +- t_{G-p} "
-    "sqrt(tau^2 + se^2), tau^2 the paired model's between-condition variance (REML), on the "
-    "model's own G - p degrees of freedom; 'equivalent (PI within margin)' needs it inside "
-    "the margin and tau^2 estimated on at least 19 degrees of freedom (about 20 conditions)"
+    "prediction interval for the effect in a new condition: estimate +- t_{G-p-1} "
+    "sqrt(tau^2 + se^2), tau^2 the paired model's between-condition variance (REML), on one "
+    "degree of freedom fewer than the model's G - p (Higgins, Thompson & Spiegelhalter 2009; "
+    "IntHout et al. 2016); 'equivalent (PI within margin)' needs it inside the margin and the "
+    "same interval with tau^2 at its Q-profile upper confidence bound inside it too "
+    "(pi_claim_low/pi_claim_high, decisions.pi_claim)"
 )
 #: Appended to the verdict of every sensitivity (ok-only) row.
 SENSITIVITY_VERDICT = " (sensitivity, unadjusted)"
@@ -230,6 +262,18 @@ class Analysis:
     (:data:`~bnstudy.stats.levels.LEVEL_TABLE_COLUMNS`) is each arm's mean level of every
     primary metric, with its CI over trials, overall, per level of each varying condition
     factor and per condition (intention to treat; :meth:`levels_by` picks one grouping).
+
+    ``per_condition`` carries each condition's verdict (p, p_adj, p_tost, p_tost_adj,
+    verdict: Holm over the conditions of each metric x variant x estimand,
+    :func:`bnstudy.stats.regimes.condition_verdicts`; a tuned condition resting on a tuning
+    grid edge reads :data:`~bnstudy.stats.tuning.EDGE_VERDICT`); ``regimes``
+    (:data:`REGIME_TABLE_COLUMNS`) counts them per metric x variant x estimand ("better in k,
+    worse in m, ..."); ``moderator_variance`` (:data:`MODERATOR_VARIANCE_COLUMNS`) is the
+    share of the between-condition variance tau^2 each moderator explains, with the
+    between-levels Q test; ``tuning_edges``
+    (:data:`~bnstudy.stats.tuning.EDGE_COLUMNS` plus the base-condition factors) says per
+    population x metric x variant x base condition whether the tuned comparison rests on a
+    level chosen at an edge of the tuning grid (empty without tuning factors).
     """
 
     estimates: pd.DataFrame
@@ -256,14 +300,24 @@ class Analysis:
     treatment: str = ""
     primary_estimand: str = FIXED
     #: The protocol's pre-registered hypotheses judged, one row each
-    #: (``stats.hypotheses.HYPOTHESIS_COLUMNS``); filled by ``study.analyze_with_protocol``, which
-    #: knows the results file's registration. Empty when the protocol states none.
+    #: (``stats.hypotheses.HYPOTHESIS_COLUMNS``); filled by
+    #: ``study.analyze_with_protocol``, which knows the results file's registration. Empty
+    #: when the protocol states none.
     hypotheses: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     tuning: list[str] = dataclasses.field(default_factory=list)
     select_by: str | None = None
     design: Design | None = None
     arm_levels: pd.DataFrame = dataclasses.field(
         default_factory=lambda: pd.DataFrame(columns=LEVEL_TABLE_COLUMNS)
+    )
+    regimes: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=REGIME_TABLE_COLUMNS)
+    )
+    moderator_variance: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=MODERATOR_VARIANCE_COLUMNS)
+    )
+    tuning_edges: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=EDGE_COLUMNS)
     )
 
     def primary(self) -> pd.DataFrame:

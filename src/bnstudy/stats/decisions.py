@@ -14,12 +14,13 @@ import pandas as pd
 from bnstudy.stats.analysis_result import (
     EQUIVALENCE_COLUMNS,
     ESTIMATE_COLUMNS,
+    LEVEL,
     SENSITIVITY_VERDICT,
 )
 from bnstudy.stats.findings import Findings, label
 from bnstudy.stats.imputation import ITT, OK_ONLY
 from bnstudy.stats.inference import adjust, unadjusted_words, verdict
-from bnstudy.stats.tuning import FIXED
+from bnstudy.stats.tuning import EDGE_VERDICT, FIXED, TUNED, rests_on_edge
 
 #: The fewest degrees of freedom (G - p) for the verdict "equivalent (PI within margin)": the
 #: prediction interval's G - p - 1 must be at least 1. The number of conditions needs no
@@ -38,6 +39,7 @@ def decide(
     alpha: float,
     directions: Mapping[str, str],
     primary_estimand: str = FIXED,
+    edges: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, Findings]:
     """Adjust p-values over the declared family and word every row: the estimates and
     equivalence tables, and diagnostics on prediction intervals too thin to claim.
@@ -47,6 +49,12 @@ def decide(
     verdicts; a sensitivity row whose primary twin is in the family gets the verdict of its
     raw p-values and says it is a sensitivity check. Every other row (outside the family) is
     worded "unadjusted: ..." and never "better"/"worse".
+
+    ``edges``: :func:`bnstudy.stats.tuning.tuning_edges` of every population. A tuned row
+    with a verdict whose conditions (all of them for an overall, contrast or slope row; those
+    at its level for a moderator level's row) rest on a level chosen at an edge of the
+    tuning grid reads :data:`~bnstudy.stats.tuning.EDGE_VERDICT`, with a warning in the
+    diagnostics; its family membership and adjusted p are unchanged.
     """
     raw = pd.DataFrame(list(rows))
     if raw.empty:
@@ -67,10 +75,15 @@ def decide(
     use_p = np.where(in_family, p_adj, raw["p"].to_numpy(float))
     use_tost = np.where(in_family, p_tost_adj, raw["p_tost"].to_numpy(float))
     words = []
+    edge_notes = []
     for i, r in enumerate(raw.itertuples(index=False)):
         if in_rule[i]:
             claim = pi_claim(r)
             w = verdict(r.estimate, use_p[i], use_tost[i], alpha, directions[r.metric], claim)
+            if note := _edge_note(edges, r):
+                w = EDGE_VERDICT
+                where = label(r.scope, r.population, r.estimand)
+                edge_notes.append(Findings.note(r.metric, r.variant, where, "warning", note))
             words.append(w + ("" if primary[i] else SENSITIVITY_VERDICT))
         else:
             w = unadjusted_words(r.estimate, use_p[i], use_tost[i], alpha, bool(r.slope))
@@ -83,8 +96,18 @@ def decide(
     return (
         raw[ESTIMATE_COLUMNS].reset_index(drop=True),
         raw[EQUIVALENCE_COLUMNS].reset_index(drop=True),
-        _thin_prediction_notes(raw, in_family),
+        Findings.concat([_thin_prediction_notes(raw, in_family), *edge_notes]),
     )
+
+
+def _edge_note(edges: pd.DataFrame | None, row: Any) -> str:
+    """Why a tuned row's verdict rests on a tuning grid edge ("" when it does not): every
+    condition counts for an overall, contrast or slope row, the conditions at its level for a
+    moderator level's row (:func:`bnstudy.stats.tuning.rests_on_edge`)."""
+    if edges is None or edges.empty or row.estimand != TUNED:
+        return ""
+    where = {row.moderator: row.level} if row.kind == LEVEL else {}
+    return rests_on_edge(edges, row.metric, row.variant, row.population, where)
 
 
 def _thin_prediction_notes(raw: pd.DataFrame, in_family: np.ndarray) -> Findings:

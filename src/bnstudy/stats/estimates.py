@@ -16,7 +16,7 @@ from bnstudy.stats.analysis_result import CONTRAST, LEVEL, OVERALL, SLOPE, scope
 from bnstudy.stats.effect_fit import EffectFit, paired_effect_fit
 from bnstudy.stats.findings import Comparison, Findings
 from bnstudy.stats.inference import p_value, tost_p
-from bnstudy.stats.meta import heterogeneity, i_squared, per_condition_effects
+from bnstudy.stats.meta import heterogeneity, i_squared, per_condition_effects, tau2_reml
 from bnstudy.stats.paired import Pairs, condition_labels
 
 
@@ -272,6 +272,83 @@ def heterogeneity_rows(cmp: Comparison, pairs: Pairs, overall: EffectFit) -> Fin
     return Findings.concat(found)
 
 
+def moderator_variance_rows(
+    cmp: Comparison,
+    pairs: Pairs,
+    overall: EffectFit,
+    fits: Findings,
+    moderators: Mapping[str, str],
+) -> Findings:
+    """How much of the between-condition variance each moderator explains (primary
+    population): tau^2 of the overall paired model (``tau2_without``) against tau^2 of the
+    model with the moderator's levels as fixed effects (``tau2_with``, the level model
+    :func:`model_estimates` fitted; read from ``fits``' summaries), ``share_explained`` =
+    1 - tau2_with / tau2_without floored at 0 (nan when tau2_without is 0), and Cochran's
+    between-levels Q of the per-condition effects under the mixed-effects subgroup model
+    (:func:`between_levels_q`)."""
+    tau2 = {s["model"]: s["tau2"] for s in fits.summaries}
+    without = float(overall.tau2)
+    pc = per_condition_effects(pairs.frame, pairs.condition_columns, cmp.confidence)
+    rows = []
+    for mod in moderators:
+        if mod not in tau2 or mod not in pc.columns:
+            continue  # no level model (one level, a failed fit) or not a condition factor
+        with_ = float(tau2[mod])
+        share = (
+            max(0.0, 1.0 - with_ / without)
+            if without > 0 and np.isfinite(without) and np.isfinite(with_)
+            else np.nan
+        )
+        q, df, p = between_levels_q(pc, mod)
+        rows.append(
+            dict(
+                cmp.keys(),
+                moderator=mod,
+                tau2_without=without,
+                tau2_with=with_,
+                share_explained=share,
+                q_between=q,
+                df=df,
+                p=p,
+            )
+        )
+    return Findings(moderator_variance=tuple(rows))
+
+
+def between_levels_q(
+    per_condition: pd.DataFrame, factor: str, tau2: float | None = None
+) -> tuple[float, int, float]:
+    """Cochran's Q between the levels of ``factor`` (a subgroup analysis of the conditions'
+    effects): Q = sum over levels of W_g (mean_g - mean)^2, W_g the level's total weight,
+    mean_g its weighted mean and mean the weighted mean of all, with the weights
+    1 / (se^2 + tau2) of the mixed-effects subgroup model, chi^2 on (levels - 1) df under
+    "the effect does not depend on the level".
+
+    ``tau2``: the between-condition variance left *within* the levels (default: its REML
+    estimate with the levels as fixed effects, pooled over the levels: Borenstein, Hedges,
+    Higgins & Rothstein 2009, ch. 19; metafor's QM test of a factor). With ``tau2 = 0`` this
+    is the fixed-effect Q_between, which counts the spread left within the levels as a
+    difference between them: with a factor that explains nothing of a large tau^2 it
+    rejects nearly always. Conditions without a positive finite se are left out; (nan, df,
+    nan) with fewer than 2 levels."""
+    ok = per_condition[np.isfinite(per_condition["se"]) & (per_condition["se"] > 0)]
+    v = ok["se"].to_numpy(float) ** 2
+    y = ok["estimate"].to_numpy(float)
+    codes, levels = pd.factorize(ok[factor], sort=True)
+    df = len(levels) - 1
+    if df < 1:
+        return np.nan, max(df, 0), np.nan
+    if tau2 is None:
+        X = (codes[:, None] == np.arange(len(levels))[None, :]).astype(float)
+        tau2 = tau2_reml(y, v, X) if len(y) > len(levels) else 0.0
+    w = 1.0 / (v + tau2)
+    mean = np.sum(w * y) / np.sum(w)
+    weight = np.bincount(codes, weights=w, minlength=len(levels))
+    level_mean = np.bincount(codes, weights=w * y, minlength=len(levels)) / weight
+    q = float(np.sum(weight * (level_mean - mean) ** 2))
+    return q, df, float(stats.chi2.sf(q, df))
+
+
 def _model_heterogeneity(overall: EffectFit, v: np.ndarray, conf: float) -> dict:
     """The paired model's tau^2 as a heterogeneity row; ``v`` the conditions' variances."""
     low, high = overall.t_interval(conf)
@@ -285,6 +362,7 @@ def _model_heterogeneity(overall: EffectFit, v: np.ndarray, conf: float) -> dict
         q_df=np.nan,
         q_p=np.nan,
         pooled=overall.estimate[0],
+        pooled_se=overall.se[0],
         pooled_ci_low=low[0],
         pooled_ci_high=high[0],
         ci_method=f"paired model, t on {overall.df:g} df",

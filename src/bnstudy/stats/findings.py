@@ -39,6 +39,7 @@ class Findings:
     robustness: tuple[dict[str, Any], ...] = ()
     diagnostics: tuple[dict[str, Any], ...] = ()
     summaries: tuple[dict[str, Any], ...] = ()
+    moderator_variance: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def concat(cls, parts: Iterable[Findings]) -> Findings:

@@ -28,6 +28,11 @@ and say so. Verdicts from the (adjusted) p, alpha = 1 - confidence:
   +-margin); ``not equivalent`` when the CI lies entirely beyond the margin on one side;
   else ``inconclusive``.
 
+A tuned hypothesis whose subset's tuned comparison rests on a level chosen at an edge of the
+tuning grid (not a declared bound; :func:`bnstudy.stats.tuning.rests_on_edge`) reads
+``inconclusive (tuning grid edge)`` whatever its p, and ``note`` says where; its p still
+counts in the adjustment over hypotheses.
+
 Quantifiers (``quantifier`` column; ``in:`` in the protocol). The above is ``average``: the
 mean effect over the subset's conditions. ``any`` and ``all`` judge the subset's conditions
 one by one, Holm-adjusted over them (:func:`bnstudy.stats.regimes.quantified_test`), and the
@@ -60,24 +65,26 @@ from bnstudy.catalogue import METRICS
 from bnstudy.spec.design import Design, HypothesisDesign, MetricDesign
 from bnstudy.stats.analysis import CONTRAST_SUFFIX, analyze
 from bnstudy.stats.imputation import ITT
-from bnstudy.stats.inference import adjust
+from bnstudy.stats.inference import EDGE_VERDICT, adjust
 from bnstudy.stats.regimes import quantified_test
+from bnstudy.stats.tuning import rests_on_edge
 
 PREREGISTERED = "pre-registered"
 EXPLORATORY = "exploratory"
 #: Appended to the verdict of an exploratory hypothesis (unadjusted, not confirmatory).
 EXPLORATORY_VERDICT = " (exploratory, unadjusted)"
 #: Verdicts of directional and of equivalence hypotheses.
-DIRECTIONAL_VERDICTS = ("supported", "contradicted", "inconclusive")
-EQUIVALENCE_VERDICTS = ("equivalent", "not equivalent", "inconclusive")
+DIRECTIONAL_VERDICTS = ("supported", "contradicted", "inconclusive", EDGE_VERDICT)
+EQUIVALENCE_VERDICTS = ("equivalent", "not equivalent", "inconclusive", EDGE_VERDICT)
 NO_ESTIMATE = "no estimate"
 #: Replicates of the effect-size bootstrap run inside each hypothesis' analysis; the
 #: hypotheses table uses none of it, so a token number keeps evaluation cheap.
 _BOOTSTRAP_REPLICATES = 50
 
 #: Carried from a hypothesis' estimate to its verdict, then dropped: whether the p of an
-#: ``any``/``all`` claim is evidence for it, and whether its conditions refute equivalence.
-_PREDICTED, _REFUTED = "_predicted", "_refuted"
+#: ``any``/``all`` claim is evidence for it, whether its conditions refute equivalence, and
+#: whether its tuned comparison rests on a level chosen at an edge of the tuning grid.
+_PREDICTED, _REFUTED, _EDGE = "_predicted", "_refuted", "_edge"
 
 HYPOTHESIS_COLUMNS = [
     "id",
@@ -130,7 +137,7 @@ def evaluate_hypotheses(
     ``p_adj`` its Holm-adjusted value over the pre-registered ones (NaN for exploratory).
     """
     rows = [_estimate(table, design, h) for h in hypotheses]
-    frame = pd.DataFrame(rows, columns=[*HYPOTHESIS_COLUMNS, _PREDICTED, _REFUTED])
+    frame = pd.DataFrame(rows, columns=[*HYPOTHESIS_COLUMNS, _PREDICTED, _REFUTED, _EDGE])
     if frame.empty:
         return frame[HYPOTHESIS_COLUMNS]
     confirmatory = frame["sha256"].isin(registered or set()).to_numpy()
@@ -141,13 +148,16 @@ def evaluate_hypotheses(
     alpha = 1 - design.confidence
     predicted = frame[_PREDICTED].to_numpy(bool)
     refuted = frame[_REFUTED].to_numpy(bool)
+    edge = frame[_EDGE].to_numpy(bool)
     verdicts = []
     for i, r in enumerate(frame.itertuples(index=False)):
         if r.verdict == NO_ESTIMATE:
             verdicts.append(NO_ESTIMATE)
             continue
         p = p_adj[i] if confirmatory[i] else r.p
-        if r.quantifier == "average":
+        if edge[i]:
+            words = EDGE_VERDICT
+        elif r.quantifier == "average":
             words = _verdict(r.expect, r.estimate, r.ci_low, r.ci_high, p, r.margin, alpha)
         else:
             words = _quantified_verdict(r.expect, p, alpha, predicted[i], refuted[i])
@@ -205,8 +215,7 @@ def _estimate(table: pd.DataFrame, design: Design, h: HypothesisDesign) -> dict:
         "n_conditions": 0,
         "verdict": "",
         "scope": "overall",
-        _PREDICTED: True,
-        _REFUTED: False,
+        **{_PREDICTED: True, _REFUTED: False, _EDGE: False},
     }
     sub = _subset(table, design, h)
     moderators = {}
@@ -260,6 +269,8 @@ def _estimate(table: pd.DataFrame, design: Design, h: HypothesisDesign) -> dict:
                 _REFUTED: test.refuted,
             }
         )
+    if tuned and (edge := rests_on_edge(analysis.tuning_edges, h.metric, h.variant, ITT)):
+        row.update({_EDGE: True, "note": "; ".join(n for n in (row["note"], edge) if n)})
     return row
 
 

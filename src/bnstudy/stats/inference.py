@@ -35,8 +35,18 @@ from scipy import stats
 
 EQUIVALENT_ON_AVERAGE = "equivalent (on average)"
 EQUIVALENT_PI = "equivalent (PI within margin)"
+#: The verdict of a tuned comparison resting on a level chosen at an edge of the tuning grid
+#: (:func:`bnstudy.stats.tuning.rests_on_edge`): the best level may lie outside the grid.
+EDGE_VERDICT = "inconclusive (tuning grid edge)"
 #: Verdicts of rows in the multiplicity family.
-VERDICTS = ("better", "worse", EQUIVALENT_PI, EQUIVALENT_ON_AVERAGE, "inconclusive")
+VERDICTS = (
+    "better",
+    "worse",
+    EQUIVALENT_PI,
+    EQUIVALENT_ON_AVERAGE,
+    "inconclusive",
+    EDGE_VERDICT,
+)
 #: Prefix of every row outside the family: a description, not a verdict.
 UNADJUSTED = "unadjusted: "
 UNADJUSTED_WORDS = tuple(

@@ -192,7 +192,8 @@ def regimes(verdicts: pd.DataFrame) -> pd.DataFrame:
             n_better=int((v == BETTER).sum()),
             n_worse=int((v == WORSE).sum()),
             n_equivalent=int((v == EQUIVALENT).sum()),
-            n_inconclusive=int((v == INCONCLUSIVE).sum()),
+            # "inconclusive (tuning grid edge)" is inconclusive too
+            n_inconclusive=int(sum(str(x).startswith(INCONCLUSIVE) for x in v)),
             better=LABEL_SEPARATOR.join(labels[v == BETTER]),
             worse=LABEL_SEPARATOR.join(labels[v == WORSE]),
         )
@@ -231,6 +232,8 @@ def headline_sentence(
     unit: str = "",
     confidence: float = 0.95,
     margin: float | None = None,
+    qualifier: str = "",
+    max_labels: int = HEADLINE_LABELS,
 ) -> str:
     """The average effect and its regimes in one sentence, e.g.
 
@@ -239,7 +242,9 @@ def headline_sentence(
     ...), equivalent in 7, inconclusive in the rest of 12 conditions."
 
     ``average``: the overall estimate row (metric, variant, control, estimate, ci_low,
-    ci_high, verdict); ``regime``: its row of :func:`regimes`. The sentence never contains a
+    ci_high, verdict); ``regime``: its row of :func:`regimes`; ``qualifier``: said after the
+    metric (e.g. " (each arm at its best lr by val_balanced_acc)"); ``max_labels``: how many
+    better and worse conditions to name (:func:`regime_phrase`). The sentence never contains a
     phrase of :data:`NO_DIFFERENCE_PHRASES` while any condition is better or worse: "no
     difference beyond the margin" is said only when every condition is equivalent, and an
     average verdict "equivalent (PI within margin)" (a claim about every condition) is
@@ -248,6 +253,7 @@ def headline_sentence(
     unit_text = f" {unit}" if unit else ""
     who = f"{average.get('variant', 'variant')} − {average.get('control', 'control')}"
     on = f" on {average['metric']}" if average.get("metric") else ""
+    on += qualifier
     verdict = str(average.get("verdict", "") or "")
     mixed = int(regime["n_better"]) + int(regime["n_worse"]) > 0
     if mixed and verdict.startswith("equivalent"):
@@ -270,7 +276,7 @@ def headline_sentence(
             f"(Holm): no difference beyond the margin in any condition studied"
         )
     else:
-        by = f"by condition (Holm over {g}): {regime_phrase(regime)}"
+        by = f"by condition (Holm over {g}): {regime_phrase(regime, max_labels)}"
     return f"{who}{on}: {mean}; {by}."
 
 

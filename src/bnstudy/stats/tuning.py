@@ -68,6 +68,7 @@ import pandas as pd
 from bnstudy.catalogue import METRICS
 from bnstudy.spec.design import Design
 from bnstudy.stats.imputation import ITT, Scored, score_trials
+from bnstudy.stats.inference import EDGE_VERDICT as EDGE_VERDICT  # re-exported
 from bnstudy.stats.paired import (
     Pairs,
     condition_columns,
@@ -88,8 +89,6 @@ ALL_SEEDS = "all"
 #: How the levels were selected (``Selection.scheme``).
 CROSS_FIT = "cross-fitted"
 SAME_SEEDS = "same seeds"
-#: The verdict of a tuned comparison that rests on a selection at an edge of the grid.
-EDGE_VERDICT = "inconclusive (tuning grid edge)"
 SELECTION_COLUMNS = [
     "population",
     "arm",
