@@ -10,6 +10,7 @@ import pytest
 
 from bnstudy.spec.design import Design, MetricDesign, TuneDesign
 from bnstudy.stats import analyze, tuning
+from bnstudy.stats import edges as edges_mod
 from bnstudy.stats.imputation import ITT, score_trials
 from bnstudy.stats.paired import condition_columns
 from bnstudy.stats.simulate import grid_protocol, simulate_results
@@ -190,8 +191,8 @@ def test_selected_levels_say_when_the_choice_is_at_an_edge_of_the_grid(edges):
 def test_edges_per_metric_variant_and_condition_honour_declared_bounds(edges):
     design, table = edges
     sel = tuning.select_levels(table, design)
-    found = tuning.tuning_edges(sel, design)
-    assert list(found.columns) == [*tuning.EDGE_COLUMNS, "dataset"]
+    found = edges_mod.tuning_edges(sel, design)
+    assert list(found.columns) == [*edges_mod.EDGE_COLUMNS, "dataset"]
     assert len(found) == 1 * 2 * 2  # metric x variant x condition
     # bn vs plain: both at an edge; bn_noaffine vs plain: the control is
     assert found["edge"].all()
@@ -199,18 +200,18 @@ def test_edges_per_metric_variant_and_condition_honour_declared_bounds(edges):
     assert "bn at lr=0.1, the highest tried (folds A, B)" in bn
     assert "plain at lr=0.01, the lowest tried (folds A, B)" in bn
     # lr 0.01 declared as the lowest anyone would use: plain's choice is no edge to worry about
-    low = tuning.tuning_edges(sel, design, {"lr": (0.01, None)})
+    low = edges_mod.tuning_edges(sel, design, {"lr": (0.01, None)})
     by_variant = low.set_index("variant")
     assert by_variant.loc["bn", "edge"].all() and not by_variant.loc["bn_noaffine", "edge"].any()
     assert "plain" not in " ".join(by_variant.loc["bn", "detail"])
-    both = tuning.tuning_edges(sel, design, {"lr": (0.01, 0.1)}, metrics=["balanced_acc", "nll"])
+    both = edges_mod.tuning_edges(sel, design, {"lr": (0.01, 0.1)}, metrics=["balanced_acc", "nll"])
     assert len(both) == 2 * 2 * 2 and not both["edge"].any()
     # the sentence the analysis adds to its diagnostics, for a whole comparison or a level
-    said = tuning.rests_on_edge(found, "balanced_acc", "bn")
+    said = edges_mod.rests_on_edge(found, "balanced_acc", "bn")
     assert "2 of 2 condition(s)" in said and "inconclusive" in said
-    assert "1 of 1" in tuning.rests_on_edge(found, "balanced_acc", "bn", where={"dataset": "d1"})
-    assert tuning.rests_on_edge(found, "balanced_acc", "bn", where={"dataset": "d2"}) == ""
-    assert tuning.rests_on_edge(low, "balanced_acc", "bn_noaffine") == ""
+    assert "1 of 1" in edges_mod.rests_on_edge(found, "balanced_acc", "bn", where={"dataset": "d1"})
+    assert edges_mod.rests_on_edge(found, "balanced_acc", "bn", where={"dataset": "d2"}) == ""
+    assert edges_mod.rests_on_edge(low, "balanced_acc", "bn_noaffine") == ""
     assert tuning.EDGE_VERDICT == "inconclusive (tuning grid edge)"
 
 
@@ -218,8 +219,8 @@ def test_declared_bounds_come_from_the_design_unless_given(edges):
     design, table = edges
     sel = tuning.select_levels(table, design)
     declared = dataclasses.replace(design, tune_settings={"lr": TuneDesign((0.01, 0.1))})
-    assert not tuning.tuning_edges(sel, declared)["edge"].any()
-    assert tuning.tuning_edges(sel, declared, bounds={})["edge"].all()
+    assert not edges_mod.tuning_edges(sel, declared)["edge"].any()
+    assert edges_mod.tuning_edges(sel, declared, bounds={})["edge"].all()
 
 
 def test_a_level_tried_beyond_the_choice_makes_it_no_edge_even_without_a_value(edges):
@@ -273,10 +274,10 @@ def test_claim3_bn_at_lr_0_03_is_flagged_as_a_grid_edge_in_every_condition():
     bn = sel.table.query("arm == 'bn'")
     assert bn["condition"].nunique() == 8 and len(bn) == 8 * 2  # x two folds
     assert (bn["lr"] == 0.03).all() and (bn["at_edge"] == "low").all()
-    found = tuning.tuning_edges(sel, design).query("variant == 'bn'")
+    found = edges_mod.tuning_edges(sel, design).query("variant == 'bn'")
     assert len(found) == 2 * 8  # two metrics x eight conditions
     assert found["edge"].all()
     assert found["detail"].str.contains("bn at lr=0.03, the lowest tried").all()
     # declared as the lowest anyone would use, lr 0.03 is no longer an edge to worry about
-    bounded = tuning.tuning_edges(sel, design, {"lr": (0.03, None)})
+    bounded = edges_mod.tuning_edges(sel, design, {"lr": (0.03, None)})
     assert not bounded["detail"].str.contains("bn at").any()

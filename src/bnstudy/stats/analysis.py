@@ -92,6 +92,7 @@ from bnstudy.stats.analysis_result import (
 )
 from bnstudy.stats.decisions import PI_CLAIM_MIN_DF, decide
 from bnstudy.stats.derived import with_derived_metrics
+from bnstudy.stats.edges import EDGE_COLUMNS, tuning_edges
 from bnstudy.stats.estimates import (
     heterogeneity_rows,
     model_estimates,
@@ -100,21 +101,13 @@ from bnstudy.stats.estimates import (
 from bnstudy.stats.failures import failure_columns, failure_rates
 from bnstudy.stats.findings import Comparison, Findings, label
 from bnstudy.stats.imputation import ITT, POPULATIONS, Scored, score_trials
+from bnstudy.stats.inference import EDGE_VERDICT
 from bnstudy.stats.levels import level_table
 from bnstudy.stats.paired import as_design, condition_columns
 from bnstudy.stats.pairing import Paired, build_pairs
 from bnstudy.stats.regimes import CONDITION_VERDICT_COLUMNS, condition_verdicts, regimes
 from bnstudy.stats.robustness import robustness_rows
-from bnstudy.stats.tuning import (
-    EDGE_COLUMNS,
-    EDGE_VERDICT,
-    FIXED,
-    SELECTION_COLUMNS,
-    TUNED,
-    Selection,
-    select_levels,
-    tuning_edges,
-)
+from bnstudy.stats.tuning import FIXED, SELECTION_COLUMNS, TUNED, Selection, select_levels
 
 # The result's names were defined here before the module was split; their users import them
 # from here, so they stay importable from here.
@@ -225,7 +218,7 @@ def _analyze_population(
 ) -> tuple[Findings, list[pd.DataFrame], Selection | None, pd.DataFrame | None]:
     """Every comparison of one population: its rows, the imputation counts (intention to
     treat only) and, with tuning factors, the selection of each arm's levels and where the
-    tuned comparison rests on a tuning grid edge (:func:`~bnstudy.stats.tuning.tuning_edges`)."""
+    tuned comparison rests on a tuning grid edge (:func:`~bnstudy.stats.edges.tuning_edges`)."""
     selection = select_levels(table, design, population) if design.tuning else None
     edges = tuning_edges(selection, design) if selection is not None else None
     found = [_selection_notes(selection, design, population)] if selection is not None else []

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 
 from bnstudy.spec.design import Design
+from bnstudy.stats.edges import EDGE_COLUMNS
 from bnstudy.stats.imputation import ITT, OK_ONLY
 from bnstudy.stats.levels import LEVEL_TABLE_COLUMNS, levels_by
 from bnstudy.stats.regimes import REGIME_COLUMNS
-from bnstudy.stats.tuning import EDGE_COLUMNS, FIXED, SELECTION_COLUMNS, TUNED
+from bnstudy.stats.tuning import FIXED, SELECTION_COLUMNS, TUNED
 
 #: The columns that name an estimate row; the equivalence table has a row for each estimate
 #: row, named the same way.
@@ -271,7 +272,7 @@ class Analysis:
     worse in m, ..."); ``moderator_variance`` (:data:`MODERATOR_VARIANCE_COLUMNS`) is the
     share of the between-condition variance tau^2 each moderator explains, with the
     between-levels Q test; ``tuning_edges``
-    (:data:`~bnstudy.stats.tuning.EDGE_COLUMNS` plus the base-condition factors) says per
+    (:data:`~bnstudy.stats.edges.EDGE_COLUMNS` plus the base-condition factors) says per
     population x metric x variant x base condition whether the tuned comparison rests on a
     level chosen at an edge of the tuning grid (empty without tuning factors).
     """

@@ -17,10 +17,11 @@ from bnstudy.stats.analysis_result import (
     LEVEL,
     SENSITIVITY_VERDICT,
 )
+from bnstudy.stats.edges import rests_on_edge
 from bnstudy.stats.findings import Findings, label
 from bnstudy.stats.imputation import ITT, OK_ONLY
-from bnstudy.stats.inference import adjust, unadjusted_words, verdict
-from bnstudy.stats.tuning import EDGE_VERDICT, FIXED, TUNED, rests_on_edge
+from bnstudy.stats.inference import EDGE_VERDICT, adjust, unadjusted_words, verdict
+from bnstudy.stats.tuning import FIXED, TUNED
 
 #: The fewest degrees of freedom (G - p) for the verdict "equivalent (PI within margin)": the
 #: prediction interval's G - p - 1 must be at least 1. The number of conditions needs no
@@ -50,7 +51,7 @@ def decide(
     raw p-values and says it is a sensitivity check. Every other row (outside the family) is
     worded "unadjusted: ..." and never "better"/"worse".
 
-    ``edges``: :func:`bnstudy.stats.tuning.tuning_edges` of every population. A tuned row
+    ``edges``: :func:`bnstudy.stats.edges.tuning_edges` of every population. A tuned row
     with a verdict whose conditions (all of them for an overall, contrast or slope row; those
     at its level for a moderator level's row) rest on a level chosen at an edge of the
     tuning grid reads :data:`~bnstudy.stats.tuning.EDGE_VERDICT`, with a warning in the
@@ -103,7 +104,7 @@ def decide(
 def _edge_note(edges: pd.DataFrame | None, row: Any) -> str:
     """Why a tuned row's verdict rests on a tuning grid edge ("" when it does not): every
     condition counts for an overall, contrast or slope row, the conditions at its level for a
-    moderator level's row (:func:`bnstudy.stats.tuning.rests_on_edge`)."""
+    moderator level's row (:func:`bnstudy.stats.edges.rests_on_edge`)."""
     if edges is None or edges.empty or row.estimand != TUNED:
         return ""
     where = {row.moderator: row.level} if row.kind == LEVEL else {}

@@ -29,7 +29,7 @@ and say so. Verdicts from the (adjusted) p, alpha = 1 - confidence:
   else ``inconclusive``.
 
 A tuned hypothesis whose subset's tuned comparison rests on a level chosen at an edge of the
-tuning grid (not a declared bound; :func:`bnstudy.stats.tuning.rests_on_edge`) reads
+tuning grid (not a declared bound; :func:`bnstudy.stats.edges.rests_on_edge`) reads
 ``inconclusive (tuning grid edge)`` whatever its p, and ``note`` says where; its p still
 counts in the adjustment over hypotheses.
 
@@ -64,10 +64,10 @@ import pandas as pd
 from bnstudy.catalogue import METRICS
 from bnstudy.spec.design import Design, HypothesisDesign, MetricDesign
 from bnstudy.stats.analysis import CONTRAST_SUFFIX, analyze
+from bnstudy.stats.edges import rests_on_edge
 from bnstudy.stats.imputation import ITT
 from bnstudy.stats.inference import EDGE_VERDICT, adjust
 from bnstudy.stats.regimes import quantified_test
-from bnstudy.stats.tuning import rests_on_edge
 
 PREREGISTERED = "pre-registered"
 EXPLORATORY = "exploratory"

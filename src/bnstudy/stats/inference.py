@@ -36,7 +36,7 @@ from scipy import stats
 EQUIVALENT_ON_AVERAGE = "equivalent (on average)"
 EQUIVALENT_PI = "equivalent (PI within margin)"
 #: The verdict of a tuned comparison resting on a level chosen at an edge of the tuning grid
-#: (:func:`bnstudy.stats.tuning.rests_on_edge`): the best level may lie outside the grid.
+#: (:func:`bnstudy.stats.edges.rests_on_edge`): the best level may lie outside the grid.
 EDGE_VERDICT = "inconclusive (tuning grid edge)"
 #: Verdicts of rows in the multiplicity family.
 VERDICTS = (

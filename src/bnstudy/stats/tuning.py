@@ -59,7 +59,7 @@ or a mapping); the analysis reads a verdict resting on one as :data:`EDGE_VERDIC
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -104,8 +104,6 @@ SELECTION_COLUMNS = [
     "n_trials",
     "at_edge",
 ]
-#: :func:`tuning_edges`' columns (then one per varying base-condition factor).
-EDGE_COLUMNS = ["population", "metric", "variant", "control", "condition", "edge", "detail"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,21 +180,8 @@ def _select(table: pd.DataFrame, design: Design, population: str, scheme: str) -
         pd.DataFrame(columns=[*SELECTION_COLUMNS, *base, *tune]), base, tune, scheme=scheme
     )
     select_by = design.select_by
-    missing = [c for c in design.tuning if c not in table.columns]
-    if missing:
-        return dataclasses.replace(empty, notes=(f"tuning factor(s) {missing} not in the table",))
-    if not select_by or select_by not in table.columns:
-        return dataclasses.replace(
-            empty, notes=(f"selection metric {select_by!r} not in the table: no tuned comparison",)
-        )
-    if SEED_COLUMN not in table.columns:
-        return dataclasses.replace(
-            empty,
-            notes=(
-                f"the tuned comparison pairs arms by {SEED_COLUMN!r} and cross-fits over its "
-                "values: no such column, no tuned comparison",
-            ),
-        )
+    if why := _cannot_select(table, design):
+        return dataclasses.replace(empty, notes=(why,))
     direction = METRICS[select_by].direction if select_by in METRICS else "higher"
     scored = score_trials(
         table,
@@ -233,34 +218,9 @@ def _select(table: pd.DataFrame, design: Design, population: str, scheme: str) -
     # Best first; a level with no value at all can never be chosen; ties go to the lowest.
     means["_rank"] = np.where(np.isfinite(means["value"]), -sign * means["value"], np.inf)
     numeric = [c for c in tune if _is_numeric(table[c])]
-    rows = []
-    for key, group in means.groupby([*keys, "_fold"], sort=False, dropna=False):
-        ranked = group.sort_values("_rank", kind="stable")
-        best = ranked.iloc[0]
-        if not np.isfinite(best["_rank"]):
-            continue
-        nxt = ranked.iloc[1] if len(ranked) > 1 else None
-        *values, fold = key
-        row = dict(zip(keys, values, strict=True))
-        row.update({c: best[c] for c in tune})
-        row.update(
-            arm=row[design.treatment],
-            fold=fold,
-            evaluated_on=_other(fold),
-            selected=", ".join(f"{c}={best[c]}" for c in tune),
-            select_by=select_by,
-            value=float(best["value"]) * _scale(select_by),
-            next_best=(", ".join(f"{c}={nxt[c]}" for c in tune) if nxt is not None else ""),
-            next_best_value=(
-                float(nxt["value"]) * _scale(select_by) if nxt is not None else float("nan")
-            ),
-            n_levels=int(np.isfinite(group["_rank"]).sum()),
-            n_trials=int(best["n_trials"]),
-            at_edge=_at_edge(best, group, numeric, len(tune)),
-            population=population,
-        )
-        rows.append(row)
-    out = pd.DataFrame(rows)
+    groups = means.groupby([*keys, "_fold"], sort=False, dropna=False)
+    rows = [_choice(key, group, keys, tune, numeric, design, population) for key, group in groups]
+    out = pd.DataFrame([row for row in rows if row is not None])
     if out.empty:
         return dataclasses.replace(empty, notes=scored.notes)
     out["condition"] = condition_labels(out, base).to_numpy() if base else "all"
@@ -269,6 +229,60 @@ def _select(table: pd.DataFrame, design: Design, population: str, scheme: str) -
     if scheme == CROSS_FIT:
         notes += _fold_notes(out)
     return Selection(out.reset_index(drop=True), base, tune, notes, scheme)
+
+
+def _cannot_select(table: pd.DataFrame, design: Design) -> str:
+    """Why ``table`` allows no tuned comparison ("" when it does)."""
+    missing = [c for c in design.tuning if c not in table.columns]
+    if missing:
+        return f"tuning factor(s) {missing} not in the table"
+    if not design.select_by or design.select_by not in table.columns:
+        return f"selection metric {design.select_by!r} not in the table: no tuned comparison"
+    if SEED_COLUMN not in table.columns:
+        return (
+            f"the tuned comparison pairs arms by {SEED_COLUMN!r} and cross-fits over its "
+            "values: no such column, no tuned comparison"
+        )
+    return ""
+
+
+def _choice(
+    key: tuple,
+    group: pd.DataFrame,
+    keys: Sequence[str],
+    tune: Sequence[str],
+    numeric: Sequence[str],
+    design: Design,
+    population: str,
+) -> dict[str, Any] | None:
+    """The selected_levels row of one arm x condition x fold (``group``: its levels' mean
+    selection metric, ranked by ``_rank``); None when no level has a value."""
+    ranked = group.sort_values("_rank", kind="stable")
+    best = ranked.iloc[0]
+    if not np.isfinite(best["_rank"]):
+        return None
+    nxt = ranked.iloc[1] if len(ranked) > 1 else None
+    *values, fold = key
+    select_by = design.select_by
+    row = dict(zip(keys, values, strict=True))
+    row.update({c: best[c] for c in tune})
+    row.update(
+        arm=row[design.treatment],
+        fold=fold,
+        evaluated_on=_other(fold),
+        selected=", ".join(f"{c}={best[c]}" for c in tune),
+        select_by=select_by,
+        value=float(best["value"]) * _scale(select_by),
+        next_best=(", ".join(f"{c}={nxt[c]}" for c in tune) if nxt is not None else ""),
+        next_best_value=(
+            float(nxt["value"]) * _scale(select_by) if nxt is not None else float("nan")
+        ),
+        n_levels=int(np.isfinite(group["_rank"]).sum()),
+        n_trials=int(best["n_trials"]),
+        at_edge=_at_edge(best, group, numeric, len(tune)),
+        population=population,
+    )
+    return row
 
 
 def _other(fold: str) -> str:
@@ -375,127 +389,3 @@ def tuned_differences(
 def tuning_moderators(design: Design) -> Sequence[str]:
     """The moderators of the tuned comparison (the tuning factors are chosen, not varied)."""
     return [m for m in design.moderators if m not in design.tuning]
-
-
-Bounds = Mapping[str, tuple[Any, Any]]
-
-
-def declared_bounds(design: Design) -> dict[str, tuple[Any, Any]]:
-    """The bounds the protocol declares per tuning factor (``analysis.tune``'s mapping form)."""
-    settings = getattr(design, "tune_settings", None) or {}
-    return {f: s.bounds for f, s in settings.items() if getattr(s, "bounds", None) is not None}
-
-
-def tuning_edges(
-    selection: Selection,
-    design: Design,
-    bounds: Bounds | None = None,
-    metrics: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """Whether the tuned comparison rests on a selection at an edge of the tuning grid, per
-    population x metric x variant x base condition (:data:`EDGE_COLUMNS`, then the varying
-    base-condition factors, to match moderator levels).
-
-    ``edge`` is True where a level selected for the variant or the control (either fold) lies
-    at the lowest or highest level tried (``at_edge``), unless a declared bound explains it:
-    ``bounds`` maps a tuning factor to ``(low, high)`` (either may be None: not declared;
-    default: the bounds the design declares, ``design.tune_settings``), and a level at or
-    beyond its side's bound (e.g. lr 1.0 with high 1.0) is where the grid was meant to stop,
-    not an edge to worry about. ``detail`` says which arm, level and folds
-    (empty when ``edge`` is False). The selection does not depend on the metric: every
-    metric of ``metrics`` (default: the design's) gets the same rows.
-    """
-    base = selection.base_columns
-    columns = [*EDGE_COLUMNS, *base]
-    sel = selection.table
-    if sel.empty:
-        return pd.DataFrame(columns=columns)
-    if bounds is None:
-        bounds = declared_bounds(design)
-    tune = selection.tuning_columns
-    worries = [_worrying_sides(r, tune, bounds) for r in sel.to_dict("records")]
-    sel = sel.assign(_worry=worries)
-    rows = []
-    conditions = sel.drop_duplicates(["population", "condition"])
-    for cond in conditions.to_dict("records"):
-        here = sel[
-            (sel["population"] == cond["population"]) & (sel["condition"] == cond["condition"])
-        ]
-        for variant in design.variants:
-            detail = "; ".join(
-                d for arm in (variant, design.control) if (d := _edge_detail(here, arm))
-            )
-            row = {
-                "population": cond["population"],
-                "variant": variant,
-                "control": design.control,
-                "condition": cond["condition"],
-                "edge": bool(detail),
-                "detail": detail,
-                **{c: cond[c] for c in base},
-            }
-            rows += [{**row, "metric": m} for m in (design.metrics if metrics is None else metrics)]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _worrying_sides(row: Mapping[str, Any], tune: Sequence[str], bounds: Bounds) -> str:
-    """The edges of one selection that no declared bound explains, as text ("" if none)."""
-    found = []
-    for factor, side in edge_sides(str(row["at_edge"]), tune):
-        level = row[factor]
-        low, high = bounds.get(factor, (None, None))
-        bound = low if side == "low" else high
-        if bound is not None and (
-            np.isclose(level, bound) or (level < bound if side == "low" else level > bound)
-        ):
-            continue
-        found.append(f"{factor}={level}, the {'lowest' if side == 'low' else 'highest'} tried")
-    return " and ".join(found)
-
-
-def _edge_detail(here: pd.DataFrame, arm: str) -> str:
-    """One arm's worrying edges in one condition, e.g. "bn at lr=0.03, the lowest tried
-    (folds A, B)"."""
-    hits = here[(here["arm"] == arm) & (here["_worry"] != "")]
-    if hits.empty:
-        return ""
-    parts = [
-        f"{arm} at {worry} (fold{'s' if len(g) > 1 else ''} {', '.join(g['fold'])})"
-        for worry, g in hits.groupby("_worry", sort=False)
-    ]
-    return "; ".join(parts)
-
-
-def rests_on_edge(
-    edges: pd.DataFrame,
-    metric: str,
-    variant: str,
-    population: str = ITT,
-    where: Mapping[str, Any] | None = None,
-) -> str:
-    """A diagnostics sentence when the tuned comparison of ``metric`` x ``variant`` (in the
-    conditions matching ``where``, e.g. ``{"dataset": "d0"}`` for a moderator level's row, the
-    level as a value or as the estimates table's text; all when None) rests on a selection at
-    a grid edge (:func:`tuning_edges`); "" when not. A verdict with a sentence here reads
-    :data:`EDGE_VERDICT`."""
-    if edges.empty:
-        return ""
-    keep = (
-        (edges["metric"] == metric)
-        & (edges["variant"] == variant)
-        & (edges["population"] == population)
-    )
-    for factor, level in (where or {}).items():
-        if factor in edges.columns:  # estimate rows carry a level as text ("1.0", "d0")
-            keep &= edges[factor].astype(str) == str(level)
-    rows = edges[keep]
-    hit = rows[rows["edge"].astype(bool)]
-    if hit.empty:
-        return ""
-    first = f"{hit['condition'].iloc[0]}: {hit['detail'].iloc[0]}"
-    return (
-        f"the tuned comparison rests on a level chosen at the edge of the tuning grid in "
-        f"{len(hit)} of {len(rows)} condition(s) (e.g. {first}): the best level may lie "
-        "outside the grid, so the verdict is inconclusive; widen the grid or declare the "
-        "bound"
-    )
