@@ -186,10 +186,10 @@ def test_run_with_a_momentum_arm_end_to_end(tmp_path, monkeypatch):
     assert len(table) == 6 and set(table["status"]) == {"ok"}
     assert sorted(table["arm"]) == sorted(["plain", "bn", "bn[bn_momentum=0.01]"] * 2)
     assert table.groupby("block_id")["arm"].nunique().tolist() == [3, 3]
-    estimates = study.analyze_recorded(recorded).estimates
+    estimates = study.analyze_with_protocol(recorded).estimates
     overall = estimates[estimates["scope"] == "overall"]
     assert set(overall["variant"]) == {"bn", "bn[bn_momentum=0.01]"}
     assert set(overall["control"]) == {"plain"}
     assert "bn[bn_momentum=0.01]" in Path("reports/t.html").read_text()
-    judged = study.analyze_recorded(recorded).hypotheses.set_index("id").loc["slow"]
+    judged = study.analyze_with_protocol(recorded).hypotheses.set_index("id").loc["slow"]
     assert judged["n_pairs"] == 2 and pd.notna(judged["estimate"])

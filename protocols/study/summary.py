@@ -25,7 +25,7 @@ def main() -> None:
     for name in PROTOCOLS:
         path = ROOT / "data" / "results" / f"study_{name}.parquet"
         recorded = study.load_results(path)
-        analysis = study.analyze_recorded(recorded)
+        analysis = study.analyze_with_protocol(recorded)
         table = recorded.results.table
         print(f"## study_{name}: {len(table)} trials\n")
         print(_where(table, recorded.results.metadata), "\n")

@@ -34,8 +34,9 @@ def retrying_dead_workers(
     its name) and each is retried alone, after the tasks not yet started (which go on in
     parallel): one whose worker dies again is the cause, and gets a ``failed`` row per trial
     (``worker died (SIGKILL)``); the others train as usual. Every task is yielded once.
-    Without slots (a remote Dask cluster), or with no task named, the error is raised: the
-    run stops.
+    Where no slot names a lost task (a restarted Dask worker took the slot first), every lost
+    task is a suspect. Without slots (a remote Dask cluster) the error is raised: the run
+    stops.
     """
     queue, suspects = list(tasks), []
     while queue or suspects:
@@ -56,15 +57,18 @@ def retrying_dead_workers(
         if died is None:
             continue
         lost = [task for task in batch if task_name(task) not in back]
-        held = config.pool.holders(clear=True) if config.pool is not None else {}
-        if not any(task_name(task) in held for task in lost):
+        if config.pool is None:  # a remote cluster: no slots name the cause
             raise died
-        if alone:  # its second death: the cause
+        held = config.pool.holders(clear=True)
+        if alone:  # its second death, running alone: the cause
             for task in lost:
                 yield _died(task, death_cause(died), held.get(task_name(task), ""), config)
             continue
-        suspects += [task for task in lost if task_name(task) in held]
-        queue = [task for task in lost if task_name(task) not in held]
+        named = [task for task in lost if task_name(task) in held]
+        # None named: a restarted worker (Dask's nanny) took the dead one's slot before it was
+        # read; then every lost task is a suspect and runs alone.
+        suspects += named or lost
+        queue = [task for task in lost if named and task not in named]
 
 
 def _died(task: tuple[Trial, ...], cause: str, device: str, config: WorkerConfig) -> TaskOutcome:
