@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from bnstudy.execution.devices import cpu_model
 from bnstudy.stats.decisions import decide
 from bnstudy.stats.estimates import model_estimates
 from bnstudy.stats.findings import Comparison
@@ -124,7 +125,7 @@ def main() -> None:
     at5 = np.sqrt(0.05 * 0.95 / reps)
     head = [
         f"# python benchmarks/equivalence_claim_rate.py {reps} {workers}",
-        f"# machine: {platform.machine()} {_cpu()}, {os.cpu_count()} cores, "
+        f"# machine: {platform.machine()} {cpu_model() or 'unknown CPU'}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}",
         "",
         "Rate of the verdict 'equivalent (PI within margin)' (margin 0.5 pp, 95%): condition "
@@ -177,17 +178,6 @@ def main() -> None:
     print("\n".join(lines[-2:]), flush=True)
     with open(__file__.replace(".py", ".txt"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import time
 import numpy as np
 from scipy import integrate, stats
 
+from bnstudy.execution.devices import cpu_model
 from bnstudy.stats.imputation import ITT, score_trials
 from bnstudy.stats.paired import condition_columns
 from bnstudy.stats.simulate import grid_protocol, simulate_results
@@ -111,7 +112,7 @@ def main() -> None:
     theory = (same_seed_theory(SEEDS), 0.0)
     lines = [
         f"# python benchmarks/tuned_bias.py {reps}",
-        f"# machine: {platform.machine()} {_cpu()}, {os.cpu_count()} cores, "
+        f"# machine: {platform.machine()} {cpu_model() or 'unknown CPU'}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}",
         "",
         "Tuned estimand of balanced_acc (bn - plain, pp); truth 0: identical means at each of "
@@ -148,17 +149,6 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     with open(__file__.replace(".py", ".txt"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
