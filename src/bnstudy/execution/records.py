@@ -29,30 +29,11 @@ from bnstudy.spec.trial import TREATMENT, Trial
 from bnstudy.training.trial_result import TrialResult
 
 
-def trial_row(
-    trial: Trial,
-    result: TrialResult,
-    *,
-    packed_with: str = "",
-    deterministic: bool = True,
-    torch_threads: int = 1,
-    timeout_s: float | None = None,
-    host: str = "",
-    cpu_model: str = "",
-) -> dict[str, Any]:
-    """The results-table row for one trial (:func:`bnstudy.results_format.trial_row`), with
-    the cached body it started from (``pretrain_checkpoint``, "" without pre-training)."""
-    return format_row(
-        trial,
-        result,
-        pretrain_checkpoint=_checkpoint_key(trial),
-        packed_with=packed_with,
-        deterministic=deterministic,
-        torch_threads=torch_threads,
-        timeout_s=timeout_s,
-        host=host,
-        cpu_model=cpu_model,
-    )
+def trial_row(trial: Trial, result: TrialResult, **how: Any) -> dict[str, Any]:
+    """The results-table row for one trial (:func:`bnstudy.results_format.trial_row`, which
+    takes ``how`` it ran), with the cached body it started from (``pretrain_checkpoint``, ""
+    without pre-training)."""
+    return format_row(trial, result, pretrain_checkpoint=_checkpoint_key(trial), **how)
 
 
 def _checkpoint_key(trial: Trial) -> str:
