@@ -34,6 +34,7 @@ from bnstudy.store import Results, ResultStore, StoreError, is_parquet
 from bnstudy.store import read_results as read_store
 
 if TYPE_CHECKING:  # keep torch out of analysis-only imports
+    from bnstudy.execution.cost import DeviceEstimate
     from bnstudy.execution.runner import RunSummary
     from bnstudy.stats import Analysis
 
@@ -139,12 +140,25 @@ class Plan:
     def n_blocks(self) -> int:
         return len({t.block_id for t in self.trials})
 
+    def cost(self, table: str | Path | None = None) -> list[DeviceEstimate]:
+        """Estimated device time per device of the step-time table (default: the committed
+        one, ``bnstudy/execution/step_times.csv``); see :mod:`bnstudy.execution.cost`."""
+        from bnstudy.execution import cost
+
+        return cost.estimate(self.protocol, self.trials, table or cost.TABLE)
+
+    def cost_lines(self, table: str | Path | None = None) -> list[str]:
+        """One line per device of the table (``quick: 60 trials, ≈ 4.3 GPU-min ...``)."""
+        return [e.line(self.protocol.name) for e in self.cost(table)]
+
     def describe(self, first: int = 5) -> str:
         """The trial count, each factor's levels, the arms and the first trials, each shown
         by the settings that vary (the rest are in the factor table)."""
         from bnstudy.terminal import table, wrapped
 
         lines = [f"protocol {self.protocol.name!r}: {len(self.trials)} trials"]
+        lines.append("estimated device time (benchmarks/step_times.py adds this machine's rows):")
+        lines += [wrapped(line, first="  ", indent="    ") for line in self.cost_lines()]
         levels = pd.DataFrame(
             [
                 (
