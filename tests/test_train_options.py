@@ -88,12 +88,61 @@ def test_warmup_rises_linearly_from_zero_then_follows_the_schedule(make_trial, s
     assert warmup_steps(make_trial(warmup_frac=0.99), 10) == 9  # never the whole run
 
 
+def _ldam_lr(epoch: int, lr: float = 0.1) -> float:
+    """Cao et al. 2019's learning rate of 0-based ``epoch``: LDAM-DRW's ``cifar_train.py``,
+    ``adjust_learning_rate``, as written there."""
+    epoch = epoch + 1
+    if epoch <= 5:
+        return lr * epoch / 5
+    if epoch > 180:
+        return lr * 0.0001
+    if epoch > 160:
+        return lr * 0.01
+    return lr
+
+
+def test_step_schedule_at_epoch_milestones_is_cao_et_als(make_trial):
+    # CIFAR-10-LT at ratio 100: 12,406 images, 96 steps of batch 128 per epoch, 200 epochs.
+    trial = make_trial(
+        epochs=200,
+        batch_size=128,
+        lr=0.1,
+        warmup_frac=0.025,
+        lr_schedule="step",
+        lr_milestones="160,180",
+        lr_decay=0.01,
+    )
+    per_epoch = 12406 // 128
+    total = 200 * per_epoch
+    assert warmup_steps(trial, total) == 5 * per_epoch  # 5 epochs' steps, exactly
+    factors = [lr_factor(trial, k, total) for k in range(total)]
+    warmup, first, second = 5 * per_epoch, 160 * per_epoch, 180 * per_epoch
+    assert factors[:warmup] == [k / warmup for k in range(warmup)]  # linear from 0
+    assert factors[warmup:first] == [1.0] * (first - warmup)  # lr 0.1
+    assert factors[first:second] == [0.01] * (second - first)  # x0.01 from epoch 160
+    assert factors[second:] == [0.01**2] * (total - second)  # x0.01 again from epoch 180
+    # after warm-up, every step's lr is the paper code's lr of its epoch
+    for k in range(warmup, total):
+        assert trial.lr * factors[k] == pytest.approx(_ldam_lr(k // per_epoch), rel=1e-12)
+    # the same milestones hold whatever the steps per epoch (an epoch-based training length)
+    total = 200 * 159  # ratio 10: 20,431 images
+    assert lr_factor(trial, 160 * 159 - 1, total) == 1.0
+    assert lr_factor(trial, 160 * 159, total) == 0.01
+
+
+def test_milestones_need_a_training_length_in_epochs(make_trial):
+    trial = make_trial(epochs=0, steps=100, lr_schedule="step", lr_milestones="1")
+    with pytest.raises(ValueError, match="lr_milestones are epochs"):
+        lr_factor(trial, 0, 100)
+
+
 @pytest.mark.parametrize(
     "settings",
     [
         {},  # cosine over epochs, as in the first release
         {"steps": 30, "epochs": 0, "lr_schedule": "step", "warmup_frac": 0.1},
         {"steps": 30, "epochs": 0, "lr_schedule": "constant", "warmup_frac": 0.3},
+        {"lr_schedule": "step", "lr_milestones": "1", "lr_decay": 0.01, "warmup_frac": 0.25},
     ],
 )
 def test_training_uses_the_scheduled_learning_rate_at_every_step(

@@ -27,6 +27,37 @@ from bnstudy.spec.fields import (
 )
 from bnstudy.spec.trial import NO_PRETRAIN
 
+_MILESTONES = ("factors", "lr_milestones")
+
+
+def milestone_levels(value: Any) -> list[str]:
+    """The levels of ``lr_milestones`` as canonical strings, ``"160,180"``.
+
+    A list of integers (``[160, 180]``), one integer or a string (``"160,180"``, as a results
+    table holds it) is one level; a list of lists or strings, several. Every milestone is a
+    positive integer, strictly increasing within its level.
+    """
+    if isinstance(value, list) and any(isinstance(v, list | str) for v in value):
+        return [_milestone_level(v) for v in value]
+    return [_milestone_level(value)]
+
+
+def _milestone_level(value: Any) -> str:
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not all(p.isdigit() for p in parts):
+            raise FieldError(_MILESTONES, f"milestones must be whole epochs; got {value!r}")
+        value = [int(p) for p in parts]
+    epochs = value if isinstance(value, list) else [value]
+    for m in epochs:
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise FieldError(
+                _MILESTONES, f"milestones must be positive whole epochs; got {m!r} in {value!r}"
+            )
+    if epochs != sorted(set(epochs)):
+        raise FieldError(_MILESTONES, f"milestones must be strictly increasing; got {epochs}")
+    return ",".join(str(m) for m in epochs)
+
 
 class Factors(BaseModel):
     """Every factor is a non-empty list of values (a single value means a list of one).
@@ -69,6 +100,13 @@ class Factors(BaseModel):
     )
     #: Fraction of the training steps spent warming the learning rate up linearly from 0.
     warmup_frac: list[Fraction] = Field(default=[0.0], min_length=1)
+    #: Epochs at which a ``step`` schedule multiplies the learning rate by ``lr_decay`` (with
+    #: ``epochs``). One level is a list of increasing epochs, ``[160, 180]``; several levels a
+    #: list of such lists. Stored as ``"160,180"``; ``""`` (the default): the first release's
+    #: milestones, 50% and 75% of the steps after warm-up.
+    lr_milestones: list[str] = Field(default=[""], min_length=1)
+    #: The factor by which a ``step`` schedule multiplies the learning rate at each milestone.
+    lr_decay: list[OpenFraction] = Field(default=[0.1], min_length=1)
     label_smoothing: list[Fraction] = Field(default=[0.0], min_length=1)
     #: Maximum gradient norm (0: no clipping).
     grad_clip: list[NonNegativeFloat] = Field(default=[0.0], min_length=1)
@@ -108,6 +146,14 @@ class Factors(BaseModel):
             return {**data, "epochs": [0]}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _milestone_levels(cls, data: Any) -> Any:
+        """``lr_milestones: [160, 180]`` is one level; a list of lists, several."""
+        if not isinstance(data, dict) or "lr_milestones" not in data:
+            return data
+        return {**data, "lr_milestones": milestone_levels(data["lr_milestones"])}
+
     @field_validator("*", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
@@ -133,7 +179,35 @@ class Factors(BaseModel):
     def _a_training_length(self) -> Factors:
         if self.steps == [0] and 0 in self.epochs:
             raise FieldError(("factors", "epochs"), "epochs must be at least 1")
+        self._check_step_schedule()
         return self
+
+    def _check_step_schedule(self) -> None:
+        """Milestones and a decay apply to a ``step`` schedule only, milestones (epochs) to
+        a training length in epochs, every milestone before the end of training."""
+        where = ("factors", "lr_milestones")
+        milestones = [m for m in self.lr_milestones if m]
+        if (milestones or self.lr_decay != [0.1]) and self.lr_schedule != ["step"]:
+            name = "lr_milestones" if milestones else "lr_decay"
+            raise FieldError(
+                ("factors", name),
+                f"{name} applies to lr_schedule: step only; got lr_schedule {self.lr_schedule}",
+            )
+        if not milestones:
+            return
+        if self.steps != [0]:
+            raise FieldError(
+                where, "lr_milestones are epochs: give the training length as epochs, not steps"
+            )
+        shortest = min(self.epochs)
+        for level in milestones:
+            last = int(level.split(",")[-1])
+            if last >= shortest:
+                raise FieldError(
+                    where,
+                    f"milestone {last} is not within the training length of {shortest} epochs "
+                    f"(each must be less than the epochs)",
+                )
 
     def count(self) -> int:
         """The number of factor combinations (without expanding them)."""

@@ -52,6 +52,10 @@ class Trial:
     steps: int = 0
     lr_schedule: str = "cosine"
     warmup_frac: float = 0.0
+    #: Epochs of a ``step`` schedule's decays, comma separated ("": 50% and 75% of the steps
+    #: after warm-up, the first release's); see :func:`bnstudy.training.loop.lr_factor`.
+    lr_milestones: str = ""
+    lr_decay: float = 0.1
     label_smoothing: float = 0.0
     grad_clip: float = 0.0
     sampler: str = "instance"

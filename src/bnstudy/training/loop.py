@@ -34,8 +34,9 @@ uniformly among the classes present, then an instance of that class uniformly, w
 replacement, from the same ``order/<epoch>`` generator.
 
 **Learning rate.** ``lr`` times :func:`lr_factor`: a linear warm-up from 0 over
-``warmup_frac`` of the steps, then ``cosine`` (to 0), ``step`` (x0.1 at 50% and 75% of the
-steps after warm-up) or ``constant``.
+``warmup_frac`` of the steps, then ``cosine`` (to 0), ``step`` (x ``lr_decay`` at each of the
+epochs ``lr_milestones``; without milestones x0.1 at 50% and 75% of the steps after warm-up)
+or ``constant``.
 """
 
 from __future__ import annotations
@@ -138,8 +139,15 @@ def lr_factor(trial: Trial, step: int, total_steps: int) -> float:
     """The learning rate of optimiser step ``step`` (0-based) as a fraction of ``trial.lr``.
 
     Warm-up: ``step / W`` for the first ``W`` = :func:`warmup_steps` steps. After it, with
-    ``p = (step - W) / (total_steps - W)``: ``cosine`` ``(1 + cos(pi p)) / 2``; ``step`` 1, then
-    0.1 from ``p = 0.5`` and 0.01 from ``p = 0.75``; ``constant`` 1.
+    ``p = (step - W) / (total_steps - W)``: ``cosine`` ``(1 + cos(pi p)) / 2``; ``constant`` 1;
+    ``step`` ``lr_decay ** k``, ``k`` the milestones reached: with ``lr_milestones`` the epochs
+    ``m`` with ``step >= m * S`` (``S = total_steps // epochs``, the steps of one pass: the
+    step's 0-based epoch is at least ``m``), else ``p >= 0.5`` and ``p >= 0.75``.
+
+    Cao et al. 2019 (LDAM-DRW, ``cifar_train.py``, ``adjust_learning_rate``) set ``lr * 0.01``
+    after epoch 160 and ``lr * 0.0001`` after epoch 180 (1-based epochs ``> 160``, ``> 180``):
+    ``lr_milestones: [160, 180]``, ``lr_decay: 0.01`` here. Their warm-up is per epoch
+    (``lr * e / 5`` in 1-based epoch ``e <= 5``); this one rises per step.
     """
     warmup = warmup_steps(trial, total_steps)
     if step < warmup:
@@ -148,8 +156,16 @@ def lr_factor(trial: Trial, step: int, total_steps: int) -> float:
         # Written as pi * k / T (not pi * (k / T)): the float rounding of the first release.
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total_steps - warmup)))
     if trial.lr_schedule == "step":
-        progress = (step - warmup) / (total_steps - warmup)
-        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+        if trial.lr_milestones:
+            steps_per_epoch = total_steps // trial.epochs if trial.epochs else 0
+            if steps_per_epoch < 1:
+                raise ValueError("lr_milestones are epochs: the trial needs epochs >= 1")
+            epoch = step // steps_per_epoch
+            reached = sum(epoch >= int(m) for m in trial.lr_milestones.split(","))
+        else:
+            progress = (step - warmup) / (total_steps - warmup)
+            reached = (progress >= 0.5) + (progress >= 0.75)
+        return trial.lr_decay**reached
     if trial.lr_schedule == "constant":
         return 1.0
     raise ValueError(f"unknown lr_schedule {trial.lr_schedule!r}; allowed: cosine, step, constant")
