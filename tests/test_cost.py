@@ -101,3 +101,16 @@ def test_plan_prints_a_line_per_device_within_100_columns():
     assert len(read_table(TABLE)) and text.count("quick: 60 trials") == len(
         {r.device for r in read_table(TABLE)}
     )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"imbalance_ratio": 10.0, "imbalance_profile": "step"}, {"steps": 7, "epochs": 0}],
+)
+def test_the_cost_model_counts_the_steps_a_trial_trains(make_trial, overrides):
+    """cost.trial_steps is computed without torch; it must agree with the training loop."""
+    from bnstudy.execution.cost import trial_steps
+    from bnstudy.training.train import run_trial
+
+    trial = make_trial(**{"epochs": 1, **overrides})
+    assert trial_steps(trial, 10) == run_trial(trial).metrics["steps_run"]
