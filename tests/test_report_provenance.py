@@ -52,3 +52,11 @@ def test_provenance_shows_the_files_each_dataset_was_read_from():
     assert shown["dataset files: synthetic"] == "none (generated)"
     assert shown["dataset files: odd"] == "['a shape this version does not write']"
     assert "dataset files" not in views.provenance({}, "sha", "1.0", "now")["what"].str.cat()
+
+
+def test_provenance_counts_trials_per_precision():
+    rows = pd.DataFrame({"precision": ["fp32", "bf16", "bf16", None]})
+    view = views.provenance({}, "sha", "1.0", "now", rows).set_index("what")["value"]
+    assert view["trials per precision"] == "fp32: 2 trials; bf16: 2 trials"
+    older = views.provenance({}, "sha", "1.0", "now", pd.DataFrame({"seed": [0]}))
+    assert older.set_index("what")["value"]["trials per precision"] == "fp32: 1 trial"

@@ -107,6 +107,14 @@ def _parser() -> argparse.ArgumentParser:
         "can give different numbers; each row records which way it ran",
     )
     p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="train every trial of this run at this precision: it replaces the levels of the "
+        "protocol's precision factor (default: the protocol's, fp32 unless it says otherwise); "
+        "bf16 runs the forward passes under torch.autocast in bfloat16 (meant for CUDA; the "
+        "CPU runs it slowly). Part of each trial's id and recorded per row",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         metavar="N",
@@ -238,6 +246,8 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     protocol = _load(args.protocol)
+    if args.precision is not None:
+        protocol = study.with_precision(protocol, args.precision)
     from bnstudy.execution.runner import plan_execution
 
     try:

@@ -27,7 +27,13 @@ from bnstudy.spec.factors import Factors
 from bnstudy.spec.feasibility import check_feasible
 from bnstudy.spec.fields import STUDY_NAME
 from bnstudy.spec.head_options import DEFAULTS as HEAD_OPTION_DEFAULTS
-from bnstudy.spec.loading import load_protocol, parse_protocol, plugins_of, protocol_fields
+from bnstudy.spec.loading import (
+    load_protocol,
+    parse_protocol,
+    plugins_of,
+    protocol_fields,
+    with_factor_levels,
+)
 from bnstudy.spec.protocol import Protocol
 from bnstudy.spec.trial import ARM, TREATMENT, Trial, arm_of
 from bnstudy.store import Results, ResultStore, StoreError, is_parquet
@@ -71,6 +77,16 @@ def load(path: str | Path) -> Protocol:
     protocol = _with_plugins(path)
     check_feasible(protocol, str(path))
     return protocol
+
+
+def with_precision(protocol: Protocol, precision: str) -> Protocol:
+    """``protocol`` with every trial at ``precision`` (``fp32`` or ``bf16``): the factor
+    ``precision``'s levels replaced by this one (``bnstudy run --precision``). The protocol
+    text a run records says so (see :func:`bnstudy.spec.loading.with_factor_levels`)."""
+    if list(protocol.factors.precision) == [precision]:
+        return protocol
+    why = f"bnstudy run --precision {precision}: factors.precision set to [{precision}]"
+    return with_factor_levels(protocol, "precision", [precision], why)
 
 
 def _with_plugins(path: str | Path) -> Protocol:

@@ -423,8 +423,9 @@ def provenance(
     table: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """How the results were made: protocol hash, versions, the parent's machine, the plugins'
-    hashes, the files each dataset was read from, and the machines the trials ran on (from
-    the rows of ``table``). ``metadata`` is read by :class:`bnstudy.results_format.Provenance`."""
+    hashes, the files each dataset was read from, and the machines and precisions the trials
+    ran on and in (from the rows of ``table``). ``metadata`` is read by
+    :class:`bnstudy.results_format.Provenance`."""
     recorded = Provenance.read(metadata)
     rows: list[tuple[str, object]] = [("protocol sha256", protocol_sha)]
     for label, value in (
@@ -439,6 +440,7 @@ def provenance(
     rows += _dataset_files(recorded.dataset_sources)
     if table is not None and len(table):
         rows.append(("trials trained on", _trained_on(table)))
+        rows.append(("trials per precision", _per_precision(table)))
     written = recorded.written_at if recorded.written_at is not None else "not recorded"
     rows.append(("run metadata written (start of the run)", written))
     rows.append(("report generated", generated_at))
@@ -485,3 +487,14 @@ def _trained_on(table: pd.DataFrame) -> str:
         machine = f"{host} ({cpu})" if host else NOT_RECORDED
         parts.append(f"{machine}: {n} trial{'s' if n != 1 else ''}")
     return "; ".join(parts)
+
+
+def _per_precision(table: pd.DataFrame) -> str:
+    """``fp32: N trials; bf16: M trials`` from the rows' ``precision``, in that order (rows
+    written before it was a setting trained in fp32, its default)."""
+    column = table.get("precision")
+    precision = pd.Series("fp32", index=table.index) if column is None else column.fillna("fp32")
+    counts = precision.astype(str).value_counts()
+    order = [p for p in ("fp32", "bf16") if p in counts.index]
+    counts = counts.reindex(order + sorted(set(counts.index) - set(order)))
+    return "; ".join(f"{p}: {n} trial{'s' if n != 1 else ''}" for p, n in counts.items())

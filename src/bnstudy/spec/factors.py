@@ -127,6 +127,10 @@ class Factors(BaseModel):
     #: ``none`` or the name of a stage of the protocol's ``pretraining:`` section: the body
     #: starts from that stage's weights (see :class:`PretrainStage`).
     pretrain: list[Name] = Field(default=[NO_PRETRAIN], min_length=1)
+    #: ``fp32`` (the default, left out of trial ids) or ``bf16``: forward passes under
+    #: ``torch.autocast`` in bfloat16, losses and metrics in float32. Meant for CUDA; the CPU
+    #: runs it too, slowly. ``bnstudy run --precision`` replaces these levels.
+    precision: list[Literal["fp32", "bf16"]] = Field(default=["fp32"], min_length=1)
 
     @model_validator(mode="before")
     @classmethod

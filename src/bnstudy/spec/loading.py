@@ -35,6 +35,25 @@ def load_protocol(path: str | Path, known: Mapping[str, Sequence[str]] | None = 
     )
 
 
+def with_factor_levels(
+    protocol: Protocol, factor: str, levels: Sequence[Any], why: str
+) -> Protocol:
+    """``protocol`` with factor ``factor``'s levels replaced by ``levels`` (``bnstudy run
+    --precision``), its text rewritten to say so: the text is what a results file records,
+    and what its readers expand, so the rows it names are the trials that ran. The new text
+    is the protocol's YAML with the factor set, a comment ``why`` on top and the text as
+    written below, commented out. Raises :class:`ProtocolError` for a level the factor
+    does not take."""
+    data = yaml.load(protocol.source_text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader
+    data.setdefault("factors", {})[factor] = list(levels)
+    written = "".join(f"# {line}\n" for line in protocol.source_text.splitlines())
+    text = (
+        f"# {why}\n{yaml.safe_dump(data, sort_keys=False)}# -- the protocol as written:\n{written}"
+    )
+    changed = parse_protocol(text, source=f"{why}", source_dir=protocol.source_dir)
+    return changed.with_grown(protocol.grown)
+
+
 def plugins_of(path: str | Path) -> tuple[str, ...]:
     """The ``plugins`` of protocol file ``path``, read before the rest is validated: the
     names and head options the rest refers to may come from them. () when the file has none,

@@ -79,6 +79,10 @@ class Trial:
     pretrain: str = NO_PRETRAIN
     #: The pre-training stage's settings as canonical JSON ("" without pre-training).
     pretrain_stage: str = ""
+    #: ``fp32``, or ``bf16``: the forward passes (training and evaluation) run under
+    #: ``torch.autocast`` in bfloat16, losses and metrics in float32 (see
+    #: :func:`bnstudy.training.loop.autocast`). At ``fp32`` it is left out of the id.
+    precision: str = "fp32"
 
     def settings(self) -> dict[str, Any]:
         """Every setting (the factor columns of the results table)."""

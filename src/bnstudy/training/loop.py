@@ -37,14 +37,21 @@ replacement, from the same ``order/<epoch>`` generator.
 ``warmup_frac`` of the steps, then ``cosine`` (to 0), ``step`` (x ``lr_decay`` at each of the
 epochs ``lr_milestones``; without milestones x0.1 at 50% and 75% of the steps after warm-up)
 or ``constant``.
+
+**Precision.** ``precision: bf16`` runs the forward passes (each step's, and the evaluation's)
+under ``torch.autocast`` in bfloat16 on the trial's device type (:func:`autocast`); the
+losses are computed in float32 from float32 logits, the backward pass and the optimiser step
+outside autocast on the float32 parameters, and the evaluation's outputs are cast to float32
+before any metric (:func:`as_float32`). ``fp32`` (the default) runs as it always did.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -112,6 +119,28 @@ def draw(samplers: Sequence[Sampler], count: int, stream: str, packed: bool) -> 
     unpacked (one sampler), (count, K) for a pack (column k: copy k's)."""
     indices = [sample(count, stream) for sample in samplers]
     return torch.stack(indices, dim=1) if packed else indices[0]
+
+
+# -- precision --------------------------------------------------------------------------
+
+#: The values of the ``precision`` setting, and the autocast dtype of each (None: none).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def autocast(precision: str, device: str | torch.device) -> contextlib.AbstractContextManager:
+    """The context the forward passes of a trial at ``precision`` run in on ``device``:
+    ``torch.autocast`` to bfloat16 on the device's type for ``bf16``, nothing for ``fp32``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def as_float32(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``outputs`` with every bfloat16 tensor cast to float32 (the others as they are)."""
+    return {name: t.float() if t.dtype == torch.bfloat16 else t for name, t in outputs.items()}
 
 
 # -- optimisation -----------------------------------------------------------------------
@@ -228,10 +257,14 @@ class Hooks:
 def mean_loss(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0
 ) -> LossFn:
-    """The loss of one model laid out unpacked: its mean cross-entropy on the batch."""
+    """The loss of one model laid out unpacked: its mean cross-entropy on the batch (in
+    float32 whatever the precision of the forward pass)."""
 
     def loss(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = F.cross_entropy(model(x[index]), y[index], label_smoothing=label_smoothing)
+        logits = model(x[index])
+        if logits.dtype == torch.bfloat16:
+            logits = logits.float()
+        mean = F.cross_entropy(logits, y[index], label_smoothing=label_smoothing)
         return mean, mean
 
     return loss
@@ -260,10 +293,12 @@ def train_copies(
     batch_size: int,
     hooks: Hooks,
     packed: bool = False,
+    precision: str = "fp32",
 ) -> Trained:
     """Train ``model``, one copy per sampler, for ``setup.total_steps`` steps or until every
     copy has stopped; ``packed``: the copies are packed (indices (B, K), losses (K,)), else
-    ``model`` is one network (one sampler; indices (B,), a 0-d loss).
+    ``model`` is one network (one sampler; indices (B,), a 0-d loss). ``hooks.loss`` runs
+    under :func:`autocast` at ``precision``; the backward pass and the step outside it.
 
     Pass ``e``'s batches are :func:`draw` from the stream ``order/<e>``, moved to the device
     of ``model``'s parameters; the curves' loss sums stay there, read once per curve point.
@@ -274,13 +309,15 @@ def train_copies(
     shape = (copies,) if packed else ()
     loss_sum = torch.zeros(shape, device=param.device, dtype=param.dtype)
     steps_run = logged = 0
+    forward = functools.partial(autocast, precision, param.device)
     model.train()
     for step in range(setup.total_steps):
         epoch, within = divmod(step, setup.steps_per_epoch)
         if within == 0:
             count = setup.steps_per_epoch * batch_size
             order = draw(samplers, count, f"order/{epoch}", packed).to(param.device)
-        loss, objective = hooks.loss(order[within * batch_size : (within + 1) * batch_size])
+        with forward():
+            loss, objective = hooks.loss(order[within * batch_size : (within + 1) * batch_size])
         setup.optimizer.zero_grad(set_to_none=True)
         objective.backward()
         if hooks.clip is not None:

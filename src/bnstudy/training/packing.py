@@ -183,7 +183,9 @@ def run_pack(
     fc_norms: list[list[float] | None] = [None] * copies  # of each copy that stopped
     hooks = _pack_hooks(trial, model, x_train, y_train, setup.optimizer, fc_norms)
     samplers = [loop.sampler(t, d.y_train) for t, d in zip(trials, datas, strict=True)]
-    trained = loop.train_copies(model, setup, samplers, trial.batch_size, hooks, packed=True)
+    trained = loop.train_copies(
+        model, setup, samplers, trial.batch_size, hooks, packed=True, precision=trial.precision
+    )
 
     live = [s is None for s in trained.stopped_at]
     final_norms = model.head.fc.weight.detach().norm(dim=2).tolist()  # (K, C)
@@ -252,6 +254,8 @@ def _pack_hooks(
     def loss(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # A batch of indices (B, K) gathers x_train[every_copy, index], (B, K, *input_shape).
         logits = model(pack_inputs(x_train[every_copy, index]))
+        if logits.dtype == torch.bfloat16:  # the loss in float32 whatever the precision
+            logits = logits.float()
         per_copy = _per_copy_cross_entropy(
             logits, y_train[every_copy, index], trial.label_smoothing
         )
@@ -429,7 +433,9 @@ def _evaluate_pack(
     Forward passes and metrics run on the device for all copies at once, and the metrics come
     to the CPU in one transfer: work per copy here would grow the pack's time with K.
     """
-    outputs = _eval_outputs_pack(trials, model, datas, x_train)
+    with loop.autocast(trials[0].precision, x_train.device):
+        outputs = _eval_outputs_pack(trials, model, datas, x_train)
+    outputs = loop.as_float32(outputs)  # the metrics in float32 whatever the precision
     return M.per_copy(*M.evaluation_metrics(outputs, datas[0]))
 
 

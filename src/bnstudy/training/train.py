@@ -93,7 +93,9 @@ def run_trial(
         clip=loop.clip_grad_norm(trial.grad_clip),
     )
     samplers = [loop.sampler(trial, data.y_train)]
-    trained = loop.train_copies(model, setup, samplers, trial.batch_size, hooks)
+    trained = loop.train_copies(
+        model, setup, samplers, trial.batch_size, hooks, precision=trial.precision
+    )
 
     metrics = _nan_metrics()
     metrics["pretrain_train_loss"] = pretrain_loss
@@ -175,7 +177,9 @@ def _evaluate(
     The metrics are :func:`bnstudy.training.metrics.evaluation_metrics` of the model as one copy
     (the layout of a seed pack with K = 1).
     """
-    outputs = _eval_outputs(trial, model, data, x_train, device)
+    with loop.autocast(trial.precision, device):
+        outputs = _eval_outputs(trial, model, data, x_train, device)
+    outputs = loop.as_float32(outputs)  # the metrics in float32 whatever the precision
     # The copy dimension: (n, ...) -> (n, 1, ...), and the fold check () -> (1,).
     one_copy = {name: t.unsqueeze(1) if t.dim() else t.view(1) for name, t in outputs.items()}
     [(metrics, recalls, collapsed)] = M.per_copy(*M.evaluation_metrics(one_copy, data))
