@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -93,3 +95,24 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def deadline() -> Callable[[float], contextlib.AbstractContextManager[None]]:
+    """``with deadline(seconds):`` raises TimeoutError instead of hanging (on a FIFO, an endless
+    read): SIGALRM's handler raising interrupts a blocked open or read, and a thread would not."""
+
+    @contextlib.contextmanager
+    def limit(seconds: float) -> Iterator[None]:
+        def expire(signum: int, frame: object) -> None:
+            raise TimeoutError(f"still running after {seconds} s")
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    return limit

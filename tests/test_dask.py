@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import math
@@ -74,28 +73,12 @@ def test_dask_local_gives_the_same_rows_as_loky(tmp_path):
     assert '"backend": "dask-local"' in meta["execution"]
 
 
-@contextlib.contextmanager
-def fails_after(seconds: int):
-    """A TimeoutError instead of a test that never ends."""
-
-    def hung(signum, frame):
-        raise TimeoutError(f"no result in {seconds} s: the run hangs")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @pytest.mark.slow
-def test_dask_local_goes_on_when_a_worker_is_killed(tmp_path):
+def test_dask_local_goes_on_when_a_worker_is_killed(tmp_path, deadline):
     """A trial whose worker dies is retried alone, then failed; the others are unaffected
     (joblib's Dask backend alone would wait for the dead worker's task forever)."""
     path = tmp_path / "dask.parquet"
-    with fails_after(240):
+    with deadline(240):
         summary = runner.run_protocol(
             tiny(seeds=2), path, jobs=2, threads=1, backend="dask-local",
             trial_fn=kills_its_worker,
@@ -167,11 +150,13 @@ def test_gpu_workers_take_one_trial_per_gpu_resource_and_time_limits_hold(tmp_pa
 
 
 @pytest.mark.slow
-def test_on_an_existing_cluster_a_killed_worker_stops_the_run_and_keeps_the_rest(tmp_path, cluster):
+def test_on_an_existing_cluster_a_killed_worker_stops_the_run_and_keeps_the_rest(
+    tmp_path, cluster, deadline
+):
     """Dask retries the task on other workers; when it has killed too many, the trial cannot
     be named, and the run stops (it used to wait forever); the next run resumes."""
     path = tmp_path / "dask.parquet"
-    with fails_after(240):
+    with deadline(240):
         summary = runner.run_protocol(
             tiny(seeds=2), path, backend="dask", scheduler=cluster.scheduler_address,
             devices="cpu", threads=1, trial_fn=kills_its_worker,

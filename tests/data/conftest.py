@@ -8,11 +8,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import signal
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,27 +23,6 @@ def _cache_in_tmp(tmp_path_factory, monkeypatch) -> Path:
     path = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("BNSTUDY_DATA_DIR", str(path))
     return path
-
-
-@pytest.fixture
-def deadline() -> Callable[[float], contextlib.AbstractContextManager[None]]:
-    """``with deadline(seconds):`` raises TimeoutError instead of hanging (on a FIFO, an endless
-    read): SIGALRM's handler raising interrupts a blocked open or read, and a thread would not."""
-
-    @contextlib.contextmanager
-    def limit(seconds: float) -> Iterator[None]:
-        def expire(signum: int, frame: object) -> None:
-            raise TimeoutError(f"still running after {seconds} s")
-
-        previous = signal.signal(signal.SIGALRM, expire)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        try:
-            yield
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-
-    return limit
 
 
 # -- Python 2 pickles ---------------------------------------------------------------------
