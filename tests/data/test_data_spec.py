@@ -25,6 +25,7 @@ def test_registry_names():
         "fashion_mnist",
         "mnist",
         "mnist1d",
+        "mnist5k",
         "npz",
         "synthetic",
     ]

