@@ -1,0 +1,124 @@
+"""Print every number the README quotes about the second edition, as Markdown.
+
+    python protocols/study2/summary.py          # from the repository root, bnstudy installed
+
+Reads the committed tables (``data/results/anchor_mnist1d_paper.parquet`` and
+``data/results/study2_*.parquet``) with the protocol each records and runs the analysis
+``bnstudy report`` runs, so its numbers are the reports' numbers. A protocol whose table is
+not there yet is named and skipped. Per protocol: where it ran, each pre-registered
+hypothesis with its quantifier and verdict, the regimes (per-condition verdicts, Holm within
+each metric × variant), every condition's tuned effect, and where a tuning choice still sits
+at an edge of its grid.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+from bnstudy import study
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOCOLS = ["claims12_batch", "claims12_mnist5k", "claim3_fail", "claim4_lt",
+             "claim5_width", "claim5_pretrain"]
+#: Greydanus & Kobak's MNIST-1D table (test accuracy, %): the anchor's targets.
+PAPER = {"linear": 32.0, "mnist1d_mlp": 68.0, "mnist1d_cnn": 94.0}
+
+
+def _first_edition():
+    """The first edition's summary helpers (where a table ran, hypotheses as Markdown)."""
+    path = ROOT / "protocols" / "study" / "summary.py"
+    spec = importlib.util.spec_from_file_location("first_edition_summary", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+FIRST = _first_edition()
+
+
+def main() -> None:
+    anchor = ROOT / "data" / "results" / "anchor_mnist1d_paper.parquet"
+    if anchor.exists():
+        print("## anchor_mnist1d_paper: the MNIST-1D paper's table\n")
+        print(anchor_table(anchor), "\n")
+    for name in PROTOCOLS:
+        path = ROOT / "data" / "results" / f"study2_{name}.parquet"
+        if not path.exists():
+            print(f"## study2_{name}: no table yet ({path.relative_to(ROOT)})\n")
+            continue
+        recorded = study.load_results(path)
+        analysis = study.analyze_with_protocol(recorded)
+        table = recorded.results.table
+        print(f"## study2_{name}: {len(table)} trials\n")
+        print(FIRST._where(table, recorded.results.metadata), "\n")
+        print(_hypotheses(analysis.hypotheses), "\n")
+        print(_regimes(analysis.regimes), "\n")
+        print(_conditions(analysis), "\n")
+        print(_edges(analysis), "\n")
+
+
+def anchor_table(path: Path) -> str:
+    """Plain-head test accuracy per network (mean ± SD over seeds) next to the paper's."""
+    table = study.load_results(path).results.table
+    ok = table[(table["status"] == "ok") & (table["head"] == "plain")]
+    rows = []
+    for arch, g in ok.groupby("architecture"):
+        acc = 100 * g["test_acc"]
+        paper = PAPER.get(arch)
+        gap = "–" if paper is None else f"{acc.mean() - paper:+.1f}"
+        rows.append([arch, f"{acc.mean():.1f} ± {acc.std(ddof=1):.1f}", len(g),
+                     "–" if paper is None else f"{paper:.0f}", gap])
+    return FIRST.markdown(["network", "bnstudy, test accuracy % (mean ± SD)", "seeds",
+                           "paper %", "difference (pp)"], rows)
+
+
+def _hypotheses(hyp: pd.DataFrame | None) -> str:
+    if hyp is None or hyp.empty:
+        return "(no hypotheses)"
+    rows = []
+    for r in hyp.itertuples(index=False):
+        unit = f" {r.unit}" if r.unit else ""
+        est = ("–" if pd.isna(r.estimate)
+               else f"{r.estimate:+.2f}{unit} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]")
+        p = r.p_adj if pd.notna(r.p_adj) else r.p
+        rows.append([r.id, r.quantifier, r.expect, r.margin, r.estimand, est,
+                     "–" if pd.isna(p) else f"{p:.3g}", r.verdict, r.n_conditions, r.n_pairs])
+    header = ["id", "in", "expect", "margin", "estimand", "estimate [95% CI]", "p (Holm)",
+              "verdict", "conditions", "pairs"]
+    return FIRST.markdown(header, rows)
+
+
+def _regimes(regimes: pd.DataFrame) -> str:
+    rows = [[r.metric, r.variant, r.estimand, r.regimes] for r in regimes.itertuples()]
+    return FIRST.markdown(["metric", "variant", "estimand", "regimes"], rows)
+
+
+def _conditions(analysis) -> str:
+    """Every condition's effect at the primary estimand, with its verdict."""
+    pc = analysis.per_condition
+    keep = pc["estimand"] == analysis.primary_estimand
+    rows = [
+        [r.metric, r.variant, r.condition,
+         f"{r.estimate:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]", r.n_pairs, r.verdict]
+        for r in pc[keep].itertuples(index=False)
+    ]
+    return FIRST.markdown(["metric", "variant", "condition", "estimate [95% CI]", "pairs",
+                           "verdict (Holm)"], rows)
+
+
+def _edges(analysis) -> str:
+    edges = analysis.tuning_edges
+    if edges.empty or not edges["edge"].any():
+        return "Tuning: every arm's choice is interior or at a declared bound."
+    hit = edges[edges["edge"]]
+    return "Tuning choices at an open edge of the grid:\n\n" + FIRST.markdown(
+        ["metric", "variant", "condition", "detail"],
+        [[r.metric, r.variant, r.condition, r.detail] for r in hit.itertuples()],
+    )
+
+
+if __name__ == "__main__":
+    main()
