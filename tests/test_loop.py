@@ -32,7 +32,7 @@ def test_curve_points_average_the_steps_between_them(make_trial, monkeypatch):
     trial, model, setup, samplers = _setup(make_trial, steps=10)
     seen: list[tuple[int, torch.Tensor]] = []
 
-    def loss(index):
+    def loss(index, step):
         assert index.shape == (trial.batch_size, 2)  # a batch of indices per copy
         per_copy = torch.stack([index[:, 0].double().mean(), -index[:, 1].double().mean()])
         per_copy = per_copy + 0 * model.weight.sum()
@@ -62,7 +62,7 @@ def test_a_copy_stops_at_its_first_non_finite_point_and_the_loop_when_all_have(
     calls = {"steps": 0}
     stops: list[tuple[int, int]] = []
 
-    def loss(index):
+    def loss(index, step):
         calls["steps"] += 1
         bad = [calls["steps"] >= 5, calls["steps"] >= 11]  # copy 0 from step 5, copy 1 from 11
         per_copy = torch.tensor([math.nan if b else 1.0 for b in bad], dtype=torch.float64)
@@ -87,12 +87,15 @@ def test_one_model_unpacked_draws_one_index_per_row(make_trial):
     trial, model, setup, samplers = _setup(make_trial, steps=3)
     batches: list[torch.Tensor] = []
 
-    def loss(index):
+    def loss(index, step):
         batches.append(index)
+        steps.append(step)
         value = model.weight.sum() * 0 + 1.0
         return value, value
 
+    steps: list[int] = []
     trained = loop.train_copies(model, setup, samplers[:1], trial.batch_size, loop.Hooks(loss))
     assert trained.curves == [[1.0]] and trained.stopped_at == [None]
+    assert steps == [0, 1, 2]  # the loss sees the 0-based optimiser step (deferred weights)
     order = loop.sample_indices(trial, torch.zeros(64, dtype=torch.long), 64, "order/0")
     assert torch.equal(torch.cat(batches), order[:24])

@@ -158,6 +158,22 @@ def test_every_training_option_in_float64(float64, trained, monkeypatch):
         compare(seeds(architecture=architecture, head="bnneck", **options), trained)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        # 2 epochs of 5 steps: unweighted for steps 0-7, re-weighted for 8 and 9
+        dict(loss="drw"),
+        dict(loss="cb_reweight", label_smoothing=0.1),
+        dict(loss="logit_adjusted"),
+        dict(sampler="class_sorted"),
+    ],
+)
+def test_long_tail_losses_and_class_sorted_batches_in_float64(float64, trained, options):
+    """Each copy trains its trial's loss on its trial's batches (the post-hoc metrics, which
+    every trial has, are compared with the others)."""
+    compare(seeds(architecture="mlp", head="bn", **options), trained)
+
+
 def test_a_diverged_copy_stops_alone_as_it_would_unpacked(float64, trained):
     """At lr 2 with batches of 16 the MLP diverges for some seeds and not others (measured):
     seed 1 at the second curve point, 7 at the third, while 0 and 3 train on (and collapse).

@@ -65,6 +65,9 @@ def outputs(dtype: torch.dtype, without: tuple[str, ...]) -> dict[str, torch.Ten
             [torch.randperm(N, generator=generator)[:m] for _ in range(K)], 1
         )
         o["gap_pred"] = torch.randint(0, C, (m, K), generator=generator)
+    # The final FC's input and weight rows (the tau-normalised classifier), copies on dim 1.
+    o["fc_input"] = torch.randn(N, K, D, generator=generator).to(dtype)
+    o["fc_weight"] = torch.randn(C, K, D, generator=generator).to(dtype)
     return o
 
 

@@ -90,10 +90,10 @@ def test_the_models_package_names_networks_without_torch_and_builds_them_with_it
         """,
         Path.cwd(),
     )
-    from bnstudy.models import architecture_names, build_model
+    from bnstudy.models import architecture_info, architecture_names, build_model
 
     for name in architecture_names():  # every declared network has a builder behind it
-        shape = (3, 16, 16) if name != "cnn1d" else (1, 40)
+        shape = (1, 40) if architecture_info(name).inputs == ("signal",) else (3, 16, 16)
         model = build_model(name, "bn", shape, 10, init_seed=lambda module: 0)
         assert model.head.fc.out_features == 10
 

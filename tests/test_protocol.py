@@ -12,7 +12,12 @@ from bnstudy.spec.errors import ProtocolError
 from bnstudy.spec.loading import load_protocol, parse_protocol
 from bnstudy.spec.trial import Trial
 
-KNOWN = {"architecture": ["mlp", "cnn"], "head": ["plain", "bn", "ln"], "dataset": ["synthetic"]}
+KNOWN = {
+    "architecture": ["mlp", "cnn"],
+    "head": ["plain", "bn", "ln"],
+    "dataset": ["synthetic"],
+    "optimizer": ["sgd", "adamw"],
+}
 
 GOOD = """\
 name: demo
@@ -203,7 +208,7 @@ BAD = [  # (what is wrong, how to break the good protocol, what the message must
     (
         "unknown optimizer",
         lambda t: t.replace("epochs: 2", "epochs: 2\n  optimizer: adam"),
-        "factors.optimizer[0]: input should be 'sgd' or 'adamw'",
+        "factors.optimizer[0]: unknown name 'adam' (did you mean 'adamw'?); allowed: adamw, sgd",
     ),
     (
         "non-finite lr",

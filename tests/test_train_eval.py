@@ -70,9 +70,9 @@ def test_dead_units_of_a_custom_head_are_its_fc_inputs(make_trial, custom_heads,
     original = train._head_forward
 
     def spy(head, features):
-        logits, units = original(head, features)
+        logits, units, fc_input = original(head, features)
         seen.update(units=units, hidden=torch.relu(head.hidden(features)))
-        return logits, units
+        return logits, units, fc_input
 
     monkeypatch.setattr(train, "_head_forward", spy)
     result = run_trial(trial)

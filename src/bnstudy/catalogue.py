@@ -4,15 +4,17 @@ A metric is declared once, here: which way is better, the unit it is analysed in
 customary equivalence margin, and what a network that learned nothing would score (used to
 score trials that diverged or failed in the intention-to-treat analysis). Training fills the
 metrics, the store writes them, the protocol validates names against them and the analysis
-reads their direction and unit from them.
+reads their direction and unit from them. A plugin declares the metrics its own trial
+function returns with :func:`register_metric`; they then take part like these.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
-from typing import Literal
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 Direction = Literal["higher", "lower"]
 
@@ -60,6 +62,11 @@ METRICS: dict[str, MetricInfo] = {
     # Balanced accuracy with every BN's running statistics recomputed over training batches
     # (PreciseBN; see ``train.PRECISE_BN_BATCHES``); equals balanced_acc without BN.
     "balanced_acc_precise": MetricInfo("higher", **_PP, chance=_one_in),
+    # Post-hoc long-tail corrections of the same trained model, on the test set (no extra
+    # training; ``training.metrics``): the tau-normalised classifier (Kang et al. 2020, tau 1,
+    # bias dropped) and post-hoc logit adjustment (Menon et al. 2021, logits - log prior).
+    "balanced_acc_taunorm": MetricInfo("higher", **_PP, chance=_one_in),
+    "balanced_acc_posthoc_la": MetricInfo("higher", **_PP, chance=_one_in),
     # The validation split: for model selection (the learning rate of a tuned comparison),
     # never the test set. NaN where the dataset has no validation split.
     "val_acc": MetricInfo("higher", **_PP, chance=_one_in),
@@ -70,6 +77,11 @@ METRICS: dict[str, MetricInfo] = {
     # every test input, in pp; NaN for heads without hidden units. A metric (not only
     # recorded) so that hypotheses about dead units can name it.
     "head_dead_frac": MetricInfo(
+        "lower", scale=100.0, unit="pp", default_margin=None, imputed=False
+    ),
+    # The mean over test inputs of the fraction of those units inactive on the input (pp):
+    # claim 5's estimand ("about 10% dead for any input", read per input). NaN as above.
+    "head_inactive_frac": MetricInfo(
         "lower", scale=100.0, unit="pp", default_margin=None, imputed=False
     ),
     # 1 when the trial did not end ok (collapsed, diverged, failed, timed out, out of memory),
@@ -92,7 +104,6 @@ RECORDED_METRICS: dict[str, str] = {
     "train_eval_gap": (
         "test accuracy with BN on batch statistics (training batch size) minus eval mode (fraction)"
     ),
-    "head_inactive_frac": "mean fraction of those units inactive per test input",
     "feature_dead_frac": "fraction of the body's feature units inactive on every test input",
     "feature_inactive_frac": "mean fraction of the body's feature units inactive per input",
     "fc_weight_norm_rank_corr": (
@@ -108,6 +119,116 @@ RECORDED_METRICS: dict[str, str] = {
         "BN directly before the final FC folded into it; NaN for heads without such a BN"
     ),
 }
+
+# -- metrics of plugins -----------------------------------------------------------------
+
+#: What a metric's name may be: a results-table column that reads as a Python name.
+METRIC_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+#: Metrics registered by :func:`register_metric` in this process, or recalled from a
+#: results file (:func:`recall_metrics`): name -> the declaration, as JSON-ready values.
+_DECLARED: dict[str, dict[str, Any]] = {}
+
+
+def register_metric(
+    name: str,
+    direction: Direction,
+    unit: str = "",
+    margin: float | None = None,
+    chance: float | None = None,
+    *,
+    scale: float = 1.0,
+) -> MetricInfo:
+    """Declare a metric a trial function returns, so that a protocol can analyse it
+    (``analysis.metrics``), state hypotheses about it and judge them, like a built-in one.
+
+    Call it in a plugin (``plugins:``, or the module of the protocol's ``trial:``), which
+    bnstudy imports before it validates the protocol. ``direction``: ``higher`` or
+    ``lower`` is better. ``scale``: the stored value times ``scale`` is what the analysis
+    reads, in ``unit`` (100 and ``pp`` for a fraction read as percentage points).
+    ``margin``: the customary equivalence margin, in those units (None: a protocol must
+    give one where a hypothesis needs it). ``chance``: the stored value of a network that
+    learned nothing, which a diverged or failed trial scores in the intention-to-treat
+    analysis (None: the worst value measured in its condition). The declaration is recorded
+    with the results, so they are analysed the same where the plugin is not installed.
+    Registering a name twice is allowed only with the same declaration (a plugin imported by
+    two processes' paths); a built-in metric's name is refused.
+    """
+    declared = {
+        "direction": direction,
+        "unit": unit,
+        "margin": margin,
+        "chance": chance,
+        "scale": scale,
+    }
+    info = _metric_info(name, declared)
+    if name in _DECLARED:
+        if _DECLARED[name] != declared:
+            raise ValueError(
+                f"metric {name!r} is already registered as {_DECLARED[name]}, not {declared}"
+            )
+        return METRICS[name]
+    if name in METRICS or name in RECORDED_METRICS:
+        raise ValueError(f"metric {name!r} is one of bnstudy's own; choose another name")
+    METRICS[name] = info
+    _DECLARED[name] = declared
+    return info
+
+
+def declared_metrics() -> dict[str, dict[str, Any]]:
+    """The metrics registered in this process, as :func:`register_metric` took them (what a
+    results file records, so that :func:`recall_metrics` can read them back)."""
+    return {name: dict(declared) for name, declared in _DECLARED.items()}
+
+
+def recall_metrics(recorded: Mapping[str, Mapping[str, Any]]) -> None:
+    """Take a results file's record of the metrics its plugins registered: a name this
+    process does not know yet is declared as recorded (its plugin need not be installed);
+    one it knows keeps its own declaration. ``ValueError`` for a record that is none."""
+    for name, declared in recorded.items():
+        if name in METRICS:
+            continue
+        declared = dict(declared)
+        METRICS[name] = _metric_info(name, declared)
+        _DECLARED[name] = declared
+
+
+def _metric_info(name: str, declared: Mapping[str, Any]) -> MetricInfo:
+    """The :class:`MetricInfo` of a declaration, each value checked (``ValueError``)."""
+    if not isinstance(name, str) or not re.fullmatch(METRIC_NAME, name):
+        raise ValueError(f"metric name {name!r}: expected letters, digits and '_'")
+    direction, margin, chance, scale = (
+        declared.get(key) for key in ("direction", "margin", "chance", "scale")
+    )
+    if direction not in ("higher", "lower"):
+        raise ValueError(
+            f"metric {name!r}: direction must be 'higher' or 'lower'; got {direction!r}"
+        )
+    if not isinstance(declared.get("unit"), str):
+        raise ValueError(f"metric {name!r}: unit must be a string")
+    if not _number(scale) or scale <= 0:
+        raise ValueError(f"metric {name!r}: scale must be a positive number; got {scale!r}")
+    if margin is not None and (not _number(margin) or margin <= 0):
+        raise ValueError(f"metric {name!r}: margin must be a positive number or None")
+    if chance is not None and not _number(chance):
+        raise ValueError(f"metric {name!r}: chance must be a number or None; got {chance!r}")
+    return MetricInfo(
+        direction,
+        scale=float(scale),
+        unit=declared["unit"],
+        default_margin=None if margin is None else float(margin),
+        chance=None if chance is None else _constant(float(chance)),
+    )
+
+
+def _number(value: Any) -> bool:
+    is_real = isinstance(value, int | float) and not isinstance(value, bool)
+    return is_real and math.isfinite(value)
+
+
+def _constant(value: float) -> Callable[[int], float]:
+    """A chance level that does not depend on the number of classes."""
+    return lambda num_classes: value
+
 
 # -- statuses ---------------------------------------------------------------------------
 

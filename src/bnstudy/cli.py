@@ -197,6 +197,7 @@ def _load(path: Path) -> Protocol:
 def _validate(args: argparse.Namespace) -> int:
     protocol = _load(args.protocol)
     print(f"{args.protocol}: ok ({protocol.name!r}, {protocol.n_trials} trials)")
+    print(study.arms_line(protocol))
     if protocol.plugins:  # their code ran to validate the names: say whose
         print(f"plugins imported (their code ran): {', '.join(protocol.plugin_entries())}")
     return 0

@@ -18,6 +18,10 @@ A results file's metadata (``bnstudy.*`` keys in the Parquet file, prefix stripp
   from (``{"files": [{"path", "size", "mtime_ns"}, ...]}``, null for a generated dataset);
 - ``plugins``, ``head_options``: JSON, only with plugins: each plugin file's hash, and the
   options each head takes (to read the results where the plugins are not installed);
+- ``architecture_options``, ``metrics``: JSON, only where plugins declared them: the options
+  of each plugin architecture (``{name: {option: [default, min, max, doc]}}``) and the
+  metrics they registered (``{name: {direction, unit, margin, chance, scale}}``), for the
+  same reason;
 - ``written_at``: when the run that wrote the rows started (ISO 8601, UTC);
 - ``grown_levels``: JSON, only where the run grew a tuning grid (``bnstudy.spec.grow``): per
   factor the levels added, in order, ``[{"level", "round", "where": {factor: level}}]``
@@ -55,6 +59,8 @@ EXECUTION = "execution"
 DATASET_SOURCES = "dataset_sources"
 PLUGINS = "plugins"
 HEAD_OPTIONS = "head_options"
+ARCHITECTURE_OPTIONS = "architecture_options"
+METRIC_DECLARATIONS = "metrics"
 WRITTEN_AT = "written_at"
 GROWN_LEVELS = "grown_levels"
 #: Not in the file: added by a reader that set aside rows of trials the protocol dropped.
@@ -139,6 +145,8 @@ class Provenance:
     dataset_sources: MetadataValue = None
     plugins: MetadataValue = None
     head_options: MetadataValue = None
+    architecture_options: MetadataValue = None
+    metrics: MetadataValue = None
     grown_levels: MetadataValue = None
     written_at: str | None = None
     ignored_rows: int = 0
@@ -147,7 +155,7 @@ class Provenance:
         """The file's metadata (``written_at`` now, UTC, if not set); keys left None are
         left out."""
         recorded: dict[str, str] = {}
-        for key in (PLUGINS, HEAD_OPTIONS, DATASET_SOURCES, GROWN_LEVELS):
+        for key in (*_DECLARED_KEYS, DATASET_SOURCES, GROWN_LEVELS):
             if (value := getattr(self, key)) is not None:
                 recorded[key] = json.dumps(value, sort_keys=key == DATASET_SOURCES)
         for key in PROTOCOL_KEYS:
@@ -175,7 +183,9 @@ class Provenance:
         )
 
 
-_JSON_KEYS = (VERSIONS, MACHINE, EXECUTION, DATASET_SOURCES, PLUGINS, HEAD_OPTIONS, GROWN_LEVELS)
+#: What plugins declared: recorded only with plugins (None otherwise).
+_DECLARED_KEYS = (PLUGINS, HEAD_OPTIONS, ARCHITECTURE_OPTIONS, METRIC_DECLARATIONS)
+_JSON_KEYS = (VERSIONS, MACHINE, EXECUTION, DATASET_SOURCES, *_DECLARED_KEYS, GROWN_LEVELS)
 
 
 def _object(text: str | None) -> MetadataValue:

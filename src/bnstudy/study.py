@@ -21,12 +21,11 @@ import pandas as pd
 
 from bnstudy.catalogue import COLLAPSED, DIVERGED, FAILED, OK, OOM, TIMEOUT
 from bnstudy.results_format import HEAD_OPTIONS, IGNORED_ROWS, PROTOCOL
-from bnstudy.spec import grow, head_options
+from bnstudy.spec import grow, head_options, plugins
 from bnstudy.spec.errors import ProtocolError
-from bnstudy.spec.factors import Factors
+from bnstudy.spec.factors import Factors, spelled_level
 from bnstudy.spec.feasibility import check_feasible
 from bnstudy.spec.fields import STUDY_NAME
-from bnstudy.spec.head_options import DEFAULTS as HEAD_OPTION_DEFAULTS
 from bnstudy.spec.loading import (
     load_protocol,
     parse_protocol,
@@ -35,7 +34,7 @@ from bnstudy.spec.loading import (
     with_factor_levels,
 )
 from bnstudy.spec.protocol import Protocol
-from bnstudy.spec.trial import ARM, TREATMENT, Trial, arm_of
+from bnstudy.spec.trial import ARM, Trial, arm_of
 from bnstudy.store import Results, ResultStore, StoreError, is_parquet
 from bnstudy.store import read_results as read_store
 
@@ -49,14 +48,17 @@ REPORTS_DIR = Path("reports")
 
 
 def known_names() -> dict[str, list[str]]:
-    """Registered architectures, heads and datasets (protocol names are checked against these)."""
+    """Registered architectures, heads, datasets and optimisers (protocol names are checked
+    against these)."""
     from bnstudy.data import dataset_names
     from bnstudy.models import architecture_names, head_names
+    from bnstudy.training.optimizers import optimizer_names
 
     return {
         "architecture": architecture_names(),
-        TREATMENT: head_names(),
+        "head": head_names(),
         "dataset": dataset_names(),
+        "optimizer": optimizer_names(),
     }
 
 
@@ -65,9 +67,10 @@ def load(path: str | Path) -> Protocol:
 
     Beyond the schema, everything that can be checked before training is: the dataset files
     exist and parse, each network accepts its data's input shape, each dataset's pool holds
-    ``train_per_class`` images per class and each training set fills a batch. Such a problem
-    would otherwise fail every trial at run time, and again on every resume (see
-    :mod:`bnstudy.spec.feasibility`).
+    ``train_per_class`` images per class and each training set fills a batch; the plugins'
+    networks pass the built-in trial on a batch of 2 and the ``trial:`` function is found
+    (:mod:`bnstudy.training.plugin_check`). Such a problem would otherwise fail every trial
+    at run time, and again on every resume (see :mod:`bnstudy.spec.feasibility`).
     """
     if is_parquet(path):  # told by content: a results file keeps its table whatever its name
         raise ProtocolError(
@@ -76,6 +79,10 @@ def load(path: str | Path) -> Protocol:
         )
     protocol = _with_plugins(path)
     check_feasible(protocol, str(path))
+    if protocol.plugins:  # their networks and trial function, in seconds (torch: only then)
+        from bnstudy.training.plugin_check import check_plugins
+
+        check_plugins(protocol, str(path))
     return protocol
 
 
@@ -95,8 +102,6 @@ def _with_plugins(path: str | Path) -> Protocol:
     head options."""
     plugin_entries = plugins_of(path)
     if plugin_entries:
-        from bnstudy.spec import plugins
-
         try:
             plugins.load(plugin_entries)
         except plugins.PluginError as exc:
@@ -149,7 +154,11 @@ class Plan:
     @property
     def levels(self) -> dict[str, list]:
         """Each factor's levels (and the seeds), in protocol order."""
-        out = {name: list(getattr(self.protocol.factors, name)) for name in Factors.model_fields}
+        factors = self.protocol.factors
+        out = {
+            name: [spelled_level(name, v) for v in getattr(factors, name)]
+            for name in Factors.model_fields
+        }
         return {"seed": list(self.protocol.seeds), **out}
 
     @property
@@ -189,8 +198,8 @@ class Plan:
         lines.append(table(levels, wrap=["values"]))
         design = self.protocol.design()  # arms, not heads: head options can make more
         arms = (
-            f"control {design.control!r}; variants {', '.join(design.variants)}; "
-            f"{self.n_blocks} pairing blocks of {1 + len(design.variants)} arms"
+            f"{arms_line(self.protocol)}; {self.n_blocks} pairing blocks of "
+            f"{1 + len(design.variants)} arms"
         )
         lines.append(wrapped(arms, first="  ", indent="  "))
         varying = self.protocol.factors.varying()
@@ -198,7 +207,7 @@ class Plan:
         lines.append(f"first {min(first, len(self.trials))} trials (the settings that vary):")
         for t in self.trials[:first]:
             settings = t.settings()
-            varied = " ".join(f"{k}={settings[k]}" for k in shown)
+            varied = " ".join(f"{k}={spelled_level(k, settings[k])}" for k in shown)
             line = f"{t.trial_id}  block {t.block_id}  {varied}"
             lines.append(wrapped(line, first="  ", indent="    "))
         return "\n".join(lines)
@@ -206,6 +215,16 @@ class Plan:
 
 def plan(protocol: Protocol) -> Plan:
     return Plan(protocol, protocol.expand())
+
+
+def arms_line(protocol: Protocol) -> str:
+    """What is compared with what, e.g. ``treatment optimizer: control 'sgd'; variants
+    adamw`` (the arms, not the heads: head options can make more)."""
+    design = protocol.design()
+    return (
+        f"treatment {design.treatment_name}: control {design.control!r}; variants "
+        f"{', '.join(design.variants)}"
+    )
 
 
 # -- run --------------------------------------------------------------------------------
@@ -308,6 +327,10 @@ def protocol_of(results: Results) -> Protocol:
         raise StoreError(
             f"{results.path}: unreadable head options in its metadata ({exc})"
         ) from None
+    try:  # likewise the options of its architectures and the metrics it registered
+        plugins.recall(results.metadata)
+    except ValueError as exc:
+        raise StoreError(f"{results.path}: unreadable plugin declarations ({exc})") from None
     protocol = parse_protocol(text, source=f"{results.path} (recorded protocol)")
     try:  # levels grown past the tuning grid's edges are the protocol's too
         return protocol.with_grown(grow.recorded(results.metadata))
@@ -353,13 +376,12 @@ def _with_default_settings(table: pd.DataFrame) -> pd.DataFrame:
             table[field.name] = field.default
         elif table[field.name].isna().any():
             table[field.name] = table[field.name].fillna(field.default)
-    # The arm (head plus its arm options) is derived, not stored: older tables get it too,
-    # and a design whose treatment is ``arm`` reads it like any other column.
-    table[ARM] = [arm_of(row) for row in table[_ARM_COLUMNS].to_dict("records")]
+    # The arm (the treatment's level plus its arm options) is derived, not stored: older
+    # tables get it too, and a design whose treatment is ``arm`` reads it like any other
+    # column. Every setting is a scalar (the list columns are left out: they are large).
+    settings = [f.name for f in dataclasses.fields(Trial) if f.name in table.columns]
+    table[ARM] = [arm_of(row) for row in table[settings].to_dict("records")]
     return table
-
-
-_ARM_COLUMNS = [TREATMENT, "arm_options", *HEAD_OPTION_DEFAULTS]
 
 
 def load_results(path: str | Path) -> ResultsWithProtocol:
@@ -447,11 +469,12 @@ _STATUS_ORDER = (OK, COLLAPSED, DIVERGED, FAILED, OOM, TIMEOUT, MISSING)
 
 
 def status(protocol: Protocol, results: str | Path | None = None) -> pd.DataFrame:
-    """Trials per arm by outcome (works mid-run): a row per arm (a head, or a head with its
-    arm options, e.g. ``bn[bn_momentum=0.01]``) in protocol order, then ``total``; a column
-    per outcome, ``ok`` first, then ``missing`` (not yet run) and ``total``. The index is
-    named as the design names the treatment (``head``, or ``arm`` with arm options). A
-    protocol given for ``results``, or another study's results file, is refused
+    """Trials per arm by outcome (works mid-run): a row per arm (a head, a head with its
+    arm options, e.g. ``bn[bn_momentum=0.01]``, or a level of another treatment, e.g.
+    ``adamw``) in protocol order, then ``total``; a column per outcome, ``ok`` first, then
+    ``missing`` (not yet run) and ``total``. The index is named as the design names the
+    treatment (``head``, ``arm`` with arm options, or the treatment factor, ``optimizer``).
+    A protocol given for ``results``, or another study's results file, is refused
     (StoreError), as ``run`` does."""
     path = Path(results) if results else results_path(protocol)
     _refuse_protocol(path)
@@ -472,12 +495,14 @@ def status(protocol: Protocol, results: str | Path | None = None) -> pd.DataFram
     counts["total"] = counts.sum(axis=1)
     counts.loc["total"] = counts.sum()
     counts.columns.name = None  # the outcomes need no "status" label above them
-    counts.index.name = protocol.design().treatment
+    counts.index.name = protocol.design().treatment_name
     return counts
 
 
 def _arm_order(protocol: Protocol, trials: list[Trial]) -> list[str]:
-    """The arms in the order of their heads in the protocol, each head's in expansion order."""
-    heads = list(getattr(protocol.factors, TREATMENT))
-    head_of = {t.arm: t.head for t in trials}
-    return sorted(head_of, key=lambda arm: heads.index(head_of[arm]))
+    """The arms in the order of their treatment levels in the protocol, each level's in
+    expansion order."""
+    factor = protocol.treatment_factor
+    levels = list(getattr(protocol.factors, factor))
+    level_of = {t.arm: getattr(t, factor) for t in trials}
+    return sorted(level_of, key=lambda arm: levels.index(level_of[arm]))

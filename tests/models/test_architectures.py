@@ -15,6 +15,7 @@ from bnstudy.models.cnn import cnn
 from bnstudy.models.cnn1d import cnn1d
 from bnstudy.models.cnn_flatten import cnn_flatten
 from bnstudy.models.mlp import mlp
+from bnstudy.models.mnist1d_paper import linear, mnist1d_cnn, mnist1d_mlp
 from bnstudy.models.preact_resnet import preact_resnet20
 from bnstudy.models.resnet import resnet20, resnet32
 from bnstudy.models.vgg import vgg11, vgg11_bn
@@ -23,14 +24,19 @@ BUILDERS = {
     "cnn": cnn,
     "cnn1d": cnn1d,
     "cnn_flatten": cnn_flatten,
+    "linear": linear,
     "mlp": mlp,
+    "mnist1d_cnn": mnist1d_cnn,
+    "mnist1d_mlp": mnist1d_mlp,
     "preact_resnet20": preact_resnet20,
     "resnet20": resnet20,
     "resnet32": resnet32,
     "vgg11": vgg11,
     "vgg11_bn": vgg11_bn,
 }
-IMAGE_ARCHITECTURES = [name for name in BUILDERS if name not in ("cnn1d", "mlp")]
+#: The MNIST-1D paper's networks (tests/models/test_mnist1d_paper.py).
+PAPER = ("linear", "mnist1d_cnn", "mnist1d_mlp")
+IMAGE_ARCHITECTURES = [name for name in BUILDERS if name not in ("cnn1d", "mlp", *PAPER)]
 IMAGES = [(3, 16, 16), (3, 32, 32), (1, 8, 8)]
 SIGNALS = [(1, 40), (3, 100)]
 
@@ -50,7 +56,10 @@ ENDS_IN_NORM = {
     "cnn": True,
     "cnn1d": True,
     "cnn_flatten": True,
+    "linear": False,
     "mlp": False,
+    "mnist1d_cnn": False,
+    "mnist1d_mlp": False,
     "preact_resnet20": True,
     "resnet20": True,
     "resnet32": True,
@@ -69,7 +78,7 @@ def test_every_family_is_registered_with_its_info():
         info = architecture_info(name)
         assert info.name == name
         assert info.ends_in_norm is ends_in_norm, name
-        expected_pooling = "none" if name in ("mlp", "cnn_flatten") else "global_avg"
+        expected_pooling = "none" if name in ("mlp", "cnn_flatten", *PAPER) else "global_avg"
         assert info.pooling == expected_pooling, name
     assert architecture_info("cnn1d").inputs == ("signal",)
     assert architecture_info("mlp").inputs == ("any",)
@@ -84,10 +93,11 @@ def test_architecture_info_is_frozen():
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_ends_in_norm_matches_the_last_parameterised_layer(name):
     """The flag agrees with the body itself: its last layer with parameters is a norm or not."""
-    shape = (1, 40) if name == "cnn1d" else (3, 16, 16)
+    shape = (1, 40) if architecture_info(name).inputs == ("signal",) else (3, 16, 16)
     body = BUILDERS[name](shape)
     with_params = [m for m in body.modules() if any(True for _ in m.parameters(recurse=False))]
-    last_is_norm = isinstance(with_params[-1], nn.modules.batchnorm._NormBase | nn.LayerNorm)
+    last = with_params[-1] if with_params else None  # ``linear`` has no layer at all
+    last_is_norm = isinstance(last, nn.modules.batchnorm._NormBase | nn.LayerNorm)
     assert last_is_norm is architecture_info(name).ends_in_norm
 
 
@@ -182,9 +192,10 @@ def test_mlp_takes_any_shape():
 
 
 def test_compatible_architectures_lists_allowed_pairs():
-    assert compatible_architectures((1, 40)) == ["cnn1d", "mlp"]
-    assert compatible_architectures((784,)) == ["mlp"]
-    assert compatible_architectures((3, 32, 32)) == sorted([*IMAGE_ARCHITECTURES, "mlp"])
+    flattening = ["linear", "mlp", "mnist1d_mlp"]
+    assert compatible_architectures((1, 40)) == sorted(["cnn1d", "mnist1d_cnn", *flattening])
+    assert compatible_architectures((784,)) == flattening
+    assert compatible_architectures((3, 32, 32)) == sorted([*IMAGE_ARCHITECTURES, *flattening])
 
 
 def test_unknown_architecture_info_lists_close_matches():

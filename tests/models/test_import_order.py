@@ -12,13 +12,23 @@ import sys
 
 import pytest
 
-FIRST = ["cnn", "cnn1d", "cnn_flatten", "mlp", "resnet", "preact_resnet", "vgg", "heads"]
+FIRST = [
+    "cnn",
+    "cnn1d",
+    "cnn_flatten",
+    "mlp",
+    "mnist1d_paper",
+    "resnet",
+    "preact_resnet",
+    "vgg",
+    "heads",
+]
 
 BUILD_ALL = """
 import bnstudy.models.{module}
 from bnstudy.models import architecture_names, build_model, head_names
 for arch in architecture_names():
-    shape = (1, 40) if arch == "cnn1d" else (3, 16, 16)
+    shape = (1, 40) if arch in ("cnn1d", "mnist1d_cnn") else (3, 16, 16)
     for head in head_names():
         model = build_model(arch, head, shape, 10, init_seed=lambda name: 0)
         assert model.head.fc.out_features == 10, (arch, head)

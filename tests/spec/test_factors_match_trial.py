@@ -12,8 +12,17 @@ from bnstudy.spec.factors import Factors
 from bnstudy.spec.trial import Trial
 
 #: Trial fields that are no factor: the seed, and the settings expansion derives from the
-#: other sections (``architectures:``, ``datasets:``, ``pretraining:``, the arms).
-NOT_FACTORS = {"seed", "arm_options", "arch_options", "data_options", "pretrain_stage"}
+#: other sections (``architectures:``, ``datasets:``, ``pretraining:``, ``treatment:``,
+#: ``trial:``, the arms).
+NOT_FACTORS = {
+    "seed",
+    "arm_options",
+    "arch_options",
+    "data_options",
+    "pretrain_stage",
+    "treatment",
+    "trial_function",
+}
 #: Factors of the first release with a protocol default but none in ``Trial``: every trial id
 #: holds them, so a ``Trial`` default now would drop them from ids and change every id.
 FIRST_RELEASE = {

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bnstudy import lazy
-from bnstudy.data.imbalance import PROFILES, longtail_counts, profile_counts
+from bnstudy.data.imbalance import PROFILES, longtail_counts, profile_counts, training_counts
 from bnstudy.data.pool import (
     Pool,
     cache_dir,
@@ -79,6 +79,7 @@ __all__ = [
     "profile_counts",
     "resolve_options",
     "source_fingerprint",
+    "training_counts",
 ]
 
 #: Names whose modules import torch, loaded on first access (PEP 562).

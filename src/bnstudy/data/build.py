@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from bnstudy.data.dataset import Dataset
-from bnstudy.data.imbalance import profile_counts, subsample
+from bnstudy.data.imbalance import subsample, training_counts
 from bnstudy.data.pool import Pool, load_pool
 from bnstudy.data.spec import DatasetError
 
@@ -55,14 +55,15 @@ def build_dataset(trial: Trial, options: Mapping[str, Any] | None = None) -> Dat
     ``options``: the protocol's ``datasets.<name>`` section. The per-class counts follow the
     trial's ``imbalance_profile`` (default ``exp``) with ``n_max = train_per_class`` and
     ``rho = imbalance_ratio``; the subset is drawn from the trial's ``"subset"`` random stream,
-    so every arm of a pairing block trains on the same images. The pool is loaded from the
-    cache that :func:`bnstudy.data.prepare_dataset` wrote (built here if missing).
+    so every arm of a pairing block trains on the same images. At ``train_per_class`` 0
+    (``all``) the subset is the whole training pool, in the pool's order. The pool is loaded
+    from the cache that :func:`bnstudy.data.prepare_dataset` wrote (built here if missing).
     """
     pool = load_pool(trial.dataset, options)
-    counts = profile_counts(
+    counts = training_counts(
         getattr(trial, "imbalance_profile", "exp"),
         trial.train_per_class,
-        pool.num_classes,
+        pool.class_counts(),
         trial.imbalance_ratio,
         getattr(trial, "step_fraction", 0.5),
     )

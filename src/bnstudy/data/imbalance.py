@@ -2,7 +2,8 @@
 
 Every profile gives class ``i`` of ``C`` a training count from ``n_max`` (the head class's
 count, ``trial.train_per_class``) and the ratio ``rho >= 1`` between the largest and smallest
-count; at ``rho == 1`` every profile is balanced.
+count; at ``rho == 1`` every profile is balanced. ``train_per_class: all`` (``n_max`` 0,
+:data:`WHOLE_POOL`) takes the pool as it is instead (:func:`training_counts`).
 
 - ``exp`` (Cui et al. 2019): ``n_i = int(n_max * rho ** (-i / (C - 1)))``, the CIFAR-LT profile.
 - ``step`` (Buda et al. 2018): the last ``floor(mu * C + 0.5)`` classes (a fraction ``mu``,
@@ -20,6 +21,9 @@ if TYPE_CHECKING:  # torch is imported by subsample only: the counts are torch-f
     import torch
 
 PROFILES = ("exp", "step", "single_majority", "two_majority")
+#: ``n_max`` of a trial that takes its pool's every training image (``train_per_class: all``,
+#: ``bnstudy.spec.trial.ALL_TRAIN``, which data may not import; a test keeps them equal).
+WHOLE_POOL = 0
 
 
 def longtail_counts(n_max: int, num_classes: int, ratio: float) -> list[int]:
@@ -63,6 +67,29 @@ def profile_counts(
     else:
         raise ValueError(f"unknown imbalance profile {profile!r}; allowed: {', '.join(PROFILES)}")
     return [n_max] * n_majority + [minority] * (num_classes - n_majority)
+
+
+def training_counts(
+    profile: str,
+    n_max: int,
+    pool_counts: list[int],
+    ratio: float,
+    step_fraction: float = 0.5,
+) -> list[int]:
+    """Per-class training counts of a trial on a pool holding ``pool_counts`` per class.
+
+    :func:`profile_counts` with ``n_max`` for the head class, or at ``n_max ==``
+    :data:`WHOLE_POOL` the pool's own counts (its every image, unbalanced), where ``ratio``
+    must be 1: an imbalance profile needs a balanced count to shrink (``ValueError``).
+    """
+    if n_max != WHOLE_POOL:
+        return profile_counts(profile, n_max, len(pool_counts), ratio, step_fraction)
+    if ratio != 1:
+        raise ValueError(
+            f"training_counts: the whole pool (train_per_class all) takes no imbalance_ratio; "
+            f"got {ratio:g}"
+        )
+    return list(pool_counts)
 
 
 def _check(n_max: int, num_classes: int, ratio: float) -> None:

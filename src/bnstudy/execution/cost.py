@@ -6,13 +6,14 @@ model of K copies), with where each number came from; ``benchmarks/step_times.py
 and adds the rows of the machine it runs on. No torch: ``bnstudy plan`` prints the estimate.
 
 A trial costs its steps (``steps``, else ``epochs`` passes of ``n // batch_size`` steps, ``n``
-its training-set size from the imbalance profile, as ``training.loop.optimisation`` counts
-them) times the ms/step of the row with the same network and input shape at the nearest batch
-size, scaled linearly in the batch. A network or input shape the table lacks for a device is
-reported as such, never guessed. Packed (GPU kinds): the trials are grouped as the runner packs
-them (``tasks.make_tasks`` at ``--pack auto``'s :data:`~bnstudy.execution.plan.AUTO_PACK`), each
-pack costing its steps times the ms/step at its size K, interpolated linearly between measured
-K (beyond the largest measured K: linearly in K). Only fp32 rows count (``bnstudy run``'s
+its training-set size from the imbalance profile, or the whole pool's at ``train_per_class:
+all``, as ``training.loop.optimisation`` counts them) times the ms/step of the row with the
+same network and input shape at the nearest batch size, scaled linearly in the batch. A
+network or input shape the table lacks for a device is reported as such, never guessed.
+Packed (GPU kinds): the trials are grouped as the runner packs them (``tasks.make_tasks`` at
+``--pack auto``'s :data:`~bnstudy.execution.plan.AUTO_PACK`), each pack costing its steps
+times the ms/step at its size K, interpolated linearly between measured K (beyond the largest
+measured K: linearly in K). Only fp32 rows count (``bnstudy run``'s
 precision). Pre-training stages and evaluation are not counted.
 """
 
@@ -26,10 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bnstudy.data import DatasetError, dataset_spec, input_shape, num_classes, profile_counts
+from bnstudy.data import (
+    DatasetError,
+    dataset_spec,
+    input_shape,
+    num_classes,
+    pool_class_counts,
+    profile_counts,
+)
 from bnstudy.execution.plan import AUTO_PACK
 from bnstudy.execution.tasks import make_tasks
-from bnstudy.spec.trial import Trial
+from bnstudy.spec.trial import ALL_TRAIN, Trial
 
 if TYPE_CHECKING:
     from bnstudy.spec.protocol import Protocol
@@ -103,10 +111,16 @@ def _dataset_facts(protocol: Protocol, name: str) -> tuple[tuple[int, ...], int]
         return tuple(spec.input_shape), spec.num_classes
 
 
-def trial_steps(trial: Trial, classes: int) -> int:
-    """Optimiser steps of ``trial`` on a dataset of ``classes`` classes."""
+def trial_steps(trial: Trial, classes: int, pool_counts: Sequence[int] | None = None) -> int:
+    """Optimiser steps of ``trial`` on a dataset of ``classes`` classes. ``pool_counts`` (its
+    training pool's images per class) is needed by a trial of ``train_per_class: all`` whose
+    length is in epochs only: it trains on the whole pool."""
     if trial.steps:
         return trial.steps
+    if trial.train_per_class == ALL_TRAIN:
+        if pool_counts is None:
+            raise ValueError("trial_steps: train_per_class all in epochs needs the pool's counts")
+        return sum(pool_counts) // trial.batch_size * trial.epochs
     counts = profile_counts(
         trial.imbalance_profile,
         trial.train_per_class,
@@ -215,7 +229,9 @@ def estimate(
     rows = list(table) if isinstance(table, Sequence) and not isinstance(table, str) else None
     rows = read_table(table) if rows is None else rows  # type: ignore[arg-type]
     facts = {name: _dataset_facts(protocol, name) for name in {t.dataset for t in trials}}
-    steps = {t.trial_id: trial_steps(t, facts[t.dataset][1]) for t in trials}
+    whole = {t.dataset for t in trials if t.train_per_class == ALL_TRAIN and not t.steps}
+    pools = {name: pool_class_counts(name, protocol.datasets.get(name)) for name in whole}
+    steps = {t.trial_id: trial_steps(t, facts[t.dataset][1], pools.get(t.dataset)) for t in trials}
     devices: dict[str, list[StepTime]] = {}
     for r in rows:
         devices.setdefault(r.device, []).append(r)

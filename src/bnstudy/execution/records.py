@@ -25,7 +25,7 @@ from bnstudy.results_format import trial_row as format_row
 from bnstudy.spec import grow, head_options
 from bnstudy.spec.errors import ProtocolError
 from bnstudy.spec.protocol import Protocol
-from bnstudy.spec.trial import TREATMENT, Trial
+from bnstudy.spec.trial import Trial
 from bnstudy.training.trial_result import TrialResult
 
 
@@ -67,13 +67,14 @@ def provenance(
     gone) and the levels grown past the tuning grid's edges (``grown_levels``, only when
     the protocol has some: :mod:`bnstudy.spec.grow`)."""
     plugins = recorded_options = None
+    declared: dict[str, Any] = {}
     if protocol.plugins:  # their code makes the numbers as much as bnstudy's does
         from bnstudy.spec import plugins as plugin_module
 
         plugins = plugin_module.fingerprints(protocol.plugin_entries())
         # what their heads take, for reading the results where the plugins are not installed
-        heads = getattr(protocol.factors, TREATMENT)
-        recorded_options = {h: head_options.options_of(h) for h in heads}
+        recorded_options = {h: head_options.options_of(h) for h in protocol.factors.head}
+        declared = plugin_module.declared(protocol.factors.architecture)  # and the rest
     return Provenance(
         protocol=protocol.source_text,
         protocol_sha256=protocol.sha256,
@@ -84,6 +85,7 @@ def provenance(
         dataset_sources=dataset_sources(protocol),
         plugins=plugins,
         head_options=recorded_options,
+        **declared,
         grown_levels=grow.to_record(protocol.grown) if protocol.grown else None,
     ).metadata()
 

@@ -75,7 +75,15 @@ from bnstudy.execution.progress import Progress
 from bnstudy.execution.records import provenance, torch_version, trial_row
 from bnstudy.execution.retry import close_results, retrying_dead_workers
 from bnstudy.execution.tasks import choose_packing, make_tasks, to_run
-from bnstudy.execution.worker import PackFn, TaskOutcome, TrialFn, WorkerConfig, run_task, run_trial
+from bnstudy.execution.worker import (
+    PackFn,
+    TaskOutcome,
+    TrialFn,
+    WorkerConfig,
+    run_task,
+    run_trial,
+    trial_fn_of,
+)
 from bnstudy.results_format import GROWN_LEVELS, PROTOCOL_KEYS, PROTOCOL_NAME
 from bnstudy.spec import grow
 from bnstudy.spec.claims import registration_to_record
@@ -265,6 +273,7 @@ def _run_locked(
         summary.notes.append(
             f"pre-trained {trained} bod{'y' if trained == 1 else 'ies'} (cached for resumes)"
         )
+    trial_fn = trial_fn_of(protocol.trial, protocol.source_dir, trial_fn)
     pack_fn, packable = choose_packing(execution, trial_fn, pack_fn, todo, summary.notes)
     tasks = make_tasks(todo, execution.pack if pack_fn is not None else 1, packable)
     run = _Run(protocol, store, execution, callbacks, metadata, summary, trial_fn, pack_fn)

@@ -4,8 +4,8 @@ A resumed run skips trials the results already hold with a final outcome (:func:
 The others become tasks (:func:`make_tasks`): one trial each, or, with packing, up to
 ``pack`` trials that differ only in their seed, trained as one packed model in one slot.
 :func:`choose_packing` decides whether this run packs at all, and says why not when it
-cannot (no ``bnstudy.training.packing``, pre-trained bodies, head dropout, architectures
-packing does not support).
+cannot (no ``bnstudy.training.packing``, pre-trained bodies, head dropout, an optimiser a
+plugin registered, architectures packing does not support).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from bnstudy.execution.plan import Execution
 from bnstudy.execution.worker import PackFn, TrialFn, run_trial
 from bnstudy.spec.trial import Trial
 from bnstudy.store import ResultStore
+from bnstudy.training.optimizers import BUILTIN as BUILTIN_OPTIMIZERS  # torch-free
 
 
 def to_run(
@@ -107,8 +108,24 @@ def choose_packing(
             f"packing does not support head dropout: those {len(dropped)} trial"
             f"{'s' if len(dropped) > 1 else ''} train one at a time"
         )
+    own = [
+        t
+        for t in todo
+        if not t.pretrain_stage and t.dropout == 0 and t.optimizer not in BUILTIN_OPTIMIZERS
+    ]
+    if own:
+        names = ", ".join(sorted({t.optimizer for t in own}))
+        notes.append(
+            f"packing runs bnstudy's own optimisers only: those {len(own)} trial"
+            f"{'s' if len(own) > 1 else ''} with {names} train one at a time"
+        )
     refused = [
-        t for t in todo if not t.pretrain_stage and t.dropout == 0 and not packing.packable(t)
+        t
+        for t in todo
+        if not t.pretrain_stage
+        and t.dropout == 0
+        and t.optimizer in BUILTIN_OPTIMIZERS
+        and not packing.packable(t)
     ]
     if refused:
         heads: dict[str, set[str]] = {}

@@ -7,7 +7,9 @@ the parent itself with one job). For each task it
    fixed device of a Dask worker (whose GPU share the Dask scheduler already counted, as a
    resource);
 2. sets up torch for the run: deterministic algorithms or not, the CPU thread count;
-3. trains under the per-trial time limit;
+3. trains under the per-trial time limit: bnstudy's built-in trial (a pack of seeds, or one
+   trial), or the protocol's own trial function (:func:`protocol_trial`, through
+   :mod:`bnstudy.training.context`), imported here with the protocol's plugins;
 4. turns every exception into a row: ``timeout`` (over the limit), ``oom`` (the device ran
    out of memory) or ``failed`` (anything else), so one bad trial never stops the run;
 5. returns the slot, whatever happened (the kernel returns it if the worker dies).
@@ -32,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime as dt
+import functools
 import os
 import signal
 import socket
@@ -45,7 +48,7 @@ from typing import Any
 
 from bnstudy.catalogue import FAILED, OOM, TIMEOUT
 from bnstudy.execution.devices import SlotPool, cpu_model, cpu_threads, is_cpu
-from bnstudy.spec import plugins
+from bnstudy.spec import plugins, trial_function
 from bnstudy.spec.trial import Trial
 from bnstudy.training.trial_result import TrialResult
 
@@ -74,6 +77,27 @@ def run_trial(
     from bnstudy.training.train import run_trial as train
 
     return train(trial, device, data_options)
+
+
+def protocol_trial(
+    resolved: str, trial: Trial, device: str = "cpu", data_options: Mapping | None = None
+) -> TrialResult:
+    """Train ``trial`` with the protocol's own trial function (``resolved``: its
+    ``CODE:FUNCTION`` with the code's path made absolute, see
+    :mod:`bnstudy.spec.trial_function`), imported here, in the worker, once per process."""
+    from bnstudy.training.context import run_function
+
+    return run_function(trial_function.load(resolved), trial, device, data_options)
+
+
+def trial_fn_of(trial: str | None, source_dir: str, default: TrialFn = run_trial) -> TrialFn:
+    """What trains a protocol's trials: its ``trial:`` function (``trial``, as written, with
+    the protocol's folder ``source_dir``) in place of the built-in ``default``; ``default``
+    when the protocol names none, or when ``default`` is a caller's own (a test's
+    substitute). A protocol's own function trains each trial alone: no packing."""
+    if trial is None or default is not run_trial:
+        return default
+    return functools.partial(protocol_trial, trial_function.resolve(trial, source_dir))
 
 
 @dataclass(frozen=True)

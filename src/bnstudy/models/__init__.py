@@ -1,7 +1,8 @@
 """Models: architecture and head registries, paired initialisation, BN folding.
 
 The built-in architectures (``mlp``, ``cnn``, ``cnn1d``, ``cnn_flatten``, ``resnet20``,
-``resnet32``, ``preact_resnet20``, ``vgg11``, ``vgg11_bn``; one family per file) and heads
+``resnet32``, ``preact_resnet20``, ``vgg11``, ``vgg11_bn``, and the MNIST-1D paper's
+``linear``, ``mnist1d_mlp``, ``mnist1d_cnn``; one family per file) and heads
 are known by name from the start: :func:`architecture_info` tells what each body accepts,
 whether it ends in a normalization and how it pools; :func:`check_architecture_input`
 refuses an architecture/input pair with a one-line ``ValueError``. Those facts come from

@@ -124,6 +124,19 @@ _ARCHITECTURES: dict[str, ArchitectureInfo] = dict(
             "vgg11_bn", "vgg", inputs=("image",), ends_in_norm=True, pooling="global_avg",
             tail="conv -> BN -> ReLU -> max-pool -> GAP", conv_init="kaiming_normal",
         ),
+        # The MNIST-1D paper's networks (Greydanus & Kobak): body + plain head = the paper's.
+        _builtin(
+            "linear", "mnist1d_paper", inputs=("any",), ends_in_norm=False, pooling="none",
+            tail="flatten (no layers: with the plain head, logistic regression)",
+        ),
+        _builtin(
+            "mnist1d_mlp", "mnist1d_paper", inputs=("any",), ends_in_norm=False, pooling="none",
+            tail="linear -> ReLU -> (+ linear -> ReLU) residual (no normalization anywhere)",
+        ),
+        _builtin(
+            "mnist1d_cnn", "mnist1d_paper", inputs=("signal",), ends_in_norm=False,
+            pooling="none", tail="conv1d (stride 2) -> ReLU -> flatten (no normalization)",
+        ),
     ]
 )  # fmt: skip
 

@@ -7,7 +7,7 @@ an :class:`ArchitectureInfo` (which inputs it accepts, whether its body ends in 
 normalization, how it pools), queryable without building it; a builder given an input of the
 wrong rank raises the same one-line ``ValueError`` as :func:`check_architecture_input`. The
 built-in bodies all end in a ReLU (then pooling or flattening), so their features are
-non-negative and 0 means "inactive".
+non-negative and 0 means "inactive"; all but ``linear``, whose features are its input.
 
 **Head contract.** A head builder takes ``(in_features, num_classes)`` (plus, as keyword
 arguments, the head options it declares in :func:`register_head`) and returns any
@@ -40,7 +40,7 @@ from bnstudy.models.facts import (
     lookup,
 )
 from bnstudy.models.init import init_weights
-from bnstudy.spec import head_options
+from bnstudy.spec import arch_options, head_options
 
 ArchitectureBuilder = Callable[[tuple[int, ...]], nn.Module]
 HeadBuilder = Callable[..., nn.Module]
@@ -72,15 +72,24 @@ def register_architecture(
     pooling: Pooling,
     tail: str,
     conv_init: ConvInit = "uniform",
+    options: Mapping[str, Sequence[Any]] | None = None,
 ) -> Callable[[ArchitectureBuilder], ArchitectureBuilder]:
     """``@register_architecture("name", inputs=..., ends_in_norm=..., pooling=..., tail=...)``.
 
-    Decorates a builder ``(input_shape) -> body``; see :class:`ArchitectureInfo` for the fields.
+    Decorates a builder ``(input_shape, **options) -> body``; see :class:`ArchitectureInfo`
+    for the fields. ``options`` declares the integer options the protocol's
+    ``architectures:`` section may set, each ``name: (default, minimum, maximum, doc)``
+    (:mod:`bnstudy.spec.arch_options`); the builder receives every one as a keyword
+    argument, at its declared default where the protocol sets none, and only values off the
+    defaults enter trial ids.
     """
     info = ArchitectureInfo(name, tuple(inputs), ends_in_norm, pooling, tail, conv_init)
+    declared = arch_options.checked_options(name, options or {})
 
     def decorator(builder: ArchitectureBuilder) -> ArchitectureBuilder:
         declare_architecture(info)
+        if declared:
+            arch_options.declare(name, declared)
         _ARCHITECTURES[name] = builder
         return builder
 
@@ -149,11 +158,12 @@ def build_model(
     architecture cannot take. ``options`` holds head options (e.g. a trial's settings); the
     head builder receives those it declared, at their defaults where not given.
     ``architecture_options`` (a protocol's ``architectures:`` entry, e.g. ``{"width": 512}``
-    for ``mlp``) are keyword arguments of the architecture builder.
+    for ``mlp``) are keyword arguments of the architecture builder: every option it declares,
+    those not given at their declared defaults (so what is built is what the row records).
     """
     builder = _architecture_builder(architecture)
     check_architecture_input(architecture, input_shape)
-    body = builder(tuple(input_shape), **(architecture_options or {}))
+    body = builder(tuple(input_shape), **arch_options.resolve(architecture, architecture_options))
     builder_of_head = lookup(_HEADS, "head", head)
     given = options or {}
     kwargs = {o: given.get(o, default) for o, default in head_options.of_head(head).items()}

@@ -73,6 +73,8 @@ class Content:
     n_trials: int
     ignored_rows: int
     roles: Roles
+    #: What is compared with what (:func:`bnstudy.report.text.treatment_sentence`).
+    treatment_sentence: str
     conf_pct: str
     tost_pct: str
     alpha: str
@@ -168,6 +170,7 @@ def build(
         n_trials=len(table),
         ignored_rows=recorded.ignored_rows,
         roles=roles,
+        treatment_sentence=text.treatment_sentence(roles),
         conf_pct=f"{100 * conf:g}",
         tost_pct=f"{100 * (1 - 2 * (1 - conf)):g}",
         alpha=f"{1 - conf:.3g}",
@@ -193,8 +196,8 @@ def build(
         heterogeneity_table=views.heterogeneity_view(analysis.heterogeneity),
         equivalence_table=views.equivalence_view(analysis, roles),
         mechanism_table=drawn.mechanisms,
-        status_table=views.status_counts(table, roles.treatment, roles.arms),
-        failures_table=views.failures_view(analysis.failures, roles.treatment),
+        status_table=views.status_counts(table, roles),
+        failures_table=views.failures_view(analysis.failures, roles),
         diagnostics=views.group_diagnostics(analysis.diagnostics),
         n_diagnostics=len(analysis.diagnostics) if analysis.diagnostics is not None else 0,
         provenance_table=views.provenance(

@@ -44,7 +44,9 @@ def moderator_figures(b: FigureList, est: pd.DataFrame, analysis: Analysis, role
             f"effect-{metric}",
             f"{metric} effect by moderator",
             caption,
-            lambda panels=panels, unit=unit: figures.draw_effect_panels(panels, unit, b.colours),
+            lambda panels=panels, unit=unit: figures.draw_effect_panels(
+                panels, unit, b.colours, roles.control
+            ),
             wide=len(panels) > 1,
         )
 
@@ -160,6 +162,6 @@ def equivalence_figure(b: FigureList, analysis: Analysis, roles: Roles, missing)
         "equivalence",
         "equivalence tests",
         caption,
-        lambda: figures.draw_equivalence(panels, tost, b.colours),
+        lambda: figures.draw_equivalence(panels, tost, b.colours, roles.control),
         wide=len(panels) > 1,
     )

@@ -227,9 +227,11 @@ def draw_effect_panels(
     panels: Sequence[tuple[str, pd.DataFrame, bool]],
     unit: str,
     colours: Mapping[str, str] | None = None,
+    control: str = "control",
 ) -> Figure:
     """:func:`draw_effect_by_level` for several moderators of one metric, side by side on a
-    shared effect axis; ``panels``: (factor, rows, log x)."""
+    shared effect axis; ``panels``: (factor, rows, log x); ``control``: the arm the effects
+    are against, named on the axis ("effect vs sgd")."""
     k = len(panels)
     fig, axes = plt.subplots(1, k, figsize=(0.6 + 3.4 * k, 3.0), sharey=True, squeeze=False)
     variants = list(dict.fromkeys(v for _, rows, _ in panels for v in rows["variant"]))
@@ -237,7 +239,7 @@ def draw_effect_panels(
     for ax, (factor, rows, log_x) in zip(axes.flat, panels, strict=True):
         _effect_axes(ax, rows, log_x, variants, colours)
         ax.set_xlabel(factor.replace("_", " "))
-    axes.flat[0].set_ylabel(f"effect vs control ({unit})" if unit else "effect vs control")
+    axes.flat[0].set_ylabel(f"effect vs {control} ({unit})" if unit else f"effect vs {control}")
     fig.subplots_adjust(wspace=0.12)
     handles = [
         Line2D([], [], color=colours.get(v, "C0"), marker="o", lw=1.5, label=v) for v in variants
@@ -335,12 +337,14 @@ def draw_equivalence(
     panels: Sequence[tuple[str, str, pd.DataFrame]],
     tost_level: str,
     colours: Mapping[str, str] | None = None,
+    control: str = "control",
 ) -> Figure:
     """Equivalence per metric (one panel each): every variant's TOST interval against ±margin.
 
     ``panels``: (metric, unit, rows) with rows of columns variant, estimate, tost_ci_low,
     tost_ci_high, margin and, when the analysis gives one, pi_low / pi_high (prediction
-    interval for a new condition). ``tost_level``: e.g. "90%".
+    interval for a new condition). ``tost_level``: e.g. "90%". ``control``: the arm the
+    effects are against, named on the axis.
     """
     k = len(panels)
     height = max(1.6, 0.6 + 0.35 * max(len(rows) for _, _, rows in panels))
@@ -366,7 +370,7 @@ def draw_equivalence(
         ax.set_yticks(y, list(rows["variant"].astype(str)))
         ax.set_ylim(-0.7, len(rows) - 0.3)
         ax.set_title(metric, loc="left", fontweight="bold")
-        ax.set_xlabel(f"effect vs control ({unit})" if unit else "effect vs control")
+        ax.set_xlabel(f"effect vs {control} ({unit})" if unit else f"effect vs {control}")
     handles = [
         Patch(color="#2e9e5b", alpha=0.25, label="± equivalence margin"),
         Line2D([], [], color="0.3", lw=3.5, label=f"{tost_level} CI (TOST)"),

@@ -55,19 +55,22 @@ def draw_levels(
     arms: Sequence[str],
     colours: Mapping[str, str],
     log_y: bool = False,
+    title: str = "arm",
 ) -> Figure:
     """Each arm's mean with its CI against each panel's factor levels, panels side by side
-    on a shared y axis."""
-    return draw_level_grid([(ylabel, panels, log_y)], arms, colours)
+    on a shared y axis; ``title``: what the arms are (the legend's title: ``optimizer``)."""
+    return draw_level_grid([(ylabel, panels, log_y)], arms, colours, title)
 
 
 def draw_level_grid(
     rows: Sequence[tuple[str, Sequence[LevelPanel], bool]],
     arms: Sequence[str],
     colours: Mapping[str, str],
+    title: str = "arm",
 ) -> Figure:
     """Small multiples of :func:`draw_levels`: one row per quantity (y label, its panels, log
-    y), the same factors in the same columns; rows share their y axis, columns their x."""
+    y), the same factors in the same columns; rows share their y axis, columns their x.
+    ``title``: what the arms are (the legend's title)."""
     nrows, ncols = len(rows), max(len(panels) for _, panels, _ in rows)
     fig, axes = plt.subplots(
         nrows,
@@ -96,7 +99,7 @@ def draw_level_grid(
                 ax.set_yscale("log")
             if r == nrows - 1:
                 factor = panels[c].factor
-                ax.set_xlabel(factor.replace("_", " ") if factor else "arm")
+                ax.set_xlabel(factor.replace("_", " ") if factor else title)
         if log_y:  # the row's range is known once every panel is drawn
             low, high = axes[r, 0].get_ylim()
             for ax in axes[r]:
@@ -106,7 +109,7 @@ def draw_level_grid(
     # One label column at the left edge: each row's label placed by its own tick labels sat
     # at a different distance, the widest ("0.0005") pushing its label to the figure's edge.
     fig.align_ylabels(axes[:, 0])
-    _legend(fig, shown, colours, "arm")
+    _legend(fig, shown, colours, title)
     return fig
 
 
@@ -205,9 +208,11 @@ def draw_curves(
     colours: Mapping[str, str],
     ylabel: str = "training loss",
     ncols: int = 4,
+    title: str = "arm",
 ) -> Figure:
     """Median line and interquartile band per arm, one panel per condition, shared axes; a
-    panel whose band leaves the shared range (:func:`curve_range`) says how far it goes."""
+    panel whose band leaves the shared range (:func:`curve_range`) says how far it goes.
+    ``title``: what the arms are (the legend's title)."""
     k = len(panels)
     ncols = max(1, min(ncols, k))
     nrows = math.ceil(k / ncols)
@@ -241,7 +246,7 @@ def draw_curves(
     axes.flat[0].xaxis.set_major_locator(MaxNLocator(integer=True))  # points are counted
     axes.flat[0].set_ylim(span.bottom, span.top)
     fig.subplots_adjust(wspace=0.1, hspace=0.6)
-    _legend(fig, [a for a in arms if any(a in p.median for p in panels)], colours, "arm")
+    _legend(fig, [a for a in arms if any(a in p.median for p in panels)], colours, title)
     return fig
 
 
@@ -250,11 +255,12 @@ def draw_per_class(
     ylabel: str,
     arms: Sequence[str],
     colours: Mapping[str, str],
+    title: str = "arm",
 ) -> Figure:
     """A per-class quantity against the class's training count, one line per arm.
 
     ``rows``: columns arm, count (the x: training images of the class, bin centre), mean,
-    q25, q75 (over the classes of all trials in the bin).
+    q25, q75 (over the classes of all trials in the bin). ``title``: what the arms are.
     """
     fig, ax = plt.subplots(figsize=(5.0, 3.0))
     shown = [a for a in arms if (rows["arm"] == a).any()]
@@ -271,5 +277,5 @@ def draw_per_class(
         plain_log_axis(ax.xaxis)
     ax.set_xlabel("training images of the class")
     ax.set_ylabel(ylabel)
-    _legend(fig, shown, colours, "arm")
+    _legend(fig, shown, colours, title)
     return fig

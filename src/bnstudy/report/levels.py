@@ -111,7 +111,9 @@ def _level_figures(b: FigureList, by_metric: dict, roles: Roles, values: str) ->
             f"{metric} by arm",
             caption,
             lambda panels=panels, ylabel=f"{metric} ({unit})" if unit else metric: (
-                figures_arms.draw_levels(panels, ylabel, roles.arms, b.colours)
+                figures_arms.draw_levels(
+                    panels, ylabel, roles.arms, b.colours, title=roles.treatment_name
+                )
             ),
             wide=len(panels) > 1,
         )

@@ -117,17 +117,17 @@ def _header(c: Content) -> list[str]:
 def _evidence(c: Content, href: str) -> list[str]:
     """The verdict, the grid of overall effects, intention to treat and the moderators."""
     t = _para
-    lines = ["## What the evidence shows", ""]
+    lines = ["## What the evidence shows", "", t(c.treatment_sentence), ""]
     if c.headline:
         h = c.headline
         multiplicity = f" {t(h['multiplicity'])}" if h["multiplicity"] else ""
         lines += [f"> {t(h['sentence'])} **{t(h['verdict_words'])}**{multiplicity}", ""]
         if h["sensitivity"]:
             lines += [f"> {t(h['sensitivity'])}", ""]
-    if c.edge_warning:
-        lines += [f"**Warning.** {t(c.edge_warning)}", ""]
     else:
         lines += [f"> No effect could be estimated: {t(c.no_estimate_reason)}", ""]
+    if c.edge_warning:
+        lines += [f"**Warning.** {t(c.edge_warning)}", ""]
     if not c.verdict_grid.empty:
         lines += [
             f"Overall effect of each variant on each primary metric, with its {c.conf_pct}% CI "
@@ -147,7 +147,7 @@ def _evidence(c: Content, href: str) -> list[str]:
 def _intention_to_treat(c: Content) -> list[str]:
     t, itt = _para, c.itt
     collapsed = (
-        f"{itt['n_collapsed']} collapsed trial(s) ({itt['collapsed_by_head']}) count with their "
+        f"{itt['n_collapsed']} collapsed trial(s) ({itt['collapsed_by_arm']}) count with their "
         "measured metrics."
         if itt["n_collapsed"]
         else "No trial collapsed."

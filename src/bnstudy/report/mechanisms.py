@@ -97,7 +97,7 @@ def _curves(b: FigureList, table: pd.DataFrame, roles: Roles, notes: list[str]) 
             f"{what} curves",
             caption,
             lambda panels=panels, what=what: figures_arms.draw_curves(
-                panels, roles.arms, b.colours, ylabel=what
+                panels, roles.arms, b.colours, ylabel=what, title=roles.treatment_name
             ),
             wide=len(panels) > 1,
         )
@@ -157,7 +157,7 @@ def _per_class(b: FigureList, table: pd.DataFrame, roles: Roles, notes: list[str
             f"{short} per class against class count",
             caption,
             lambda rows=rows, what=what: figures_arms.draw_per_class(
-                rows, what, roles.arms, b.colours
+                rows, what, roles.arms, b.colours, roles.treatment_name
             ),
         )
     if balanced:
@@ -226,6 +226,7 @@ def _group_figure(b: FigureList, key: str, title: str, grid: list, roles: Roles)
             [(ylabel, panels, log_y) for _, ylabel, panels, log_y in grid],
             roles.arms,
             b.colours,
+            roles.treatment_name,
         ),
         wide=True,
     )

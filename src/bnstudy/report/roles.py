@@ -20,12 +20,15 @@ from bnstudy.stats import Analysis
 class Roles:
     """Columns and settings, resolved against one results table.
 
+    ``treatment``: the column holding the arms; ``treatment_name``: what the arms are, for
+    headers and legends (the treatment factor, ``optimizer``, or that column, ``head``);
     ``arms``: control first, then the variants; ``moderators``: name -> transform
     ("identity", "log", "log2" or "log10"); ``conditions``: the design's condition columns
     present in the table; ``varying``: those taking more than one value there.
     """
 
     treatment: str
+    treatment_name: str
     control: str
     variants: tuple[str, ...]
     metrics: tuple[str, ...]
@@ -63,6 +66,7 @@ def roles_of(design: Design, table: pd.DataFrame, analysis: Analysis) -> Roles:
         directions[m] = direction or (info.direction if info else "higher")
     return Roles(
         treatment=design.treatment,
+        treatment_name=design.treatment_name,
         control=design.control,
         variants=tuple(design.variants),
         metrics=metrics,

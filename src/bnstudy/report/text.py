@@ -48,6 +48,16 @@ RULE_WORDS = {
 }
 
 
+def treatment_sentence(roles: Roles) -> str:
+    """What is compared with what: "Each optimizer variant (adamw) is compared with the
+    control sgd, within pairing blocks that share every other setting." """
+    variants = ", ".join(roles.variants) or "none"
+    return (
+        f"Each {roles.treatment_name} variant ({variants}) is compared with the control "
+        f"{roles.control}, within pairing blocks that share every other setting."
+    )
+
+
 def signed(x: float) -> str:
     """+1.23 / −1.23, with the minus sign the headline uses."""
     return f"{x:+.2f}".replace("-", "−")
@@ -335,10 +345,10 @@ def itt_summary(analysis: Analysis, table: pd.DataFrame, treatment: str) -> dict
         "rule": analysis.failed_score,
         "rule_words": RULE_WORDS.get(analysis.failed_score, analysis.failed_score),
         "n_collapsed": len(collapsed),
-        "collapsed_by_head": by(collapsed),
+        "collapsed_by_arm": by(collapsed),
         "n_no_metrics": int(no_metrics.sum()),
         "no_metrics_by_status": by(status[no_metrics]),
-        "no_metrics_by_head": by(arms[no_metrics]),
+        "no_metrics_by_arm": by(arms[no_metrics]),
         "per_metric": per_metric,
     }
 

@@ -345,8 +345,9 @@ def levels_wide(levels: pd.DataFrame, keys: Sequence[str], arms: Sequence[str]) 
 # -- trials, diagnostics, provenance -----------------------------------------------------
 
 
-def status_counts(table: pd.DataFrame, treatment: str, arms: Sequence[str]) -> pd.DataFrame:
-    """Trials per arm (rows) and status (columns), with a total."""
+def status_counts(table: pd.DataFrame, roles: Roles) -> pd.DataFrame:
+    """Trials per arm (rows, headed by what the arms are) and status (columns), with a total."""
+    treatment, arms = roles.treatment, roles.arms
     if table.empty or treatment not in table.columns:
         return pd.DataFrame()
     counts = table.groupby([treatment, "status"]).size().unstack(fill_value=0)
@@ -354,19 +355,18 @@ def status_counts(table: pd.DataFrame, treatment: str, arms: Sequence[str]) -> p
     counts = counts.reindex(order)
     counts.columns.name = None
     counts["total"] = counts.sum(axis=1)
-    return counts.rename_axis(treatment).reset_index()
+    return counts.rename_axis(roles.treatment_name).reset_index()
 
 
-def failures_view(failures: pd.DataFrame, treatment: str) -> pd.DataFrame:
+def failures_view(failures: pd.DataFrame, roles: Roles) -> pd.DataFrame:
     """Failure rates; the arm's column once (the analysis names it ``arm`` and repeats it
-    under the treatment's name)."""
+    under the treatment's column), headed by what the arms are (``optimizer``)."""
     if failures is None or failures.empty:
         return pd.DataFrame()
-    arm = next(c for c in ("arm", treatment, failures.columns[0]) if c in failures.columns)
-    hide = [treatment] if treatment != arm else []
-    return tidy(
-        failures, [arm, "comparison", "status", "n", "n_failed", "rate", "CI", "p"], hide=hide
-    )
+    arm = next(c for c in ("arm", roles.treatment, failures.columns[0]) if c in failures.columns)
+    hide = [roles.treatment] if roles.treatment != arm else []
+    cols = [arm, "comparison", "status", "n", "n_failed", "rate", "CI", "p"]
+    return tidy(failures, cols, hide=hide).rename(columns={arm: roles.treatment_name})
 
 
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w.])")

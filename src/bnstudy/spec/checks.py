@@ -1,7 +1,7 @@
 """The cross-checks of a protocol's sections against each other, run once it is parsed.
 
 Each raises :class:`~bnstudy.spec.errors.FieldError` at the field a user has to change:
-the control among the heads, moderators and tuning factors among the factors, dataset and
+the treatment and its control, moderators and tuning factors among the factors, dataset and
 architecture options, head options that belong to the arms, pre-training stages, exclusions,
 hypotheses, and the number of trials.
 
@@ -21,8 +21,10 @@ from bnstudy.spec.design import LOG_BASES
 from bnstudy.spec.errors import FieldError, UnknownName, show
 from bnstudy.spec.factors import Factors
 from bnstudy.spec.fields import DEFAULT_MAX_TRIALS, WARN_TRIALS, as_list
+from bnstudy.spec.head_options import applies
 from bnstudy.spec.head_options import options_of as head_options_of
-from bnstudy.spec.trial import LEARNING_RATE, NO_PRETRAIN, TREATMENT
+from bnstudy.spec.treatment import check as check_treatment
+from bnstudy.spec.trial import ALL_TRAIN, LEARNING_RATE, NO_PRETRAIN, TREATMENT
 
 if TYPE_CHECKING:
     from bnstudy.spec.protocol import Protocol
@@ -36,26 +38,18 @@ def check_all(p: Protocol) -> None:
     _check_architectures(p)
     _check_pretraining(p)
     _check_exclusions(p)
+    _check_all_train(p)
     _check_hypotheses(p)
     _check_size(p)
 
 
 def _check_roles(p: Protocol) -> None:
-    """The control among the heads, with a variant beside it; moderators, transforms and
-    tuning factors among the factors (a log transform on positive numeric levels only; a
+    """The treatment (:func:`bnstudy.spec.treatment.check`: a factor that can be one, the
+    control among its levels, a variant beside it); moderators, transforms and tuning
+    factors among the other factors (a log transform on positive numeric levels only; a
     tuning factor's declared bounds around its numeric levels)."""
-    heads = getattr(p.factors, TREATMENT)
-    if p.control not in heads:
-        raise FieldError(
-            ("control",),
-            f"{p.control!r} is not among the {TREATMENT}s; allowed: {', '.join(heads)}",
-        )
-    if len(heads) < 2:
-        raise FieldError(
-            ("factors", TREATMENT),
-            f"needs the control and at least one variant to compare; got {heads}",
-        )
-    allowed = [f for f in Factors.model_fields if f != TREATMENT]
+    check_treatment(p)
+    allowed = [f for f in Factors.model_fields if f != p.treatment_factor]
     for i, m in enumerate(p.analysis.moderators or []):
         if m not in allowed:
             raise FieldError(
@@ -146,15 +140,27 @@ def _check_datasets(p: Protocol) -> None:
 def _check_head_options(p: Protocol) -> None:
     """An arm option may not vary on the control (the control would split into several
     arms), nor be a moderator, transform or tuning factor (it is no condition)."""
+    factor, control = p.treatment_factor, p.control_level
     for name in p.arm_options:
         levels = getattr(p.factors, name)
-        if name in head_options_of(p.control) and len(levels) > 1:
-            others = [h for h in getattr(p.factors, TREATMENT) if name not in head_options_of(h)]
+        if len(levels) < 2:
+            continue
+        if factor == TREATMENT and name in head_options_of(control):
+            others = [h for h in p.factors.head if name not in head_options_of(h)]
             raise FieldError(
                 ("factors", name),
-                f"varies on the control {p.control!r} but head(s) {', '.join(others)} "
+                f"varies on the control {control!r} but head(s) {', '.join(others)} "
                 f"do not take it, so their trials could not pair with each level; give "
                 f"{name} one value, or choose a control that does not take it",
+            )
+        if factor != TREATMENT and any(
+            applies(name, {"head": h, factor: control}) for h in p.factors.head
+        ):
+            raise FieldError(
+                ("factors", name),
+                f"varies on the control {p.control_arm!r} but not at every level of {factor}, "
+                f"so the control would split into several arms; give {name} one value, or "
+                f"choose a control where it does not apply",
             )
         roles = {
             "moderators": p.analysis.moderators or [],
@@ -233,26 +239,38 @@ def _check_exclusions(p: Protocol) -> None:
                     )
 
 
+def _check_all_train(p: Protocol) -> None:
+    """``train_per_class: all`` (the whole, unbalanced pool) only at ``imbalance_ratio`` 1:
+    an imbalance profile needs a balanced base count per class to shrink."""
+    f = p.factors
+    if ALL_TRAIN not in f.train_per_class or all(r == 1 for r in f.imbalance_ratio):
+        return
+    for c in p.combinations():
+        if c["train_per_class"] == ALL_TRAIN and c["imbalance_ratio"] != 1:
+            ratio = c["imbalance_ratio"]
+            raise FieldError(
+                ("factors", "train_per_class"),
+                f"all (the whole training pool, unbalanced) cannot be made imbalanced: "
+                f"imbalance_ratio {ratio:g} needs a count per class; give one, or leave the "
+                f"pair out with exclude: [{{train_per_class: all, imbalance_ratio: {ratio:g}}}]",
+            )
+
+
 def _check_hypotheses(p: Protocol) -> None:
-    """Ids unique; arms among the heads (or the arms head options make); ``where`` and
-    ``interaction`` name factors and their levels (as ``exclude`` does): a claim about a
-    condition never run is a typo."""
-    arms = list(getattr(p.factors, TREATMENT))
+    """Ids unique; arms among the treatment's levels (or the arms head options make);
+    ``where`` and ``interaction`` name factors and their levels (as ``exclude`` does): a
+    claim about a condition never run is a typo."""
+    arms = list(p.factors.head)
     if p.arm_options:  # e.g. bn[bn_momentum=0.01]: an arm a hypothesis may name
         arms += [a for a in (p.control_arm, *p.variant_arms) if a not in arms]
-    factors = [f for f in Factors.model_fields if f != TREATMENT]
+    factors = [f for f in Factors.model_fields if f != p.treatment_factor]
     seen: set[str] = set()
     for i, h in enumerate(p.hypotheses):
         if h.id in seen:
             raise FieldError(("hypotheses", i, "id"), f"duplicate hypothesis id {h.id!r}")
         seen.add(h.id)
         for role in ("variant", "control"):
-            if getattr(h, role) not in arms:
-                raise FieldError(
-                    ("hypotheses", i, role),
-                    f"{getattr(h, role)!r} is not among the {TREATMENT}s; allowed: "
-                    f"{', '.join(arms)}",
-                )
+            _check_arm(p, getattr(h, role), ("hypotheses", i, role), arms)
         if h.estimand == "tuned" and not p.analysis.tune:
             raise FieldError(
                 ("hypotheses", i, "estimand"),
@@ -263,13 +281,13 @@ def _check_hypotheses(p: Protocol) -> None:
             if x.factor not in factors:
                 raise FieldError(
                     ("hypotheses", i, "interaction", "factor"),
-                    str(UnknownName(0, x.factor, factors)),
+                    _not_a_condition(p, x.factor, factors),
                 )
             ends = ("low", "high")
             levels_of += [(("interaction", e), x.factor, [getattr(x, e)]) for e in ends]
         for loc, key, values in levels_of:
             if key not in factors:
-                raise FieldError(("hypotheses", i, *loc), str(UnknownName(0, key, factors)))
+                raise FieldError(("hypotheses", i, *loc), _not_a_condition(p, key, factors))
             levels = getattr(p.factors, key)
             for v in values:
                 if v not in levels:
@@ -284,6 +302,35 @@ def _check_hypotheses(p: Protocol) -> None:
                 ("hypotheses", i, "where", x.factor),
                 f"leaves out level {x.low!r} or {x.high!r} of the interaction",
             )
+
+
+def _not_a_condition(p: Protocol, name: str, factors: list[str]) -> str:
+    """Why a hypothesis cannot restrict ``name``: the treatment, or no factor at all."""
+    if name == p.treatment_factor:
+        return (
+            f"{name!r} is the treatment, not a condition: a hypothesis compares its levels "
+            "with variant and control"
+        )
+    return str(UnknownName(0, name, factors))
+
+
+def _check_arm(p: Protocol, value: object, where: tuple, heads_and_arms: list[str]) -> None:
+    """A hypothesis' variant or control names an arm: under the head treatment a head or an
+    arm (as before other treatments existed), under another a level of the treatment factor
+    (compared as its type: ``0`` names dropout ``0.0``) or an arm's label."""
+    if p.treatment_factor == TREATMENT:
+        if value not in heads_and_arms:
+            allowed = ", ".join(heads_and_arms)
+            raise FieldError(where, f"{value!r} is not among the {TREATMENT}s; allowed: {allowed}")
+        return
+    if p.arm_named(value) is None:
+        factor = p.treatment_factor
+        extra = f"; or an arm: {', '.join(p.variant_arms)}" if p.arm_options else ""
+        raise FieldError(
+            where,
+            f"{show(value)} is not a level of the treatment {factor}; levels: "
+            f"{show(getattr(p.factors, factor))}{extra}",
+        )
 
 
 def _check_size(p: Protocol) -> None:
@@ -304,7 +351,8 @@ def _check_size(p: Protocol) -> None:
 def warnings(p: Protocol) -> list[str]:
     """What the protocol allows but probably does not mean, one line each (no file name or
     prefix: ``validate`` and ``run`` add them): more than :data:`WARN_TRIALS` trials; a
-    learning rate with several levels that is not tuned."""
+    learning rate with several levels that is not tuned; ``train_per_class`` moderating with
+    ``all`` among counts (its slope would read ``all`` as 0)."""
     out = []
     if p.n_trials > WARN_TRIALS:
         out.append(
@@ -312,11 +360,19 @@ def warnings(p: Protocol) -> list[str]:
             "factor levels"
         )
     rates = getattr(p.factors, LEARNING_RATE)
-    if len(rates) > 1 and LEARNING_RATE not in p.analysis.tune:
+    factor = p.treatment_factor
+    if len(rates) > 1 and LEARNING_RATE not in p.analysis.tune and factor != LEARNING_RATE:
         out.append(
             f"factors.{LEARNING_RATE} has {len(rates)} levels but analysis.tune does not tune "
-            f"it: averaging over learning rates mixes the head's effect with its tolerance of "
-            f"a bad learning rate; add analysis.tune: [{LEARNING_RATE}] to compare each head "
-            "at its own best learning rate"
+            f"it: averaging over learning rates mixes the {factor}'s effect with its tolerance "
+            f"of a bad learning rate; add analysis.tune: [{LEARNING_RATE}] to compare each "
+            f"{factor} at its own best learning rate"
+        )
+    counts = p.factors.train_per_class
+    if ALL_TRAIN in counts and len(counts) > 1 and "train_per_class" in p.moderators:
+        out.append(
+            "factors.train_per_class mixes all with counts per class: trials hold all as 0, so "
+            "the slope the analysis fits over train_per_class means nothing; read its "
+            "per-level estimates"
         )
     return out

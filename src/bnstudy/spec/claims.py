@@ -23,8 +23,13 @@ exploratory, reported unadjusted and never part of the confirmatory (Holm) famil
 without a record (written before registration existed) makes every hypothesis exploratory:
 nothing proves they came first.
 
-The cross-checks against the protocol (heads, factors, levels) live in ``bnstudy.spec.checks``;
-this module knows only the catalogue, so it loads without torch.
+``variant`` and ``control`` name arms: heads under the default treatment; under another
+(``treatment: {factor: dropout, control: 0}``) levels of its factor, compared as its type
+(``variant: 0.3``), or arms' labels (``"dropout 0.3"``). :func:`designs` hands ``stats`` the
+arms' labels, as the analysed table's treatment column holds them.
+
+The cross-checks against the protocol (arms, factors, levels) live in ``bnstudy.spec.checks``;
+this module knows only the catalogue and the field types, so it loads without torch.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from bnstudy.catalogue import METRICS
 from bnstudy.spec.design import HypothesisDesign, Quantifier
 from bnstudy.spec.fields import STRICT
+from bnstudy.spec.treatment import Level
+from bnstudy.spec.trial import TREATMENT
 
 #: The results-file metadata key (``bnstudy.`` prefix added by the store) of the registration.
 REGISTRATION_KEY = "hypotheses_registration"
@@ -71,8 +78,9 @@ class Hypothesis(BaseModel):
     id: Annotated[str, Field(pattern=HYPOTHESIS_ID, max_length=100)]
     claim: Annotated[str, Field(min_length=1)]
     metric: str
-    variant: Annotated[str, Field(min_length=1)]
-    control: Annotated[str, Field(min_length=1)]
+    #: Arms: a head, an arm's label or a level of the treatment factor (see the module).
+    variant: Level
+    control: Level
     #: factor -> level or list of levels; the claim is about these conditions only.
     where: dict[str, list[Any]] = Field(default={})
     expect: Literal["higher", "lower", "equivalent"]
@@ -166,6 +174,7 @@ def hypothesis_sha256(h: Hypothesis, tunes: bool) -> str:
 def designs(protocol: Any) -> list[HypothesisDesign]:
     """The protocol's hypotheses as plain data for ``stats`` (no pydantic there)."""
     tunes = bool(protocol.analysis.tune)
+    by_level = protocol.treatment_factor != TREATMENT  # else the names are the heads'
     out = []
     for h in protocol.hypotheses:
         r = resolved(h, tunes)
@@ -175,8 +184,8 @@ def designs(protocol: Any) -> list[HypothesisDesign]:
                 id=h.id,
                 claim=h.claim,
                 metric=h.metric,
-                variant=h.variant,
-                control=h.control,
+                variant=protocol.arm_named(h.variant) if by_level else h.variant,
+                control=protocol.arm_named(h.control) if by_level else h.control,
                 where={k: tuple(v) for k, v in h.where.items()},
                 expect=h.expect,
                 margin=h.margin,

@@ -101,8 +101,11 @@ class HypothesisDesign:
 class Design:
     """Roles of the results table's columns and the analysis settings.
 
-    ``treatment`` is the column holding the arm (e.g. ``head``); ``conditions`` the factor
-    columns that define a design cell (every factor except the treatment); ``moderators``
+    ``treatment`` is the column holding the arm (e.g. ``head``, or the derived ``arm``);
+    ``treatment_factor`` the factor whose levels the arms are when that is not the column's
+    own name (``optimizer`` for arms ``adamw`` and ``sgd`` in column ``arm``; "" otherwise:
+    see :attr:`treatment_name`); ``conditions`` the factor columns that define a design cell
+    (every factor except the treatment); ``moderators``
     maps the factors whose levels get their own estimates to the scale their slope is
     estimated on (``log`` for ratios, ``log2`` for batch sizes, ``log10`` for learning
     rates); ``tuning`` lists the factors over which each arm is tuned on ``select_by`` (a
@@ -125,6 +128,13 @@ class Design:
     tuning: tuple[str, ...] = ()
     select_by: str | None = None
     tune_settings: dict[str, TuneDesign] = dataclasses.field(default_factory=dict)
+    treatment_factor: str = ""
+
+    @property
+    def treatment_name(self) -> str:
+        """What the arms are, for people: the treatment factor (``optimizer``), or the
+        treatment column (``head``, ``arm``)."""
+        return self.treatment_factor or self.treatment
 
     def tune_setting(self, factor: str) -> TuneDesign:
         """How ``factor`` is tuned (no bounds, no extension when the design does not say)."""

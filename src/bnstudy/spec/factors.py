@@ -25,9 +25,61 @@ from bnstudy.spec.fields import (
     as_list,
     check_unique,
 )
-from bnstudy.spec.trial import NO_PRETRAIN
+from bnstudy.spec.trial import ALL_TRAIN, NO_PRETRAIN
 
 _MILESTONES = ("factors", "lr_milestones")
+#: How a protocol writes the ``train_per_class`` level :data:`~bnstudy.spec.trial.ALL_TRAIN`.
+ALL_LEVEL = "all"
+_TRAIN_PER_CLASS = ("factors", "train_per_class")
+
+
+def train_per_class_level(value: Any) -> Any:
+    """A ``train_per_class`` level as trials hold it: ``all`` becomes :data:`ALL_TRAIN` (0);
+    a count stays as it is (:class:`Factors` refuses one below 1, or another string)."""
+    return ALL_TRAIN if value == ALL_LEVEL else value
+
+
+def spelled_level(factor: str, value: Any) -> Any:
+    """A level as a protocol writes it: ``train_per_class`` :data:`ALL_TRAIN` is ``all``."""
+    return ALL_LEVEL if factor == _TRAIN_PER_CLASS[1] and value == ALL_TRAIN else value
+
+
+def with_all_train(data: Any) -> Any:
+    """A protocol's raw data with ``train_per_class: all`` written as trials hold it wherever
+    a level is named besides ``factors``: ``exclude`` entries and hypotheses' ``where`` and
+    ``interaction``, so ``exclude: [{train_per_class: all, imbalance_ratio: 10}]`` matches."""
+    if not isinstance(data, dict):
+        return data
+    name = _TRAIN_PER_CLASS[1]
+    out = dict(data)
+    if isinstance(out.get("exclude"), list):
+        out["exclude"] = [
+            {**e, name: _levels(e[name])} if isinstance(e, dict) and name in e else e
+            for e in out["exclude"]
+        ]
+    if isinstance(out.get("hypotheses"), list):
+        out["hypotheses"] = [_hypothesis_with_all_train(h) for h in out["hypotheses"]]
+    return out
+
+
+def _levels(value: Any) -> Any:
+    """One level or a list of them, as :func:`train_per_class_level` writes each."""
+    if isinstance(value, list):
+        return [train_per_class_level(v) for v in value]
+    return train_per_class_level(value)
+
+
+def _hypothesis_with_all_train(h: Any) -> Any:
+    name = _TRAIN_PER_CLASS[1]
+    if not isinstance(h, dict):
+        return h
+    h = dict(h)
+    if isinstance(h.get("where"), dict) and name in h["where"]:
+        h["where"] = {**h["where"], name: _levels(h["where"][name])}
+    x = h.get("interaction")
+    if isinstance(x, dict) and x.get("factor") == name:
+        h["interaction"] = {k: _levels(v) if k in ("low", "high") else v for k, v in x.items()}
+    return h
 
 
 def milestone_levels(value: Any) -> list[str]:
@@ -78,12 +130,16 @@ class Factors(BaseModel):
     head: list[Name] = Field(min_length=1)
     dataset: list[Name] = Field(min_length=1)
     imbalance_ratio: list[Ratio] = Field(default=[1.0], min_length=1)
-    train_per_class: list[PositiveInt] = Field(default=[500], min_length=1)
+    #: Images of the largest class (``n_max`` of the imbalance profile), or ``all``: the
+    #: dataset's whole training pool (after the validation split), not subsampled and not
+    #: balanced, so only at ``imbalance_ratio`` 1. Held as ``ALL_TRAIN`` (0), see Trial.
+    train_per_class: list[NonNegativeInt] = Field(default=[500], min_length=1)
     #: Training length in passes over the training set; 0 when ``steps`` sets it instead.
     epochs: list[NonNegativeInt] = Field(default=[10], min_length=1)
     batch_size: list[PositiveInt] = Field(default=[64], min_length=1)
     lr: list[PositiveFloat] = Field(default=[0.05], min_length=1)
-    optimizer: list[Literal["sgd", "adamw"]] = Field(default=["sgd"], min_length=1)
+    #: ``sgd``, ``adamw`` or an optimiser a plugin registered (``bnstudy.training.optimizers``).
+    optimizer: list[Name] = Field(default=["sgd"], min_length=1)
     weight_decay: list[NonNegativeFloat] = Field(default=[5e-4], min_length=1)
     # Added after the first release: at these defaults they are left out of trial ids, so
     # tables written before them resume with nothing to re-run (see Trial.settings).
@@ -110,7 +166,12 @@ class Factors(BaseModel):
     label_smoothing: list[Fraction] = Field(default=[0.0], min_length=1)
     #: Maximum gradient norm (0: no clipping).
     grad_clip: list[NonNegativeFloat] = Field(default=[0.0], min_length=1)
-    sampler: list[Literal["instance", "class_balanced"]] = Field(default=["instance"], min_length=1)
+    #: How each pass's batches are drawn (``training.loop``): ``instance`` (a permutation),
+    #: ``class_balanced`` (a class uniformly, then an image of it) or ``class_sorted`` (each
+    #: batch from one class, two where a class boundary falls inside it).
+    sampler: list[Literal["instance", "class_balanced", "class_sorted"]] = Field(
+        default=["instance"], min_length=1
+    )
     # Head options (bnstudy.spec.head_options): a head that does not take one gets its
     # default, so listing levels never duplicates trials of such heads.
     #: Width of the hidden layer of ``hidden``, ``hidden_bn_relu``, ``hidden_relu_bn``
@@ -131,6 +192,12 @@ class Factors(BaseModel):
     #: ``torch.autocast`` in bfloat16, losses and metrics in float32. Meant for CUDA; the CPU
     #: runs it too, slowly. ``bnstudy run --precision`` replaces these levels.
     precision: list[Literal["fp32", "bf16"]] = Field(default=["fp32"], min_length=1)
+    #: The training loss (``training.losses``): ``ce`` (the default, left out of trial ids),
+    #: ``cb_reweight`` (Cui et al. 2019), ``drw`` (Cao et al. 2019) or ``logit_adjusted``
+    #: (Menon et al. 2021).
+    loss: list[Literal["ce", "cb_reweight", "drw", "logit_adjusted"]] = Field(
+        default=["ce"], min_length=1
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -163,12 +230,27 @@ class Factors(BaseModel):
     def _one_or_many(cls, value: Any) -> Any:
         return as_list(value)
 
+    @field_validator("train_per_class", mode="before")
+    @classmethod
+    def _count_or_all(cls, value: Any) -> Any:
+        """A positive count, or ``all`` (held as ``ALL_TRAIN``); 0 is not a way to write it."""
+        levels = as_list(value)
+        for v in levels:
+            is_count = isinstance(v, int | float) and not isinstance(v, bool) and v >= 1
+            if v != ALL_LEVEL and not is_count:
+                raise FieldError(
+                    _TRAIN_PER_CLASS,
+                    f"expected a whole number of images per class (at least 1) or "
+                    f"{ALL_LEVEL!r} (the whole training pool); got {v!r}",
+                )
+        return [train_per_class_level(v) for v in levels]
+
     @field_validator("*")
     @classmethod
     def _unique(cls, values: list[Any]) -> list[Any]:
         return check_unique(values)
 
-    @field_validator("architecture", "head", "dataset")
+    @field_validator("architecture", "head", "dataset", "optimizer")
     @classmethod
     def _registered(cls, values: list[str], info: ValidationInfo) -> list[str]:
         known = (info.context or {}).get(info.field_name)

@@ -1,12 +1,12 @@
 """Whether every trial of a protocol can train, checked before any does.
 
 Beyond the schema: the dataset files exist and parse, each network accepts its data's input
-shape, each dataset's pool holds ``train_per_class`` images per class and each training set
-fills a batch; each pre-training stage used can train, and its body fits every network that
-loads it. Such a problem would otherwise fail every trial at run time, and again on every
-resume. The data and model checks are imported when called (the datasets read their files,
-and comparing pre-trained bodies builds networks, with torch), so importing this module
-costs nothing.
+shape, each dataset's pool holds ``train_per_class`` images per class (``all``: whatever it
+holds) and each training set fills a batch; each pre-training stage used can train, and its
+body fits every network that loads it. Such a problem would otherwise fail every trial at run
+time, and again on every resume. The data and model checks are imported when called (the
+datasets read their files, and comparing pre-trained bodies builds networks, with torch), so
+importing this module costs nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from bnstudy.spec.errors import ProtocolError
+from bnstudy.spec.trial import ALL_TRAIN
 
 if TYPE_CHECKING:
     from bnstudy.spec.protocol import Protocol
@@ -26,9 +27,8 @@ def check_feasible(protocol: Protocol, source: str) -> None:
         DatasetError,
         check_dataset,
         input_shape,
-        max_train_per_class,
-        num_classes,
-        profile_counts,
+        pool_class_counts,
+        training_counts,
     )
     from bnstudy.models import check_architecture_input
 
@@ -37,8 +37,8 @@ def check_feasible(protocol: Protocol, source: str) -> None:
         options = protocol.dataset_options(name)
         try:
             check_dataset(name, options)
-            shape, classes = input_shape(name, options), num_classes(name, options)
-            pool_n = max_train_per_class(name, options)
+            shape, pool_counts = input_shape(name, options), pool_class_counts(name, options)
+            pool_n = min(pool_counts)
         except DatasetError as exc:
             raise ProtocolError(f"{source}: datasets.{name}: {exc}") from None
         of_data = [c for c in combos if c["dataset"] == name]
@@ -59,16 +59,18 @@ def check_feasible(protocol: Protocol, source: str) -> None:
                     f"{name!r} pool holds {pool_n} for its smallest class (after the "
                     "validation split)"
                 )
-            counts = profile_counts(profile, n_max, classes, ratio, fraction)
+            counts = training_counts(profile, n_max, pool_counts, ratio, fraction)
             if min(counts) < 1:
                 raise ProtocolError(
                     f"{source}: factors.imbalance_ratio: {ratio:g} leaves a class of {name!r} "
                     f"with no training image at train_per_class {n_max} ({profile} profile)"
                 )
             if sum(counts) < batch:
+                n_max_text = "all" if n_max == ALL_TRAIN else n_max
                 raise ProtocolError(
                     f"{source}: factors.batch_size: {batch} exceeds the {sum(counts)} training "
-                    f"images of {name!r} at train_per_class {n_max}, imbalance_ratio {ratio:g}"
+                    f"images of {name!r} at train_per_class {n_max_text}, imbalance_ratio "
+                    f"{ratio:g}"
                 )
     _check_pretraining(protocol, source, combos)
 

@@ -6,11 +6,13 @@ list-valued field (factor levels, seeds) refuses a repeated value (:func:`check_
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from bnstudy.spec.errors import show
+from bnstudy.spec.trial_function import TRIAL_FUNCTION
 
 STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -36,6 +38,19 @@ Momentum = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 STUDY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 #: A plugin: a ``.py`` file or a dotted module name.
 PLUGIN = r"^(?:[^\n]+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$"
+
+
+def _trial_function_text(value: Any) -> Any:
+    if isinstance(value, str) and not re.fullmatch(TRIAL_FUNCTION, value):
+        raise ValueError(
+            "expected CODE:FUNCTION, a .py file (relative to the protocol) or a module, then "
+            f"a function's name: my_trial.py:run, mylab.train:run; got {show(value)}"
+        )
+    return value
+
+
+#: A protocol's ``trial:`` (see :mod:`bnstudy.spec.trial_function`).
+TrialFunctionText = Annotated[str, BeforeValidator(_trial_function_text)]
 
 
 def as_list(value: Any) -> Any:

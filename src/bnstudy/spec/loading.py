@@ -19,6 +19,8 @@ from bnstudy.spec.fields import PLUGIN
 from bnstudy.spec.plugins import resolve_entries
 from bnstudy.spec.protocol import Protocol
 from bnstudy.spec.stages import PretrainStage
+from bnstudy.spec.treatment import Treatment
+from bnstudy.spec.trial_function import with_module_as_plugin
 
 
 def load_protocol(path: str | Path, known: Mapping[str, Sequence[str]] | None = None) -> Protocol:
@@ -55,14 +57,15 @@ def with_factor_levels(
 
 
 def plugins_of(path: str | Path) -> tuple[str, ...]:
-    """The ``plugins`` of protocol file ``path``, read before the rest is validated: the
-    names and head options the rest refers to may come from them. () when the file has none,
-    or cannot be read as a protocol (its validation then says why)."""
+    """The ``plugins`` of protocol file ``path`` (with its ``trial:`` function's code), read
+    before the rest is validated: the names and head options the rest refers to may come
+    from them. () when the file has none, or cannot be read as a protocol (its validation
+    then says why)."""
     try:
         data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return ()
-    entries = data.get("plugins") if isinstance(data, dict) else None
+    entries = with_module_as_plugin(data).get("plugins") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         return ()
     if not all(isinstance(e, str) and re.fullmatch(PLUGIN, e) for e in entries):
@@ -173,6 +176,8 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
             model = Interaction
         elif part == "tune":
             model = TuneSpec
+        elif part == "treatment":
+            model = Treatment
     # The names as written in YAML (an alias such as a hypothesis' ``in``).
     return [
         field.alias or name

@@ -23,10 +23,16 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+from bnstudy import catalogue
+from bnstudy.results_format import ARCHITECTURE_OPTIONS, METRIC_DECLARATIONS
+from bnstudy.spec import arch_options
 
 
 class PluginError(ValueError):
@@ -60,6 +66,31 @@ def fingerprints(entries: Iterable[str]) -> dict[str, str]:
     return {entry: _DIGESTS[entry] for entry in entries}
 
 
+def declared(architectures: Iterable[str]) -> dict[str, Any]:
+    """What this process's plugins declared besides their heads' options, as a results
+    file's metadata records it (:class:`~bnstudy.results_format.Provenance` fields, None where
+    nothing was declared): the options of the plugin architectures among ``architectures``,
+    and the metrics registered (:func:`bnstudy.catalogue.register_metric`)."""
+    return {
+        ARCHITECTURE_OPTIONS: arch_options.declared(architectures) or None,
+        METRIC_DECLARATIONS: catalogue.declared_metrics() or None,
+    }
+
+
+def recall(metadata: Mapping[str, str]) -> None:
+    """Take a results file's record of what its plugins declared (:func:`declared`), so its
+    protocol parses, expands and is analysed where the plugins are not installed; a name this
+    process knows keeps its own declaration. ``ValueError`` for a record that is none."""
+    try:
+        architectures = json.loads(metadata.get(ARCHITECTURE_OPTIONS) or "{}")
+        metrics = json.loads(metadata.get(METRIC_DECLARATIONS) or "{}")
+        for name, options in architectures.items():
+            arch_options.recall(name, options)
+        catalogue.recall_metrics(metrics)
+    except (TypeError, AttributeError) as exc:  # valid JSON of another shape
+        raise ValueError(str(exc)) from None
+
+
 def _load_one(entry: str) -> ModuleType:
     if entry in _FAILED:
         raise _FAILED[entry]
@@ -75,7 +106,7 @@ def _import_module(entry: str) -> ModuleType:
     try:
         module = importlib.import_module(entry)
     except Exception as exc:  # noqa: BLE001 - any failure of user code is the user's
-        raise PluginError(f"plugins: cannot import {entry!r}: {_gist(exc)}") from None
+        raise PluginError(f"plugins: cannot import {entry!r}: {gist(exc)}") from None
     if entry not in _DIGESTS:
         source = getattr(module, "__file__", None)
         _DIGESTS[entry] = hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else ""
@@ -90,7 +121,7 @@ def _import_file(entry: str) -> ModuleType:
     try:
         source = path.read_bytes()
     except OSError as exc:
-        why = "no such file" if isinstance(exc, FileNotFoundError) else _gist(exc)
+        why = "no such file" if isinstance(exc, FileNotFoundError) else gist(exc)
         raise PluginError(f"plugins: {entry}: {why}") from None
     # The bytes read are the bytes that run and the bytes hashed: an edit made while the run
     # goes on cannot make the recorded SHA-256 describe other code.
@@ -101,11 +132,12 @@ def _import_file(entry: str) -> ModuleType:
         exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102 - the user's plugin
     except Exception as exc:  # noqa: BLE001 - any failure of user code is the user's
         del sys.modules[name]
-        raise PluginError(f"plugins: {entry}: {_gist(exc)}") from None
+        raise PluginError(f"plugins: {entry}: {gist(exc)}") from None
     _DIGESTS[entry] = hashlib.sha256(source).hexdigest()
     return module
 
 
-def _gist(exc: BaseException) -> str:
+def gist(exc: BaseException) -> str:
+    """An exception in one line: its type and the first line of its message."""
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -29,8 +29,8 @@ from bnstudy.spec import arch_options, checks
 from bnstudy.spec.analysis_settings import DEFAULT_TRANSFORMS, AnalysisSettings
 from bnstudy.spec.claims import Hypothesis
 from bnstudy.spec.design import Design, MetricDesign
-from bnstudy.spec.errors import show
-from bnstudy.spec.factors import Factors
+from bnstudy.spec.errors import FieldError, show
+from bnstudy.spec.factors import Factors, with_all_train
 from bnstudy.spec.fields import (
     DEFAULT_MAX_TRIALS,
     PLUGIN,
@@ -39,6 +39,7 @@ from bnstudy.spec.fields import (
     Name,
     PositiveInt,
     Seed,
+    TrialFunctionText,
     as_list,
     check_unique,
 )
@@ -48,7 +49,9 @@ from bnstudy.spec.head_options import options_of as head_options_of
 from bnstudy.spec.head_options import resolve as resolve_head_options
 from bnstudy.spec.plugins import resolve_entries
 from bnstudy.spec.stages import PretrainStage
+from bnstudy.spec.treatment import Treatment, dependent_options, match_level
 from bnstudy.spec.trial import ARM, NO_PRETRAIN, TREATMENT, Trial, arm_of
+from bnstudy.spec.trial_function import with_module_as_plugin
 
 
 class Protocol(BaseModel):
@@ -60,7 +63,13 @@ class Protocol(BaseModel):
     description: str = ""
     seeds: list[Seed] = Field(min_length=1)
     factors: Factors
-    control: Name
+    #: The head every other head is compared with: short for ``treatment: {factor: head,
+    #: control: ...}``. Give this or ``treatment``, not both.
+    control: Name | None = None
+    #: Which factor's levels are the arms, and which level is the control (see
+    #: :mod:`bnstudy.spec.treatment`); read it as :attr:`treatment_factor` and
+    #: :attr:`control_level`, which resolve the short form.
+    treatment: Treatment | None = None
     #: Options per dataset, e.g. ``{cifar10: {path: ~/data/cifar-10-batches-py}}``. Options
     #: that change the data are part of trial identity; ``path`` only locates it.
     datasets: dict[str, dict[str, Any] | None] = Field(default={})
@@ -81,6 +90,9 @@ class Protocol(BaseModel):
     #: Code that registers the protocol's own networks (see ``bnstudy.spec.plugins``): ``.py``
     #: files, relative to the protocol's folder, or importable module names.
     plugins: list[Annotated[str, Field(pattern=PLUGIN)]] = Field(default=[])
+    #: The protocol's own trial function, ``CODE:FUNCTION`` (see
+    #: ``bnstudy.spec.trial_function``; its code joins ``plugins``); None: the built-in trial.
+    trial: TrialFunctionText | None = None
     #: The YAML text the protocol was read from (recorded in every output).
     source_text: str = Field(default="", exclude=True, repr=False)
     #: The folder of the protocol file (plugin files are relative to it); "" if not a file.
@@ -121,6 +133,37 @@ class Protocol(BaseModel):
     @classmethod
     def _unique_seeds(cls, values: list[int]) -> list[int]:
         return check_unique(values)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trial_module_is_a_plugin(cls, data: Any) -> Any:
+        return with_module_as_plugin(data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _all_train(cls, data: Any) -> Any:
+        """``train_per_class: all`` in exclusions and hypotheses as the factor holds it."""
+        return with_all_train(data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_control(cls, data: Any) -> Any:
+        """``control:`` (the head's) or ``treatment:``: exactly one of them."""
+        if not isinstance(data, dict):
+            return data
+        given = {k for k in ("control", "treatment") if data.get(k) is not None}
+        if given == {"control", "treatment"}:
+            raise FieldError(
+                ("control",),
+                "give the control once: control: is short for treatment: {factor: head, "
+                "control: ...}; with treatment: put it there",
+            )
+        if not given:
+            raise FieldError(
+                ("control",),
+                "required field is missing (or give treatment: {factor: ..., control: ...})",
+            )
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Protocol:
@@ -179,23 +222,42 @@ class Protocol(BaseModel):
         return resolve_entries(self.plugins, Path(self.source_dir or "."))
 
     @property
-    def variants(self) -> list[str]:
-        return [h for h in getattr(self.factors, TREATMENT) if h != self.control]
+    def treatment_factor(self) -> str:
+        """The factor whose levels are the arms (``head`` unless ``treatment`` says)."""
+        return self.treatment.factor if self.treatment is not None else TREATMENT
+
+    @property
+    def control_level(self) -> Any:
+        """The control as a level of :attr:`treatment_factor` (``0`` written for a float
+        factor is its level ``0.0``); None when it is none of its levels."""
+        given = self.treatment.control if self.treatment is not None else self.control
+        return match_level(given, getattr(self.factors, self.treatment_factor))
+
+    @property
+    def variants(self) -> list[Any]:
+        """The treatment factor's levels other than the control."""
+        levels = getattr(self.factors, self.treatment_factor)
+        return [level for level in levels if level != self.control_level]
 
     def design(self) -> Design:
         """The plain-data design description ``stats`` and ``report`` read.
 
-        When head options belong to the arms (see :meth:`arm_options`), the treatment is the
-        derived ``arm`` column (see :func:`arm_of`) instead of ``head``; otherwise the design
-        is exactly what it was before head options existed.
+        The head treatment without arm options (see :meth:`arm_options`) is analysed by the
+        ``head`` column, exactly as before head options and other treatments existed; any
+        other treatment by the derived ``arm`` column (see :func:`arm_of`: ``adamw``,
+        ``dropout 0.3``, ``bn[bn_momentum=0.01]``), with ``treatment_factor`` naming the
+        factor when it is not the head.
         """
         a = self.analysis
         arms = self.arm_options
+        factor = self.treatment_factor
+        by_arm = bool(arms) or factor != TREATMENT
         return Design(
-            treatment=ARM if arms else TREATMENT,
-            control=self.control_arm if arms else self.control,
-            variants=tuple(self.variant_arms if arms else self.variants),
-            conditions=tuple(f for f in Factors.model_fields if f != TREATMENT and f not in arms),
+            treatment=ARM if by_arm else TREATMENT,
+            control=self.control_arm if by_arm else self.control_level,
+            variants=tuple(self.variant_arms if by_arm else self.variants),
+            treatment_factor=factor if factor != TREATMENT else "",
+            conditions=tuple(f for f in Factors.model_fields if f != factor and f not in arms),
             moderators={
                 m: a.transforms.get(m, DEFAULT_TRANSFORMS.get(m, "identity"))
                 for m in self.moderators
@@ -220,7 +282,8 @@ class Protocol(BaseModel):
         if self.analysis.moderators is not None:
             return list(self.analysis.moderators)
         arms = self.arm_options
-        return [f for f in self.factors.varying() if f != TREATMENT and f not in arms]
+        factor = self.treatment_factor
+        return [f for f in self.factors.varying() if f != factor and f not in arms]
 
     # -- arms -----------------------------------------------------------------------------
 
@@ -232,9 +295,16 @@ class Protocol(BaseModel):
         Such an option cannot be a condition: the heads that do not take it have one trial
         per seed, shared as the control of every level (``plain`` against ``bn`` at two
         momenta is three arms: ``plain``, ``bn``, ``bn[bn_momentum=0.01]``). An option every
-        head takes stays a condition, like any other factor.
+        head takes stays a condition, like any other factor. Under another treatment the
+        heads are a condition; an option then belongs to the arms when it applies at some
+        levels of a head-option treatment only (:func:`~bnstudy.spec.treatment.
+        dependent_options`: ``dropout_at`` under ``dropout``).
         """
-        heads = getattr(self.factors, TREATMENT)
+        if self.treatment_factor != TREATMENT:
+            if self.treatment_factor not in HEAD_OPTION_DEFAULTS:
+                return ()
+            return dependent_options(self)
+        heads = self.factors.head
         return tuple(
             name
             for name, default in HEAD_OPTION_DEFAULTS.items()
@@ -244,7 +314,8 @@ class Protocol(BaseModel):
 
     @property
     def control_arm(self) -> str:
-        """The control's arm label (its head, plus any arm option it takes at a non-default)."""
+        """The control's arm label (its level, plus any arm option it takes at a
+        non-default)."""
         return self.variant_arms_and_control()[0]
 
     @property
@@ -253,9 +324,24 @@ class Protocol(BaseModel):
         return self.variant_arms_and_control()[1]
 
     def variant_arms_and_control(self) -> tuple[str, list[str]]:
-        labels = dict.fromkeys(arm_of(c) for c in self.combinations())
-        control = next(a for a in labels if a.split("[")[0] == self.control)
+        factor, control_level = self.treatment_factor, self.control_level
+        labels = {arm_of(c): c[factor] for c in self.combinations()}
+        control = next(a for a, level in labels.items() if level == control_level)
         return control, [a for a in labels if a != control]
+
+    def arm_named(self, value: Any) -> str | None:
+        """The arm a hypothesis names by ``value``: an arm's label (``bn[bn_momentum=0.01]``,
+        ``dropout 0.3``) or a level of the treatment factor (``adamw``, ``0.3``); None when
+        no arm is meant."""
+        control, variants = self.variant_arms_and_control()
+        arms = [control, *variants]
+        if isinstance(value, str) and value in arms:
+            return value
+        level = match_level(value, getattr(self.factors, self.treatment_factor))
+        if level is None:
+            return None
+        label = arm_of({"treatment": self.treatment_factor, self.treatment_factor: level})
+        return label if label in arms else None
 
     # -- expansion ------------------------------------------------------------------------
 
@@ -304,8 +390,8 @@ class Protocol(BaseModel):
     def _combinations(self, levels_of: Mapping[str, list] | None = None) -> list[dict[str, Any]]:
         """The protocol's combinations, with ``levels_of`` replacing factors' levels."""
         names = list(Factors.model_fields)
-        names.remove(TREATMENT)
-        names.append(TREATMENT)
+        names.remove(self.treatment_factor)
+        names.append(self.treatment_factor)
         levels = [(levels_of or {}).get(n, getattr(self.factors, n)) for n in names]
         combos = (dict(zip(names, combo, strict=True)) for combo in itertools.product(*levels))
         kept = [c for c in combos if not any(_matches(c, e) for e in self.exclude)]
@@ -315,7 +401,13 @@ class Protocol(BaseModel):
         data = {name: self._data_identity(name) for name in self.factors.dataset}
         stages = {name: self.stage_identity(name) for name in self.factors.pretrain}
         return [
-            {**c, "data_options": data[c["dataset"]], "pretrain_stage": stages[c["pretrain"]]}
+            {
+                **c,
+                "data_options": data[c["dataset"]],
+                "pretrain_stage": stages[c["pretrain"]],
+                "treatment": self.treatment_factor,
+                "trial_function": self.trial or "",
+            }
             for c in kept
         ]
 

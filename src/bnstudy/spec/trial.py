@@ -13,16 +13,24 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-#: The factor that defines the arms of a pairing block. Everything else is the condition.
+#: The default treatment: the factor whose levels are the arms of a pairing block (a
+#: protocol's ``treatment:`` names another; a trial holds it in ``Trial.treatment``).
+#: Everything else is the condition.
 TREATMENT = "head"
-#: The derived column naming the arm when head options belong to the arms (see
-#: ``Protocol.arm_options``): the head plus those options, e.g. ``bn[bn_momentum=0.01]``.
+#: The derived column naming the arm (see :func:`arm_of`) when the treatment is not the head,
+#: or when head options belong to the arms (``Protocol.arm_options``): e.g. ``adamw``,
+#: ``dropout 0.3``, ``bn[bn_momentum=0.01]``.
 ARM = "arm"
 #: The ``pretrain`` level of a body trained from its random initialisation only.
 NO_PRETRAIN = "none"
 #: The learning-rate factor: averaged over, it mixes a head's effect with its tolerance of a
 #: bad learning rate, so ``validate`` warns when it varies without being tuned.
 LEARNING_RATE = "lr"
+#: ``train_per_class`` of a trial that trains on its dataset's whole training pool (after the
+#: validation split), unsubsampled and as unbalanced as the pool is: the protocol's ``all``.
+#: Stored as 0, not as the string, so the setting stays an int (the results table's column
+#: is int64, and integer levels keep their ids); no positive count can mean it.
+ALL_TRAIN = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +47,7 @@ class Trial:
     head: str
     dataset: str
     imbalance_ratio: float
+    #: Images of the largest class (``n_max`` of the imbalance profile); ``ALL_TRAIN`` (0): all.
     train_per_class: int
     epochs: int
     batch_size: int
@@ -70,6 +79,10 @@ class Trial:
     #: at ``bn_momentum`` 0.01 against ``plain``), they are left out of the block, so the
     #: one control trial of a seed pairs with every such arm. See :meth:`Protocol.arm_options`.
     arm_options: str = ""
+    #: The factor whose levels are the arms (the protocol's ``treatment``): the block is the
+    #: identity less this factor. At ``head`` it is left out of the id; any other treatment
+    #: pairs differently, so draws other random streams: another trial, another id.
+    treatment: str = TREATMENT
     #: The architecture's options not at their defaults, as canonical JSON ("" for none).
     arch_options: str = ""
     #: The dataset options that change the data, as canonical JSON ("" at their defaults).
@@ -83,6 +96,12 @@ class Trial:
     #: ``torch.autocast`` in bfloat16, losses and metrics in float32 (see
     #: :func:`bnstudy.training.loop.autocast`). At ``fp32`` it is left out of the id.
     precision: str = "fp32"
+    #: The training loss (:mod:`bnstudy.training.losses`): ``ce``, left out of the id, or a
+    #: long-tail remedy (``cb_reweight``, ``drw``, ``logit_adjusted``).
+    loss: str = "ce"
+    #: The protocol's own trial function as written (``mylab.train:run``, see
+    #: :mod:`bnstudy.spec.trial_function`); "" (bnstudy's built-in trial) is left out of the id.
+    trial_function: str = ""
 
     def settings(self) -> dict[str, Any]:
         """Every setting (the factor columns of the results table)."""
@@ -116,9 +135,12 @@ class Trial:
         return arm_of(self.settings())
 
     def _block_settings(self) -> dict[str, Any]:
-        """The identity less the treatment: the head and the options that belong to its arm."""
+        """The identity less the treatment: its factor (at a default it is not in the
+        identity), the settings derived from that factor's level, and the options that
+        belong to the arm."""
         settings = self.identity()
-        del settings[TREATMENT]
+        for name in (self.treatment, *_DERIVED.get(self.treatment, ())):
+            settings.pop(name, None)
         for name in _split(self.arm_options):
             settings.pop(name, None)
         settings.pop("arm_options", None)
@@ -141,6 +163,9 @@ class Trial:
 
         Derived from the block's settings and the stream name only, so arms of one block
         draw identical subsets, data orders and initial weights for their shared layers.
+        Arms whose layers differ in shape (an ``architecture`` or ``hidden_width``
+        treatment) share the seeds, not the weights: a layer of the same name draws from the
+        same stream.
         """
         settings = self._block_settings()
         return int(_digest({"block": settings, "stream": stream}), 16) >> 1
@@ -155,18 +180,39 @@ def _show_level(value: Any) -> str:
 
 
 def arm_of(settings: Mapping[str, Any]) -> str:
-    """The arm of a trial from its settings (a results row will do): its ``head``, followed
-    by the options named in its ``arm_options`` with their values, e.g.
-    ``bn[bn_momentum=0.01]``. Rows without ``arm_options`` (older tables) are their head."""
+    """The arm of a trial from its settings (a results row will do): its level of the
+    treatment (:func:`level_label`; the ``head`` by default), followed by the options named
+    in its ``arm_options`` with their values, e.g. ``bn[bn_momentum=0.01]``. Rows without
+    ``treatment`` or ``arm_options`` (older tables) are their head."""
+    factor = settings.get("treatment") or TREATMENT
+    level = level_label(factor, settings[factor])
     names = _split(settings.get("arm_options") or "")
     if not names:
-        return str(settings[TREATMENT])
+        return level
     shown = ",".join(f"{n}={_show_level(settings[n])}" for n in names)
-    return f"{settings[TREATMENT]}[{shown}]"
+    return f"{level}[{shown}]"
+
+
+def level_label(factor: str, value: Any) -> str:
+    """How a level of the treatment ``factor`` names its arm: a head as it is (``bn``), any
+    other name as it is (``adamw``), a number or another value after its factor
+    (``dropout 0.3``, ``batch_size 64``, ``lr_milestones 160,180``), so "dropout 0.3 −
+    dropout 0" reads as what it is."""
+    if factor == TREATMENT or (isinstance(value, str) and value[:1].isalpha()):
+        return str(value)
+    if factor == "train_per_class" and value == ALL_TRAIN:
+        return f"{factor} all"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # one text for 64 and 64.0 (a table column holding NaN is float)
+        return f"{factor} {float(value):.12g}"
+    return f"{factor} {value or 'default'}"
 
 
 #: Trial fields that only label another field's content, and so are no part of its id.
 _LABELS = frozenset({"pretrain"})
+#: Settings derived from a factor's level (by expansion): they belong to the arm with it
+#: when that factor is the treatment.
+_DERIVED = {"architecture": ("arch_options",), "pretrain": ("pretrain_stage",)}
 
 
 def _digest(obj: Any) -> str:

@@ -86,11 +86,15 @@ def simulate_results(
     condition_cols = [c for c in design.conditions if c in rows.columns]
     condition = rows.groupby(condition_cols, sort=False).ngroup().to_numpy()
     block = pd.factorize(rows["block_id"])[0]
-    heads = list(getattr(protocol.factors, treatment))
+    if treatment in rows.columns:  # the head: its levels in protocol order
+        heads = list(getattr(protocol.factors, treatment))
+    else:  # the derived arm column (another treatment, or head options in the arms)
+        rows[treatment] = [t.arm for t in trials]
+        heads = [design.control, *design.variants]
     arm = pd.Categorical(rows[treatment], categories=heads).codes
     n_cond, n_block, n_arm = condition.max() + 1, block.max() + 1, len(heads)
 
-    is_variant = np.array([h != protocol.control for h in heads])
+    is_variant = np.array([h != design.control for h in heads])
     luck_sd = _per_arm(trial_sd, heads, None)[arm]
     log_ratio = np.log(rows["imbalance_ratio"].to_numpy(dtype=float))
     lr_loss = _lr_loss(rows, heads, arm, lr_optimum, lr_curvature)
@@ -105,8 +109,8 @@ def simulate_results(
             base
             + rng.normal(0.0, condition_sd, n_cond)[condition]
             + rng.normal(0.0, block_sd, n_block)[block]
-            + _per_arm(effect, heads, protocol.control)[arm]
-            + _per_arm(slope, heads, protocol.control)[arm] * log_ratio
+            + _per_arm(effect, heads, design.control)[arm]
+            + _per_arm(slope, heads, design.control)[arm] * log_ratio
             + u[condition, arm]
             - lr_loss
         )

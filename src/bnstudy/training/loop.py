@@ -5,11 +5,12 @@
 per copy, a forward and backward pass, clipping, an optimiser and a schedule step, and every
 curve point one read of the copies' mean losses. What differs between its three callers it
 takes as :class:`Hooks`: how the batch's loss is formed per copy (``train.run_trial``: the
-mean cross-entropy; ``packing.run_pack``: each copy's, summed with weights), how gradients
-are clipped (globally, or per copy), what happens to a copy whose curve turns non-finite (a
-trial stops; a pack zeroes that copy and trains on) and what each step adds
-(``pretrain.train_body``: a window of losses and a check at every step). A trial is a pack of
-one copy laid out unpacked; pre-training is a trial with another head and dataset.
+trial's loss, by default the mean cross-entropy; ``packing.run_pack``: each copy's, summed
+with weights), how gradients are clipped (globally, or per copy), what happens to a copy
+whose curve turns non-finite (a trial stops; a pack zeroes that copy and trains on) and what
+each step adds (``pretrain.train_body``: a window of losses and a check at every step). A
+trial is a pack of one copy laid out unpacked; pre-training is a trial with another head and
+dataset.
 
 Airbench-style: the data are tensors on the device, batches are slices of a seeded index
 tensor (no DataLoader), and the host syncs once per curve point. Every random draw comes from
@@ -31,7 +32,16 @@ same ``steps`` line up whatever their training-set size. ``steps_run`` and ``epo
 **Samplers.** ``instance``: each pass is a seeded permutation of the training set.
 ``class_balanced``: each of the pass's ``n // batch_size * batch_size`` draws picks a class
 uniformly among the classes present, then an instance of that class uniformly, with
-replacement, from the same ``order/<epoch>`` generator.
+replacement, from the same ``order/<epoch>`` generator. ``class_sorted`` (the setting of a
+network that "would not learn" with BN: batches filled from few classes): the training
+indices grouped by class (the order within a class random, the order of the classes random),
+cut into consecutive batches of ``batch_size`` (the incomplete last one dropped) and the
+batches' order shuffled, all from the same generator; so a batch holds one class, two where
+a class boundary falls inside it, and every index at most once per pass.
+
+**Loss.** The batch's loss is the trial's :class:`~bnstudy.training.losses.Criterion` (the
+``loss`` factor: cross-entropy or a long-tail remedy, label smoothing included), evaluated at
+the optimiser step (deferred re-weighting switches its class weights at 80% of the steps).
 
 **Learning rate.** ``lr`` times :func:`lr_factor`: a linear warm-up from 0 over
 ``warmup_frac`` of the steps, then ``cosine`` (to 0), ``step`` (x ``lr_decay`` at each of the
@@ -55,10 +65,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bnstudy.spec.trial import Trial
+from bnstudy.training.losses import Criterion
+from bnstudy.training.optimizers import build_optimizer
 
 #: With ``steps``, one ``train_loss`` curve point (and one host sync) per this many steps.
 CURVE_EVERY_STEPS = 100
@@ -66,6 +77,8 @@ CURVE_EVERY_STEPS = 100
 #: A copy's batch-index source: ``(count, stream) ->`` ``count`` training-set indices (int64,
 #: on the CPU) drawn from the random stream ``stream`` (see :func:`sampler`).
 Sampler = Callable[[int, str], torch.Tensor]
+#: The values of the ``sampler`` setting (``spec.factors.Factors.sampler`` lists the same).
+SAMPLERS = ("instance", "class_balanced", "class_sorted")
 
 
 # -- batches ----------------------------------------------------------------------------
@@ -86,15 +99,19 @@ def sample_indices(trial: Trial, y_train: torch.Tensor, count: int, stream: str)
 
     ``instance``: the first ``count`` of a permutation (``count <= n``); ``class_balanced``:
     a class uniformly among those present in ``y_train``, then one of its instances uniformly,
-    with replacement. The generator is seeded by ``stream`` alone (no head in it), so every
-    arm of a pairing block draws the same indices.
+    with replacement; ``class_sorted``: the first ``count`` (whole batches of
+    ``trial.batch_size``) of the class-sorted batches in shuffled order (see the module
+    docstring). The generator is seeded by ``stream`` alone (no head in it), so every arm of
+    a pairing block draws the same indices.
     """
     generator = torch.Generator().manual_seed(trial.stream_seed(stream))
     if trial.sampler == "instance":
         return torch.randperm(len(y_train), generator=generator)[:count]
     if trial.sampler == "class_balanced":
         return _class_balanced_draw(y_train.cpu(), count, generator)
-    raise ValueError(f"unknown sampler {trial.sampler!r}; allowed: instance, class_balanced")
+    if trial.sampler == "class_sorted":
+        return _class_sorted_draw(y_train.cpu(), count, trial.batch_size, generator)
+    raise ValueError(f"unknown sampler {trial.sampler!r}; allowed: {', '.join(SAMPLERS)}")
 
 
 def _class_balanced_draw(
@@ -107,6 +124,27 @@ def _class_balanced_draw(
     offset = (torch.rand(count, generator=generator, dtype=torch.float64) * sizes[pick]).long()
     offset = torch.minimum(offset, sizes[pick] - 1)  # rand < 1, but never trust the rounding
     return by_class[starts[pick] + offset]
+
+
+def _class_sorted_draw(
+    y_train: torch.Tensor, count: int, batch_size: int, generator: torch.Generator
+) -> torch.Tensor:
+    batches = len(y_train) // batch_size
+    if count % batch_size or count > batches * batch_size:
+        raise ValueError(
+            f"class_sorted draws whole batches of {batch_size} from {len(y_train)} images: "
+            f"{count} indices are not"
+        )
+    shuffled = torch.randperm(len(y_train), generator=generator)  # the order within a class
+    classes = torch.unique(y_train)  # sorted
+    class_order = torch.randperm(len(classes), generator=generator)
+    place = torch.empty_like(class_order)
+    place[class_order] = torch.arange(len(classes))  # class index -> its place in the pass
+    key = place[torch.searchsorted(classes, y_train[shuffled])]
+    grouped = shuffled[torch.argsort(key, stable=True)]  # stable: keeps the random order within
+    batch_order = torch.randperm(batches, generator=generator)
+    in_batches = grouped[: batches * batch_size].view(batches, batch_size)
+    return in_batches[batch_order].reshape(-1)[:count]
 
 
 def sampler(trial: Trial, y_train: torch.Tensor) -> Sampler:
@@ -147,14 +185,10 @@ def as_float32(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _optimizer(trial: Trial, model: nn.Module) -> torch.optim.Optimizer:
+    """The trial's optimiser by name (:mod:`bnstudy.training.optimizers`: ``sgd``, ``adamw``
+    or one a plugin registered) over the parameters that train."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if trial.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=trial.lr, momentum=0.9, nesterov=True, weight_decay=trial.weight_decay
-        )
-    if trial.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=trial.lr, weight_decay=trial.weight_decay)
-    raise ValueError(f"unknown optimizer {trial.optimizer!r}; allowed: sgd, adamw")
+    return build_optimizer(trial.optimizer, params, lr=trial.lr, weight_decay=trial.weight_decay)
 
 
 def warmup_steps(trial: Trial, total_steps: int) -> int:
@@ -234,16 +268,16 @@ def optimisation(trial: Trial, model: nn.Module, n: int) -> Optimisation:
 
 # -- the loop ---------------------------------------------------------------------------
 
-#: A batch's indices ((B,), or (B, K) for a pack) -> (each copy's mean loss: () or (K,), the
-#: scalar to backpropagate).
-LossFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+#: A batch's indices ((B,), or (B, K) for a pack) and the (0-based) optimiser step -> (each
+#: copy's mean loss: () or (K,), the scalar to backpropagate).
+LossFn = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclasses.dataclass(frozen=True)
 class Hooks:
     """What a caller adds to the loop, step by step (see the module docstring)."""
 
-    #: The batch's losses from its indices.
+    #: The batch's losses from its indices and the optimiser step.
     loss: LossFn
     #: Clips the gradients of the optimised parameters in place; None: no clipping.
     clip: Callable[[list[torch.Tensor]], None] | None = None
@@ -254,17 +288,15 @@ class Hooks:
     step: Callable[[int, torch.Tensor], None] | None = None
 
 
-def mean_loss(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0
-) -> LossFn:
-    """The loss of one model laid out unpacked: its mean cross-entropy on the batch (in
-    float32 whatever the precision of the forward pass)."""
+def mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: Criterion) -> LossFn:
+    """The loss of one model laid out unpacked: ``criterion``'s mean on the batch (in float32
+    whatever the precision of the forward pass)."""
 
-    def loss(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(index: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x[index])
         if logits.dtype == torch.bfloat16:
             logits = logits.float()
-        mean = F.cross_entropy(logits, y[index], label_smoothing=label_smoothing)
+        mean = criterion.mean(logits, y[index], step)
         return mean, mean
 
     return loss
@@ -317,7 +349,9 @@ def train_copies(
             count = setup.steps_per_epoch * batch_size
             order = draw(samplers, count, f"order/{epoch}", packed).to(param.device)
         with forward():
-            loss, objective = hooks.loss(order[within * batch_size : (within + 1) * batch_size])
+            loss, objective = hooks.loss(
+                order[within * batch_size : (within + 1) * batch_size], step
+            )
         setup.optimizer.zero_grad(set_to_none=True)
         objective.backward()
         if hooks.clip is not None:

@@ -20,10 +20,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from bnstudy.training.losses import LA_TAU, log_prior
+
 if TYPE_CHECKING:
     from bnstudy.data import Dataset
 
 ArrayLike = Any  # numpy array, torch tensor or sequence
+
+#: ``tau`` of the tau-normalised classifier (Kang et al. 2020): 1, every class's weight row
+#: scaled to unit norm. Kang et al. choose tau on validation data; a fixed tau selects nothing.
+TAU_NORM = 1.0
 
 
 def evaluation_metrics(
@@ -32,7 +38,9 @@ def evaluation_metrics(
     """Every evaluation metric of the copies' outputs ``o`` but ``fc_weight_norm_rank_corr``.
 
     ``o`` (on one device): ``features`` (n, K, d) and ``logits`` (n, K, C) of the test set,
-    ``fold`` (K,; the BN-fold check, NaN where it does not apply); where they apply: ``units``
+    ``fc_input`` (n, K, f; the test set's input of the final FC ``head.fc``) and ``fc_weight``
+    (C, K, f; its weight rows), ``fold`` (K,; the BN-fold check, NaN where it does not
+    apply); where they apply: ``units``
     (n, K, u; the head's hidden units, see ``train._head_forward``) with, where only some
     copies have such units, ``has_units`` (K,) bool; ``gap_order`` and ``gap_pred`` (m, K:
     each copy's test images and its train-mode predictions on them); ``val_logits``
@@ -71,6 +79,12 @@ def evaluation_metrics(
     out["nll"] = nll(logits, y)
     out["brier"] = brier(probs, y)
     out["mean_max_prob"] = mean_max_prob(probs)
+    # Post-hoc corrections of the same trained classifier (no training): every trial has them.
+    tau_pred = tau_normalised_logits(o["fc_input"], o["fc_weight"]).argmax(dim=2)
+    out["balanced_acc_taunorm"] = balanced_accuracy(per_class_recall(y, tau_pred, classes))
+    if min(data.class_counts, default=0) > 0:  # else no prior: its log is -inf (left out: NaN)
+        adjusted = posthoc_logit_adjusted(logits, data.class_counts).argmax(dim=2)
+        out["balanced_acc_posthoc_la"] = balanced_accuracy(per_class_recall(y, adjusted, classes))
     if "gap_order" in o:  # BN on batch statistics minus eval mode, on the same test images
         order = o["gap_order"]
         out["train_eval_gap"] = accuracy(y[order], o["gap_pred"]) - accuracy(
@@ -221,6 +235,37 @@ def brier(probs: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
 def mean_max_prob(probs: torch.Tensor) -> torch.Tensor:
     """Mean confidence (largest class probability). probs: (n, K, C). Returns (K,) in [0, 1]."""
     return probs.amax(dim=2).double().mean(dim=0)
+
+
+# -- post-hoc classifiers ---------------------------------------------------------------
+
+
+def tau_normalised_logits(
+    fc_input: torch.Tensor, fc_weight: torch.Tensor, tau: float = TAU_NORM
+) -> torch.Tensor:
+    """The logits of the tau-normalised classifier (Kang et al. 2020, ICLR, "Decoupling
+    representation and classifier"): ``x . w_j / ||w_j|| ** tau`` for class ``j``, bias
+    dropped, in float64. fc_input: (n, K, f); fc_weight: the final FC's rows (C, K, f).
+    Returns (n, K, C).
+
+    Kang et al.'s ``tau_norm.py`` loads the FC's bias but scores with
+    ``dotproduct_similarity(feat, pnorm(weights, p))``, a plain product: the bias is dropped,
+    and so it is here. Whatever follows the FC is dropped with it (``logit_bn``'s BN on the
+    logits: at tau = 1 that is the tau-norm of its eval-mode classifier ``diag(g) W`` whenever
+    every scale ``g = gamma / sigma`` is positive, since a row's normalisation cancels it).
+    """
+    weight = fc_weight.double()
+    normalised = weight / weight.norm(dim=2, keepdim=True).pow(tau)
+    return torch.einsum("nkf,ckf->nkc", fc_input.double(), normalised)
+
+
+def posthoc_logit_adjusted(
+    logits: torch.Tensor, class_counts: Sequence[int], tau: float = LA_TAU
+) -> torch.Tensor:
+    """Post-hoc logit adjustment (Menon et al. 2021, ICLR): ``logits - tau * log(prior)``, the
+    prior the training set's class frequencies, in float64. logits: (n, K, C) -> (n, K, C)."""
+    prior = log_prior(class_counts).to(logits.device)
+    return logits.double() - tau * prior
 
 
 # -- units ------------------------------------------------------------------------------

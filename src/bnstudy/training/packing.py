@@ -12,9 +12,10 @@ for each trial, the :class:`~bnstudy.training.trial_result.TrialResult` that
 its batches those of its ``order/<epoch>`` streams and sampler, and its evaluation draws
 (``precise_bn``, ``eval_order``) its own. The learning-rate schedule is shared (it depends
 only on settings the trials share). Training is the loop every trial uses
-(:func:`bnstudy.training.loop.train_copies`), its batches (B, K) and its losses (K,): the
-loss backpropagated is the sum of the copies' mean losses, so each copy's gradient is that of
-its own loss; gradient clipping is per copy.
+(:func:`bnstudy.training.loop.train_copies`), its batches (B, K) and its losses (K,), each
+copy's its trial's loss (:mod:`bnstudy.training.losses`; the copies' class counts, hence
+class weights and priors, are equal): the loss backpropagated is the sum of the copies'
+losses, so each copy's gradient is that of its own loss; gradient clipping is per copy.
 
 **Divergence.** No operation mixes copies, so a copy whose loss turns non-finite cannot
 disturb the others. Like ``run_trial``, the pack looks at the losses at each curve point (one
@@ -61,16 +62,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bnstudy.data import Dataset, build_dataset
 from bnstudy.models import build_model
 from bnstudy.models.packed import PackedLinear, copy_view, pack_inputs, pack_models
 from bnstudy.spec.trial import Trial
-from bnstudy.training import loop
+from bnstudy.training import loop, losses
 from bnstudy.training import metrics as M
 from bnstudy.training.loop import optimisation
+from bnstudy.training.optimizers import BUILTIN as BUILTIN_OPTIMIZERS
 from bnstudy.training.train import (
     PRECISE_BN_BATCHES,
     TrialResult,
@@ -106,17 +107,20 @@ EVAL_CHUNK = 8192
 def packable(trial: Trial) -> bool:
     """Whether ``trial`` can train in a pack: its architecture and head are supported.
 
-    Every other setting (optimizer, schedule, sampler, steps, label smoothing, clipping,
-    dataset) is supported, except a pre-trained body (``pretrain``): packs build their copies
-    from the seed's random streams only, and head dropout (a pack cannot draw each copy's
-    dropout masks as its separate run would; ``hidden_width`` and ``bn_momentum`` pack).
-    Unsupported trials run unpacked with ``run_trial``.
+    Every other setting (schedule, sampler, loss, steps, label smoothing, clipping, dataset,
+    the built-in optimisers) is supported, except a pre-trained body (``pretrain``): packs
+    build their copies from the seed's random streams only, head dropout (a pack cannot draw
+    each copy's dropout masks as its separate run would; ``hidden_width`` and
+    ``bn_momentum`` pack) and an optimiser a plugin registered (it need not step each
+    element on its own, see :mod:`bnstudy.training.optimizers`). Unsupported trials run
+    unpacked with ``run_trial``.
     """
     return (
         trial.architecture in PACKABLE_ARCHITECTURES
         and trial.head in PACKABLE_HEADS
         and not trial.pretrain_stage
         and trial.dropout == 0
+        and trial.optimizer in BUILTIN_OPTIMIZERS
     )
 
 
@@ -181,7 +185,9 @@ def run_pack(
     y_train = torch.stack([d.y_train for d in datas]).to(device)
     setup = optimisation(trial, model, n)
     fc_norms: list[list[float] | None] = [None] * copies  # of each copy that stopped
-    hooks = _pack_hooks(trial, model, x_train, y_train, setup.optimizer, fc_norms)
+    # The copies' class counts are equal (_check_same_splits): so is their loss.
+    criterion = losses.criterion(trial, datas[0].class_counts, setup.total_steps, like=x_train)
+    hooks = _pack_hooks(trial, model, x_train, y_train, setup.optimizer, fc_norms, criterion)
     samplers = [loop.sampler(t, d.y_train) for t, d in zip(trials, datas, strict=True)]
     trained = loop.train_copies(
         model, setup, samplers, trial.batch_size, hooks, packed=True, precision=trial.precision
@@ -243,22 +249,21 @@ def _pack_hooks(
     y_train: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     fc_norms: list[list[float] | None],
+    criterion: losses.Criterion,
 ) -> loop.Hooks:
-    """The pack's side of the loop: each copy's mean loss on its own batch, summed with
-    weights 0 for a stopped copy; clipping per copy; a stopping copy's FC weight norms kept
-    in ``fc_norms`` before it is zeroed (see "Divergence")."""
+    """The pack's side of the loop: each copy's loss (``criterion``'s) on its own batch,
+    summed with weights 0 for a stopped copy; clipping per copy; a stopping copy's FC weight
+    norms kept in ``fc_norms`` before it is zeroed (see "Divergence")."""
     copies, device = len(x_train), x_train.device
     every_copy = torch.arange(copies, device=device)
     weight = torch.ones(copies, device=device, dtype=x_train.dtype)  # 0: a stopped copy
 
-    def loss(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(index: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         # A batch of indices (B, K) gathers x_train[every_copy, index], (B, K, *input_shape).
         logits = model(pack_inputs(x_train[every_copy, index]))
         if logits.dtype == torch.bfloat16:  # the loss in float32 whatever the precision
             logits = logits.float()
-        per_copy = _per_copy_cross_entropy(
-            logits, y_train[every_copy, index], trial.label_smoothing
-        )
+        per_copy = criterion.per_copy_mean(logits, y_train[every_copy, index], step)
         return per_copy, (per_copy * weight).sum()
 
     def stop(k: int) -> None:
@@ -270,20 +275,6 @@ def _pack_hooks(
     if trial.grad_clip > 0:
         clip = functools.partial(_clip_grad_norm_per_copy, copies=copies, max_norm=trial.grad_clip)
     return loop.Hooks(loss, clip=clip, stop=stop)
-
-
-def _per_copy_cross_entropy(
-    logits: torch.Tensor, y: torch.Tensor, label_smoothing: float
-) -> torch.Tensor:
-    """Packed logits (B, K * C) and labels (B, K) -> each copy's mean loss, (K,)."""
-    batch, copies = y.shape
-    per_example = F.cross_entropy(
-        logits.reshape(batch * copies, -1),
-        y.reshape(-1),
-        reduction="none",
-        label_smoothing=label_smoothing,
-    )
-    return per_example.view(batch, copies).mean(dim=0)
 
 
 @torch.no_grad()
@@ -323,9 +314,10 @@ def _shared_forward(module: nn.Module, x: torch.Tensor, copies: int) -> torch.Te
 @torch.no_grad()
 def _head_forward_pack(
     head: nn.Module, features: torch.Tensor, copies: int
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """``train._head_forward`` for every copy: logits (N, K, C), and units (N, K, u) with
-    whether each copy has such units (K,), or None, None.
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """``train._head_forward`` for every copy: logits (N, K, C), units (N, K, u) with
+    whether each copy has such units (K,), or None, None, and the input of ``head.fc``
+    (N, K, f).
 
     The units are the output of the head's last ``nn.ReLU`` where it has one; else the input
     of ``head.fc`` where that is not the features and, for that copy, never negative.
@@ -333,14 +325,14 @@ def _head_forward_pack(
     logits, seen = _observed_head_forward(head, features)
     n = len(features)
     logits = logits.view(n, copies, -1)
+    raw = seen["fc_input"]
+    fc_input = raw.view(n, copies, -1)
     if "relu" in seen:
         units = seen["relu"].view(n, copies, -1)
-        return logits, units, torch.ones(copies, dtype=torch.bool, device=units.device)
-    fc_input = seen["fc_input"]
-    if fc_input.shape == features.shape and fc_input.data_ptr() == features.data_ptr():
-        return logits, None, None
-    units = fc_input.view(n, copies, -1)
-    return logits, units, units.lt(0).any(dim=2).any(dim=0).logical_not()
+        return logits, units, torch.ones(copies, dtype=torch.bool, device=units.device), fc_input
+    if raw.shape == features.shape and raw.data_ptr() == features.data_ptr():
+        return logits, None, None, fc_input
+    return logits, fc_input, fc_input.lt(0).any(dim=2).any(dim=0).logical_not(), fc_input
 
 
 @torch.no_grad()
@@ -451,10 +443,12 @@ def _eval_outputs_pack(
     x_test = data.x_test.to(device, dtype)
     model.eval()
     features = _shared_forward(model.body, x_test, copies)  # (N, K * d)
-    logits, units, has_units = _head_forward_pack(model.head, features, copies)
+    logits, units, has_units, fc_input = _head_forward_pack(model.head, features, copies)
     outputs = {
         "features": features.view(len(x_test), copies, -1),
         "logits": logits,
+        "fc_input": fc_input,
+        "fc_weight": model.head.fc.weight.detach().transpose(0, 1),  # (K, C, f) -> (C, K, f)
         "fold": _fold_max_abs_diff_pack(model.head, features, logits, copies),
     }
     if units is not None:

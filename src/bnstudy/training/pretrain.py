@@ -40,6 +40,7 @@ from bnstudy.models import build_model
 from bnstudy.spec.errors import ProtocolError
 from bnstudy.spec.trial import Trial
 from bnstudy.training import loop
+from bnstudy.training.losses import Criterion
 
 if TYPE_CHECKING:  # a type only: workers load this module and never pydantic
     from bnstudy.spec.protocol import Protocol
@@ -128,7 +129,8 @@ def train_body(trial: Trial, options: dict[str, Any] | None = None) -> tuple[dic
             )
 
     hooks = loop.Hooks(
-        loop.mean_loss(model, data.x_train, data.y_train, stage.label_smoothing),
+        # Pre-training is plain cross-entropy: a stage has no loss factor.
+        loop.mean_loss(model, data.x_train, data.y_train, Criterion(stage.label_smoothing)),
         clip=loop.clip_grad_norm(stage.grad_clip),
         step=check,
     )

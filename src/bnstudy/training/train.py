@@ -15,7 +15,9 @@ common.
 **Evaluation** (test set, eval mode, running statistics), and beside it: the validation split
 (``val_*``, for model selection), PreciseBN (``balanced_acc_precise``: every BN's running
 statistics recomputed as a cumulative average over :data:`PRECISE_BN_BATCHES` training
-batches, on a copy), the fold check (``fold_max_abs_diff``) and the train/eval gap.
+batches, on a copy), the post-hoc long-tail corrections of the same model
+(``balanced_acc_taunorm``, ``balanced_acc_posthoc_la``; see :mod:`bnstudy.training.metrics`),
+the fold check (``fold_max_abs_diff``) and the train/eval gap.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from torch import nn
 from bnstudy.data import Dataset, build_dataset
 from bnstudy.models import Classifier, build_model, fold_bn_into_linear, hidden_relu
 from bnstudy.spec.trial import Trial
-from bnstudy.training import loop, pretrain
+from bnstudy.training import loop, losses, pretrain
 from bnstudy.training import metrics as M
+from bnstudy.training.context import TrialContext
 from bnstudy.training.loop import batch_order as batch_order  # re-exported (tests, benchmarks)
 from bnstudy.training.loop import optimisation, sample_indices
 from bnstudy.training.trial_result import TrialResult
@@ -88,8 +91,11 @@ def run_trial(
         # Dropout draws from torch's global generator: seed it from the trial's own stream so
         # a trial repeats exactly (only then, so that trials without dropout are unchanged).
         torch.manual_seed(trial.stream_seed("dropout"))
+    criterion = losses.criterion(
+        trial, data.class_counts, setup.total_steps, like=next(model.parameters())
+    )
     hooks = loop.Hooks(
-        loop.mean_loss(model, x_train, y_train, trial.label_smoothing),
+        loop.mean_loss(model, x_train, y_train, criterion),
         clip=loop.clip_grad_norm(trial.grad_clip),
     )
     samplers = [loop.sampler(trial, data.y_train)]
@@ -114,6 +120,15 @@ def run_trial(
         times=(started_at, time.perf_counter() - start_s, _now()),
         device=device,
     )
+
+
+def builtin_trial(trial: Trial, ctx: TrialContext) -> TrialResult:
+    """bnstudy's built-in trial as a trial function (:mod:`bnstudy.training.context`): what
+    runs when a protocol names no ``trial:``. Its BN diagnostics (PreciseBN, the BN fold
+    check, the dead-unit metrics) are its own evaluation's, not assumptions about every
+    network. A protocol that names it (``trial: bnstudy.training.train:builtin_trial``) runs
+    the same training, unpacked; a function of your own may call it and add to its result."""
+    return run_trial(trial, ctx.device, ctx.data_options)
 
 
 def copy_result(
@@ -203,8 +218,10 @@ def _eval_outputs(
     x_test = data.x_test.to(device)
     model.eval()
     features = model.body(x_test)
-    logits, units = _head_forward(model.head, features)
-    outputs = {"features": features, "logits": logits}
+    logits, units, fc_input = _head_forward(model.head, features)
+    # The final FC's input and weight rows: the tau-normalised classifier's (post hoc).
+    outputs = {"features": features, "logits": logits, "fc_input": fc_input}
+    outputs["fc_weight"] = model.head.fc.weight.detach()
     if units is not None:
         outputs["units"] = units
     # In this order: with dropout, the train-mode passes (the gap's, then PreciseBN's) draw
@@ -232,8 +249,9 @@ def _eval_outputs(
 
 def _head_forward(
     head: nn.Module, features: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The head's logits, and the units that count for the dead-unit metrics (or None).
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The head's logits, the units that count for the dead-unit metrics (or None), and the
+    input of ``head.fc``.
 
     Those are the hidden ReLU units feeding the final FC: the output of the head's last
     ``nn.ReLU`` where it has one (in ``hidden_relu_bn`` a BN sits between that ReLU and
@@ -243,25 +261,32 @@ def _head_forward(
     before ``fc``, ``logit_bn``) there are none, and the metrics stay NaN.
     """
     logits, seen = _observed_head_forward(head, features)
-    if "relu" in seen:
-        return logits, seen["relu"]
     fc_input = seen["fc_input"]
+    if "relu" in seen:
+        return logits, seen["relu"], fc_input
     is_features = fc_input.shape == features.shape and fc_input.data_ptr() == features.data_ptr()
     if is_features or bool((fc_input < 0).any()):
-        return logits, None
-    return logits, fc_input
+        return logits, None, fc_input
+    return logits, fc_input, fc_input
 
 
 def _observed_head_forward(
     head: nn.Module, features: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The head's logits, and what its parts saw on the way: the input of ``head.fc``
-    (``fc_input``) and the output of its last ``nn.ReLU`` (``relu``, where it has one)."""
+    (``fc_input``) and the output of its last ``nn.ReLU`` (``relu``, where it has one and
+    that output is a batch of unit vectors, ``(n, units)``: a ReLU on feature maps, in a head
+    that convolves before it flattens, has no hidden units in this sense)."""
     seen: dict[str, torch.Tensor] = {}
+
+    def relu_units(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if output.dim() == 2:
+            seen["relu"] = output
+
     hooks = [head.fc.register_forward_pre_hook(lambda m, args: seen.update(fc_input=args[0]))]
     relu = hidden_relu(head)
     if relu is not None:
-        hooks.append(relu.register_forward_hook(lambda m, args, output: seen.update(relu=output)))
+        hooks.append(relu.register_forward_hook(relu_units))
     try:
         logits = head(features)
     finally:

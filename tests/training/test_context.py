@@ -1,0 +1,113 @@
+"""The trial-function contract (``training.context``): what a function gets (paired streams,
+the trial's data and network) and how what it returns becomes a result."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bnstudy.training import train
+from bnstudy.training.context import TrialContext, TrialOutcome, run_function
+
+
+def arms(make_trial, **settings):
+    """Two arms of one pairing block under an optimizer treatment: sgd, adamw."""
+    return [
+        make_trial(optimizer=name, treatment="optimizer", train_per_class=20, **settings)
+        for name in ("sgd", "adamw")
+    ]
+
+
+def test_the_arms_of_a_block_share_every_stream_and_seeds_do_not(make_trial):
+    sgd, adamw = arms(make_trial)
+    other_seed = arms(make_trial, seed=1)[0]
+    a, b, c = (TrialContext(t, "cpu") for t in (sgd, adamw, other_seed))
+    for stream in ("subset", "order/0", "init/body.net.0", "mine"):
+        assert a.seed(stream) == b.seed(stream) != c.seed(stream)
+    assert a.seed("order/0") != a.seed("order/1")  # streams are independent
+    assert torch.equal(
+        torch.randperm(50, generator=a.generator("order/0")),
+        torch.randperm(50, generator=b.generator("order/0")),
+    )
+    # the built-in trial's streams: the same batches and initial weights as bnstudy's own
+    assert torch.equal(
+        torch.randperm(64, generator=a.generator("order/3")), train.batch_order(sgd, 64, 3)
+    )
+    assert torch.equal(a.data.x_train, b.data.x_train)  # the subset stream: the same images
+    first, second = a.model().parameters(), b.model().parameters()
+    assert all(torch.equal(p, q) for p, q in zip(first, second, strict=True))
+
+
+def test_a_mapping_is_an_ok_result_timed_with_the_data_s_classes(make_trial):
+    (trial, _) = arms(make_trial)
+
+    def function(trial, ctx):
+        return {"score": len(ctx.data.y_train), "int_is_fine": 3}
+
+    result = run_function(function, trial)
+    assert result.status == "ok" and result.error is None
+    assert result.metrics["score"] == 200.0 and result.metrics["int_is_fine"] == 3.0
+    assert result.metrics["wall_s"] >= 0
+    assert result.per_class == {"class_counts": [20] * 10}
+    assert result.curves == {}
+
+
+def test_an_outcome_carries_status_curves_and_its_own_per_class_lists(make_trial):
+    (trial, _) = arms(make_trial)
+    outcome = TrialOutcome(
+        {"score": math.nan, "wall_s": 9.0},
+        status="diverged",
+        curves={"train_loss": [1, math.inf]},
+        per_class={"class_counts": [1, 2]},
+    )
+    result = run_function(lambda t, ctx: outcome, trial)  # data never built
+    assert result.status == "diverged"
+    assert result.metrics["wall_s"] == 9.0  # its own, kept
+    assert result.curves == {"train_loss": [1.0, math.inf]}
+    assert result.per_class == {"class_counts": [1, 2]}
+    failed = run_function(lambda t, ctx: TrialOutcome({}, status="failed"), trial)
+    assert failed.error == "the trial function returned status 'failed'"
+
+
+def test_torch_s_global_generator_is_seeded_from_the_trial(make_trial):
+    (trial, _) = arms(make_trial)
+
+    def draw(trial, ctx):
+        return {"x": torch.rand(()).item()}
+
+    assert run_function(draw, trial).metrics["x"] == run_function(draw, trial).metrics["x"]
+
+
+@pytest.mark.parametrize(
+    ("returned", "error", "message"),
+    [
+        ([0.5], TypeError, "must return a mapping of metrics"),
+        ({"seed": 1.0}, ValueError, "metric 'seed' would overwrite"),
+        ({"trial_id": 1.0}, ValueError, "metric 'trial_id' would overwrite"),
+        ({"failure": 1.0}, ValueError, "metric 'failure' would overwrite"),
+        ({"a b": 1.0}, ValueError, "metric name 'a b'"),
+        ({"score": "high"}, TypeError, "metric 'score': expected a number"),
+        ({"score": True}, TypeError, "metric 'score': expected a number"),
+        (TrialOutcome({}, status="great"), ValueError, "status 'great'; allowed: ok, diverged"),
+    ],
+)
+def test_what_breaks_the_contract_is_named(make_trial, returned, error, message):
+    (trial, _) = arms(make_trial)
+    with pytest.raises(error, match=message):
+        run_function(lambda t, ctx: returned, trial)
+
+
+def test_a_catalogue_metric_may_be_returned_and_the_builtin_trial_is_such_a_function(
+    make_trial,
+):
+    trial = make_trial(train_per_class=20, epochs=1)
+    direct = train.run_trial(trial)
+    through = run_function(train.builtin_trial, trial)
+    assert through.status == direct.status == "ok"
+    compared = [name for name in direct.metrics if name != "wall_s"]
+    assert [through.metrics[n] for n in compared] == pytest.approx(
+        [direct.metrics[n] for n in compared], nan_ok=True
+    )
+    assert run_function(lambda t, ctx: {"balanced_acc": 0.7}, trial).metrics["balanced_acc"] == 0.7
