@@ -49,8 +49,16 @@ def plot(table: pd.DataFrame, path: Path = FIGURE) -> None:
         shift = 2 ** (-width / 2 + 0.06 * i)
         x = g["batch_size"] * shift
         yerr = [g["estimate"] - g["ci_low"], g["ci_high"] - g["estimate"]]
-        ax.errorbar(x, g["estimate"], yerr=yerr, marker="o", ms=4, capsize=2, lw=1.2,
-                    label=f"{arch} · {dataset}")
+        ax.errorbar(
+            x,
+            g["estimate"],
+            yerr=yerr,
+            marker="o",
+            ms=4,
+            capsize=2,
+            lw=1.2,
+            label=f"{arch} · {dataset}",
+        )
     ax.axhline(0, color="black", lw=0.8)
     for y in (-SEVERE_PP, SEVERE_PP):
         ax.axhline(y, color="grey", lw=0.6, ls="--")
@@ -59,8 +67,9 @@ def plot(table: pd.DataFrame, path: Path = FIGURE) -> None:
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.set_xlabel("batch size (equal epochs)")
     ax.set_ylabel("BN − plain, balanced accuracy (pp)")
-    ax.set_title("BatchNorm before the final FC, each arm at its own best learning rate",
-                 fontsize=10)
+    ax.set_title(
+        "BatchNorm before the final FC, each arm at its own best learning rate", fontsize=10
+    )
     ax.legend(fontsize=8, ncol=2, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -21,22 +21,27 @@ import pandas as pd
 from bnstudy import study
 
 ROOT = Path(__file__).resolve().parents[2]
-PROTOCOLS = ["claims12_batch", "claims12_mnist5k", "claim3_fail", "claim4_lt",
-             "claim5_width", "claim5_pretrain"]
-#: Greydanus & Kobak's MNIST-1D table (test accuracy, %): the anchor's targets.
-PAPER = {"linear": 32.0, "mnist1d_mlp": 68.0, "mnist1d_cnn": 94.0}
+PROTOCOLS = [
+    "claims12_batch",
+    "claim3_fail",
+    "claim4_lt",
+    "claim5_width",
+    "claim5_pretrain",
+]
 
 
-def _first_edition():
-    """The first edition's summary helpers (where a table ran, hypotheses as Markdown)."""
-    path = ROOT / "protocols" / "study" / "summary.py"
-    spec = importlib.util.spec_from_file_location("first_edition_summary", path)
+def _script(relative: str):
+    """A helper script of this repository loaded as a module (they are not a package)."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-FIRST = _first_edition()
+#: The first edition's helpers (where a table ran, Markdown tables) and the anchor's table.
+FIRST = _script("protocols/study/summary.py")
+ANCHOR = _script("protocols/anchors/mnist1d_paper_table.py")
 
 
 def main() -> None:
@@ -61,18 +66,8 @@ def main() -> None:
 
 
 def anchor_table(path: Path) -> str:
-    """Plain-head test accuracy per network (mean ± SD over seeds) next to the paper's."""
-    table = study.load_results(path).results.table
-    ok = table[(table["status"] == "ok") & (table["head"] == "plain")]
-    rows = []
-    for arch, g in ok.groupby("architecture"):
-        acc = 100 * g["test_acc"]
-        paper = PAPER.get(arch)
-        gap = "–" if paper is None else f"{acc.mean() - paper:+.1f}"
-        rows.append([arch, f"{acc.mean():.1f} ± {acc.std(ddof=1):.1f}", len(g),
-                     "–" if paper is None else f"{paper:.0f}", gap])
-    return FIRST.markdown(["network", "bnstudy, test accuracy % (mean ± SD)", "seeds",
-                           "paper %", "difference (pp)"], rows)
+    """Plain- and BN-head test accuracy per network (mean ± SD over seeds) next to the paper's."""
+    return ANCHOR.markdown(ANCHOR.summary(pd.read_parquet(path)))
 
 
 def _hypotheses(hyp: pd.DataFrame | None) -> str:
@@ -81,13 +76,38 @@ def _hypotheses(hyp: pd.DataFrame | None) -> str:
     rows = []
     for r in hyp.itertuples(index=False):
         unit = f" {r.unit}" if r.unit else ""
-        est = ("–" if pd.isna(r.estimate)
-               else f"{r.estimate:+.2f}{unit} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]")
+        est = (
+            "–"
+            if pd.isna(r.estimate)
+            else f"{r.estimate:+.2f}{unit} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+        )
         p = r.p_adj if pd.notna(r.p_adj) else r.p
-        rows.append([r.id, r.quantifier, r.expect, r.margin, r.estimand, est,
-                     "–" if pd.isna(p) else f"{p:.3g}", r.verdict, r.n_conditions, r.n_pairs])
-    header = ["id", "in", "expect", "margin", "estimand", "estimate [95% CI]", "p (Holm)",
-              "verdict", "conditions", "pairs"]
+        rows.append(
+            [
+                r.id,
+                r.quantifier,
+                r.expect,
+                r.margin,
+                r.estimand,
+                est,
+                "–" if pd.isna(p) else f"{p:.3g}",
+                r.verdict,
+                r.n_conditions,
+                r.n_pairs,
+            ]
+        )
+    header = [
+        "id",
+        "in",
+        "expect",
+        "margin",
+        "estimand",
+        "estimate [95% CI]",
+        "p (Holm)",
+        "verdict",
+        "conditions",
+        "pairs",
+    ]
     return FIRST.markdown(header, rows)
 
 
@@ -101,12 +121,19 @@ def _conditions(analysis) -> str:
     pc = analysis.per_condition
     keep = pc["estimand"] == analysis.primary_estimand
     rows = [
-        [r.metric, r.variant, r.condition,
-         f"{r.estimate:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]", r.n_pairs, r.verdict]
+        [
+            r.metric,
+            r.variant,
+            r.condition,
+            f"{r.estimate:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]",
+            r.n_pairs,
+            r.verdict,
+        ]
         for r in pc[keep].itertuples(index=False)
     ]
-    return FIRST.markdown(["metric", "variant", "condition", "estimate [95% CI]", "pairs",
-                           "verdict (Holm)"], rows)
+    return FIRST.markdown(
+        ["metric", "variant", "condition", "estimate [95% CI]", "pairs", "verdict (Holm)"], rows
+    )
 
 
 def _edges(analysis) -> str:

@@ -248,3 +248,20 @@ def test_level_labels_read_naturally():
     assert level_label("lr_milestones", "160,180") == "lr_milestones 160,180"
     assert arm_of({"head": "bn", "arm_options": ""}) == "bn"  # a row of an older table
     assert arm_of({"treatment": "dropout", "dropout": 0.3, "head": "bn"}) == "dropout 0.3"
+
+
+def test_a_numeric_arm_hashes_the_same_however_it_is_written():
+    # variant 2048 and 2048.0 name one arm; the registration record must not depend on which
+    # spelling the protocol used (a re-typed number would read as a changed hypothesis).
+    def sha(variant: str, control: str) -> str:
+        text = (
+            "name: t\nseeds: 2\ntreatment: {factor: hidden_width, control: 32}\n"
+            "factors: {architecture: mlp, head: hidden, dataset: synthetic, "
+            "hidden_width: [32, 2048]}\n"
+            "hypotheses:\n  - {id: h, claim: c, metric: balanced_acc, "
+            f"variant: {variant}, control: {control}, expect: higher}}\n"
+        )
+        (design,) = designs(parse(text))
+        return design.sha256
+
+    assert sha("2048", "32") == sha("2048.0", "32.0") == sha("2048", "32.0")

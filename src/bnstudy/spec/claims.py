@@ -138,8 +138,8 @@ class Hypothesis(BaseModel):
 def resolved(h: Hypothesis, tunes: bool) -> dict[str, Any]:
     """Every field with its default resolved, in canonical form (what the hash covers).
 
-    Numbers are written as floats (``1`` and ``1.0`` are the same level) and the levels of
-    ``where`` sorted, so only a change of meaning changes the hash. The quantifier is written
+    Numbers are written as floats (``1`` and ``1.0`` are the same level; so are a numeric
+    treatment's ``variant`` and ``control``) and the levels of ``where`` sorted, so only a change of meaning changes the hash. The quantifier is written
     as ``in`` only when it is not ``average``: a hypothesis from before quantifiers existed
     hashes as it did.
     """
@@ -148,6 +148,8 @@ def resolved(h: Hypothesis, tunes: bool) -> dict[str, Any]:
     if h.quantifier != "average":
         data["in"] = h.quantifier
     data["estimand"] = h.estimand or ("tuned" if tunes else "fixed")
+    # A numeric treatment's levels (``variant: 2048`` or ``2048.0``) name one arm: one hash.
+    data["variant"], data["control"] = _canonical(h.variant), _canonical(h.control)
     data["where"] = {k: sorted(map(_canonical, v), key=json.dumps) for k, v in h.where.items()}
     if h.interaction is not None:
         i = h.interaction
