@@ -2,6 +2,8 @@
 
     python benchmarks/bench_pack.py [--device cuda|cpu] [--ks 1,4,16,32,64] [--epochs 10]
                                     [--singles 3] [--threads 1] [--quick]
+    python benchmarks/bench_pack.py --networks resnet20:3x32x32:128 vgg11_bn:3x32x32:128 \
+                                    [--ks 1,4,16] [--precisions fp32,bf16] [--steps 20]
 
 The trial is the quick study's CNN (``protocols/quick.yaml``: ``cnn`` with head ``bn`` on the
 synthetic 3x16x16 images, 300 per class at imbalance ratio 10, batches of 64, SGD lr 0.05,
@@ -26,6 +28,14 @@ weight decay 5e-4, 10 epochs), whole: dataset, training and every evaluation met
   training loss and of the balanced accuracy, and whether the statuses match (float32 on the
   device, so rounding, not zero).
 
+**Networks** (``--networks NET:INPUT:BATCH ...``, e.g. the deep ones at CIFAR size; only this
+table is printed then): milliseconds per training step of each network (head ``bn``, SGD,
+random data, ``--steps`` after 5 warm-up), unpacked (one plain model) and packed at each K
+of ``--ks``, in each of ``--precisions`` (``bf16``: autocast, as ``--precision bf16``), with
+deterministic kernels as ``bnstudy run`` uses them by default (``--fast-nondeterministic``:
+as that flag). The speed-up per model is ``K x unpacked / packed``: what K seeds packed save
+over the same K steps taken one model at a time.
+
 ``--quick`` (2 single trials, 20 timed steps; still the whole 10-epoch trials, since shorter
 ones overweight the fixed costs of a pack) keeps the whole run well under a minute on a GPU
 (about 15 s on an H200 before the operator table, which adds a one-epoch pack per K, run
@@ -45,8 +55,11 @@ import torch.nn.functional as F
 from bench_train import describe_machine  # same folder
 from count_pack_ops import ORDER, PhaseClock, measure, phases, quick_trial  # same folder
 
+from bnstudy.execution.cost import parse_shape
+from bnstudy.execution.worker import _torch_setup
 from bnstudy.models import build_model
 from bnstudy.models.packed import pack_inputs, pack_models
+from bnstudy.training import loop
 from bnstudy.training.packing import run_pack
 from bnstudy.training.train import run_trial
 
@@ -64,21 +77,36 @@ def timed(device: str, fn):
     return time.perf_counter() - start, result
 
 
-def step_ms(copies: int, device: str, steps: int) -> float:
-    """Mean wall milliseconds of one training step of K packed quick CNNs (batch 64 each)."""
+def step_ms(
+    network: str,
+    shape: tuple[int, ...],
+    batch: int,
+    copies: int,
+    device: str,
+    steps: int,
+    precision: str = "fp32",
+    packed: bool = True,
+) -> float:
+    """Mean wall milliseconds of one training step of K packed copies of ``network`` (head
+    ``bn``, ``batch`` images each), or with ``packed`` False of one plain model (K = 1)."""
+    if not packed and copies != 1:
+        raise ValueError("step_ms: an unpacked step is one model's")
     models = [
-        build_model("cnn", "bn", (3, 16, 16), 10, lambda n, k=k: zlib.crc32(f"{k}/{n}".encode()))
+        build_model(network, "bn", shape, 10, lambda n, k=k: zlib.crc32(f"{k}/{n}".encode()))
         for k in range(copies)
     ]
-    model = pack_models(models).to(device).train()
+    model = (pack_models(models) if packed else models[0]).to(device).train()
     optimizer = torch.optim.SGD(
         model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4
     )
-    x = pack_inputs(torch.randn(64, copies, 3, 16, 16, device=device))
-    y = torch.randint(0, 10, (64 * copies,), device=device)
+    x = torch.randn(batch, copies, *shape, device=device)
+    x = pack_inputs(x) if packed else x[:, 0]
+    y = torch.randint(0, 10, (batch * copies,), device=device)
 
     def step():
-        loss = F.cross_entropy(model(x).view(64 * copies, 10), y)
+        with loop.autocast(precision, device):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float().view(batch * copies, 10), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -87,6 +115,31 @@ def step_ms(copies: int, device: str, steps: int) -> float:
         step()
     seconds, _ = timed(device, lambda: [step() for _ in range(steps)])
     return 1e3 * seconds / steps
+
+
+def networks_table(specs: list[str], ks: list[int], args: argparse.Namespace) -> None:
+    """The packed-vs-unpacked step table of ``--networks`` (see the module docstring)."""
+    precisions = args.precisions.split(",")
+    how = "non-deterministic" if args.fast_nondeterministic else "deterministic"
+    print(f"ms per training step, packed vs unpacked ({how} kernels, {args.steps} steps after 5)")
+    print(
+        f"{'network':<16} {'input':>8} {'batch':>5} {'precision':>9} {'unpacked':>9} {'K':>4} "
+        f"{'packed':>9} {'per copy':>9} {'speed-up':>9}"
+    )
+    setup = _torch_setup(not args.fast_nondeterministic, torch.get_num_threads(), args.device)
+    with setup:
+        for spec in specs:
+            network, shape, batch = spec.split(":")
+            size, batch = parse_shape(shape), int(batch)
+            for precision in precisions:
+                alone = step_ms(network, size, batch, 1, args.device, args.steps, precision, False)
+                for copies in ks:
+                    ms = step_ms(network, size, batch, copies, args.device, args.steps, precision)
+                    print(
+                        f"{network:<16} {shape:>8} {batch:>5} {precision:>9} {alone:>9.2f} "
+                        f"{copies:>4} {ms:>9.2f} {ms / copies:>9.3f} {copies * alone / ms:>8.1f}x",
+                        flush=True,
+                    )
 
 
 def main() -> None:
@@ -98,6 +151,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="timed steps per K (steps table)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
     parser.add_argument("--quick", action="store_true", help="2 singles, 20 timed steps")
+    parser.add_argument(
+        "--networks", nargs="+", metavar="NET:INPUT:BATCH",
+        help="only the packed-vs-unpacked step table of these, e.g. resnet20:3x32x32:128",
+    )  # fmt: skip
+    parser.add_argument("--precisions", default="fp32", help="with --networks: fp32,bf16")
+    parser.add_argument("--fast-nondeterministic", action="store_true", help="with --networks")
     args = parser.parse_args()
     if args.quick:
         args.singles, args.steps = 2, 20
@@ -106,6 +165,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     print(describe_machine(args.threads))
+    if args.networks:
+        print(f"device {device}\n")
+        networks_table(args.networks, ks, args)
+        return
     print(
         f"device {device}; quick CNN trial (cnn, head bn), synthetic 3x16x16, 300/class at "
         f"ratio 10, batch 64, SGD, {args.epochs} epochs\n"
@@ -165,7 +228,7 @@ def main() -> None:
     print(f"\nms per training step, packed model alone ({args.steps} steps after 5 warm-up)")
     print(f"{'K':>4} {'ms/step':>8} {'ms/step/copy':>13}")
     for copies in ks:
-        ms = step_ms(copies, device, args.steps)
+        ms = step_ms("cnn", (3, 16, 16), 64, copies, device, args.steps)
         print(f"{copies:>4} {ms:>8.2f} {ms / copies:>13.3f}", flush=True)
 
     largest = max(ks)

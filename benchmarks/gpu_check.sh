@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# GPU check of the execution work (issue 8), on a bare machine that has torch.
+# GPU check of the execution work (issues 8 and 19), on a bare machine that has torch.
 #
 #   bash benchmarks/gpu_check.sh            # from a checkout; prints a table at the end
 #
-# What it does (about 3-5 minutes on one H100; each command is capped at 5 minutes):
+# What it does (about 4-6 minutes on one H100; each command is capped at 5 minutes):
 #   1. the quick study (protocols/quick.yaml, 60 trials) on --devices auto --per-device 4,
 #      deterministic (the default), twice: the two results tables must hold identical numbers;
 #   2. the same with --fast-nondeterministic: its time, and how far its numbers moved;
@@ -14,7 +14,10 @@
 #      them must train normally;
 #   5. benchmarks/bench_pack.py --quick: packed vs one at a time per trial at K = 1..64, with
 #      each phase's time and the operations per training step (bench_pack.txt);
-#   6. a table: seconds, trials per second, devices used, the most trials at once on a device
+#   6. the deep networks (bench_pack.py --networks; about 30-60 s): ms per training step of
+#      resnet20 and vgg11_bn at CIFAR size (3x32x32, batch 128), unpacked and packed at
+#      K = 1, 4, 16 (DEEP_KS), fp32 and bf16, and the speed-up per model (bench_deep.txt);
+#   7. a table: seconds, trials per second, devices used, the most trials at once on a device
 #      (from the rows' start and end times; never above --per-device), deterministic rows.
 # It exits non-zero if the two deterministic runs differ, a device held more than
 # --per-device trials at once, or the fault check did not give its rows.
@@ -137,15 +140,29 @@ cat "$RESULTS/faults.log" | tail -12
 
 echo "== packing: per-trial speed-up packed vs one at a time, per-phase times (bench_pack --quick)"
 if [ "$DEVICES" = "cpu" ] || ! "$PY" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+    PACK_DEVICE=cpu
     PACK_FLAGS=(--device cpu --ks 1,4)  # a dry run: the flow, not the figures
 elif [ "$DEVICES" = "auto" ]; then
+    PACK_DEVICE=cuda
     PACK_FLAGS=(--device cuda)
 else
-    PACK_FLAGS=(--device "${DEVICES%%,*}")  # the first device named
+    PACK_DEVICE=${DEVICES%%,*}  # the first device named
+    PACK_FLAGS=(--device "$PACK_DEVICE")
 fi
 timeout 300 "$PY" benchmarks/bench_pack.py --quick "${PACK_FLAGS[@]}" >"$RESULTS/bench_pack.txt" 2>&1 \
     || echo "gpu_check: bench_pack exited $?"
 cat "$RESULTS/bench_pack.txt"
+
+echo "== deep networks: ms per training step, packed vs unpacked (bench_pack --networks)"
+if [ "$PACK_DEVICE" = "cpu" ]; then  # a dry run: tiny inputs and batches, two steps
+    DEEP_FLAGS=(--networks resnet20:3x8x8:4 vgg11_bn:3x8x8:4 --ks 1,2 --steps 2)
+else
+    DEEP_FLAGS=(--networks resnet20:3x32x32:128 vgg11_bn:3x32x32:128 --ks "${DEEP_KS:-1,4,16}"
+                --steps 20 --precisions fp32,bf16)
+fi
+timeout 240 "$PY" benchmarks/bench_pack.py --device "$PACK_DEVICE" "${DEEP_FLAGS[@]}" \
+    >"$RESULTS/bench_deep.txt" 2>&1 || echo "gpu_check: bench_pack --networks exited $?"
+cat "$RESULTS/bench_deep.txt"
 
 echo "== table"
 "$PY" - "$RESULTS" "$PER_DEVICE" <<'EOF' | tee "$RESULTS/table.txt"

@@ -198,7 +198,8 @@ BAD = [  # (what is wrong, how to break the good protocol, what the message must
     (
         "moderator not a factor",
         lambda t: t + "  moderators: [head]\n",
-        "analysis.moderators[0]: 'head' is not a factor",
+        "analysis.moderators[0]: 'head' is the treatment, not a condition: its levels are the "
+        "arms, each compared with the control, not a moderator of the effect",
     ),
     (
         "single head",
@@ -489,7 +490,12 @@ def test_design_carries_roles_transforms_and_tuning():
     ("extra", "expected"),
     [
         ("  transforms: {architecture: log}\n", "analysis.transforms.architecture: log needs"),
-        ("  transforms: {head: log}\n", "analysis.transforms.head: 'head' is not a factor"),
+        ("  transforms: {head: log}\n", "analysis.transforms.head: 'head' is the treatment"),
+        (
+            "  transforms: {batch_sise: log}\n",
+            "analysis.transforms.batch_sise: unknown name "
+            "'batch_sise' (did you mean 'batch_size'?); allowed: ",
+        ),
         ("  tune: [learning_rate]\n", "analysis.tune[0]: 'learning_rate' is not a factor"),
         ("  tune: [lr]\n  select_by: balanced_acc\n", "analysis.select_by: 'balanced_acc' is"),
         ("  transforms: {architecture: log2}\n", "analysis.transforms.architecture: log2 needs"),

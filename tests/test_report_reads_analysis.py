@@ -111,8 +111,9 @@ def test_status_counts_each_arm(tmp_path):
     protocol = parse_protocol(MOMENTA, "sim.yaml")
     counts = study.status(protocol, tmp_path / "none.parquet")
     assert list(counts.index) == ["plain", "bn", "bn[bn_momentum=0.01]", "total"]
-    assert counts.index.name == "arm" and (counts["missing"] == [2, 2, 2, 6]).all()
-    assert terminal.status(counts).split("\n")[0].split() == ["arm", "missing", "total"]
+    # the arms are heads (some with an option): named as such, as in the report's sentences
+    assert counts.index.name == "head" and (counts["missing"] == [2, 2, 2, 6]).all()
+    assert terminal.status(counts).split("\n")[0].split() == ["head", "missing", "total"]
 
 
 def test_status_of_a_protocol_without_arm_options_counts_heads(tmp_path):

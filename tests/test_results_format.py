@@ -46,3 +46,20 @@ def test_an_old_or_damaged_file_reads_what_it_has():
     assert read.protocol is None and read.dataset_sources is None and read.written_at is None
     assert read.ignored_rows == 3
     assert Provenance.read({}) == Provenance()
+
+
+def test_every_column_of_a_row_is_named_in_the_results_page(make_trial):
+    """docs/results.md lists the results table's columns: a column added to a row (a new
+    setting, ``trial_function``) without a word there is refused here."""
+    import re
+    from pathlib import Path
+
+    from bnstudy.training.trial_result import TrialResult, now
+
+    trial = make_trial(trial_function="my_trial.py:run")
+    row = fmt.trial_row(trial, TrialResult.failed("", started_at=now(), device="cpu"))
+    page = (Path(__file__).parents[1] / "docs" / "results.md").read_text()
+    named = set(re.findall(r"`([a-z_0-9]+)\*?`", page))
+    prefixes = tuple(re.findall(r"`([a-z_0-9]+)\*`", page))  # `feature_*`
+    missing = [c for c in row if c not in named and not c.startswith(prefixes)]
+    assert not missing, f"docs/results.md does not name the column(s) {missing}"

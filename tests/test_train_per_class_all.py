@@ -94,6 +94,73 @@ hypotheses:
     assert designs(p)[0].where == {"train_per_class": (ALL_TRAIN,)}
 
 
+TREATED = PROTOCOL.replace(
+    "control: plain", "treatment: {{factor: train_per_class, control: {control}}}"
+)
+H = (
+    "hypotheses:\n"
+    "  - {{id: h, claim: c, metric: balanced_acc, variant: {v}, control: {c}, expect: higher}}\n"
+)
+
+
+def treated(control="all", extra="", levels="[all, 50]"):
+    text = TREATED.format(levels=levels, ratios="1", extra=extra, control=control)
+    return parse_protocol(text, source="p.yaml", known=KNOWN)
+
+
+def test_all_names_the_treatments_control_and_a_hypotheses_arms():
+    p = treated()
+    assert p.control_level == ALL_TRAIN and p.control_arm == "train_per_class all"
+    assert p.variant_arms == ["train_per_class 50"]
+    (design,) = designs(treated("50", H.format(v="all", c=50)))
+    assert (design.variant, design.control) == ("train_per_class all", "train_per_class 50")
+    # ``all`` anywhere else is no level of another treatment factor's hypotheses
+    assert designs(parse(extra=H.format(v="bn", c="plain")))[0].variant == "bn"
+
+
+@pytest.mark.parametrize(
+    ("control", "extra", "levels", "expected"),
+    [
+        (
+            "40",
+            "",
+            "[all, 50]",
+            "treatment.control: 40 is not a level of train_per_class; levels: ['all', 50]",
+        ),
+        (
+            "all",
+            "",
+            "[60, 50]",
+            "treatment.control: 'all' is not a level of train_per_class; levels: [60, 50]",
+        ),
+        (
+            "all",
+            H.format(v=40, c="all"),
+            "[all, 50]",
+            "hypotheses[0].variant: 40 is not a level "
+            "of the treatment train_per_class; levels: ['all', 50]",
+        ),
+        (
+            "50",
+            "exclude: [{train_per_class: 40}]",
+            "[all, 50]",
+            "exclude[0].train_per_class: 40 is not a level of train_per_class; levels: ['all', 50]",
+        ),
+        (
+            "all",
+            "",
+            "all",
+            "factors.train_per_class: needs the control and at least one variant "
+            "to compare; got ['all']",
+        ),
+    ],
+)
+def test_levels_are_shown_as_written(control, extra, levels, expected):
+    with pytest.raises(ProtocolError) as info:
+        treated(control, extra, levels)
+    assert expected in str(info.value)
+
+
 def test_a_slope_over_all_and_counts_is_warned_about():
     (warning,) = [w for w in parse().warnings() if "train_per_class" in w]
     assert "trials hold all as 0" in warning and "\n" not in warning

@@ -144,7 +144,7 @@ def test_a_trial_function_that_breaks_the_contract_fails_its_trials_with_the_cau
         ("my_trial", "trial: expected CODE:FUNCTION"),
         ("my_trial.py:nope", "my_trial.py has no function 'nope'"),
         ("my_trial.py:EFFECT", "my_trial.py:EFFECT is a dict, not a function"),
-        ("gone.py:run", "plugins: .*gone.py: no such file"),
+        ("gone.py:run", r"own\.yaml: trial: .*gone\.py: no such file"),
     ],
 )
 def test_a_trial_function_that_cannot_be_found_is_one_line(study: Path, trial, message):
@@ -158,3 +158,23 @@ def test_a_trial_function_that_cannot_be_found_is_one_line(study: Path, trial, m
     lines = checked.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in checked.stderr, checked.stderr
     assert re.search(message, lines[0]), lines[0]
+
+
+def test_the_trial_function_s_missing_code_is_said_of_trial_and_a_plugin_s_of_plugins(
+    study: Path,
+):
+    """The code of ``trial:`` is imported as a plugin, but the user wrote it as ``trial:``."""
+    from bnstudy import study as verbs
+    from bnstudy.spec import plugins, trial_function
+    from bnstudy.spec.errors import ProtocolError
+
+    text = PROTOCOL.format(seeds=2).split("analysis:")[0]
+    (study / "own.yaml").write_text(text.replace("my_trial.py:run", "gone.py:run"))
+    with pytest.raises(ProtocolError, match=r"own\.yaml: trial: .*gone\.py: no such file$"):
+        verbs.load(study / "own.yaml")
+    (study / "own.yaml").write_text(text + "plugins: [lost.py]\n")
+    with pytest.raises(ProtocolError, match=r"own\.yaml: plugins: .*lost\.py: no such file$"):
+        verbs.load(study / "own.yaml")
+    # where a worker or validate loads the function itself
+    with pytest.raises(plugins.PluginError, match=r"^trial: .*gone\.py: no such file$"):
+        trial_function.load(trial_function.resolve("gone.py:run", study))

@@ -21,9 +21,9 @@ import pandas as pd
 
 from bnstudy.catalogue import COLLAPSED, DIVERGED, FAILED, OK, OOM, TIMEOUT
 from bnstudy.results_format import HEAD_OPTIONS, IGNORED_ROWS, PROTOCOL
-from bnstudy.spec import grow, head_options, plugins
+from bnstudy.spec import grow, head_options, plugins, trial_function
 from bnstudy.spec.errors import ProtocolError
-from bnstudy.spec.factors import Factors, spelled_level
+from bnstudy.spec.factors import Factors, spelled_level, spelled_levels
 from bnstudy.spec.feasibility import check_feasible
 from bnstudy.spec.fields import STUDY_NAME
 from bnstudy.spec.loading import (
@@ -31,6 +31,7 @@ from bnstudy.spec.loading import (
     parse_protocol,
     plugins_of,
     protocol_fields,
+    trial_code_of,
     with_factor_levels,
 )
 from bnstudy.spec.protocol import Protocol
@@ -105,7 +106,9 @@ def _with_plugins(path: str | Path) -> Protocol:
         try:
             plugins.load(plugin_entries)
         except plugins.PluginError as exc:
-            raise ProtocolError(f"{path}: {exc}") from None
+            # the trial function's code is a plugin, but the user wrote it as trial:
+            said = trial_function.named(exc, trial_code_of(path))
+            raise ProtocolError(f"{path}: {said}") from None
     return load_protocol(path, known=known_names())
 
 
@@ -155,10 +158,7 @@ class Plan:
     def levels(self) -> dict[str, list]:
         """Each factor's levels (and the seeds), in protocol order."""
         factors = self.protocol.factors
-        out = {
-            name: [spelled_level(name, v) for v in getattr(factors, name)]
-            for name in Factors.model_fields
-        }
+        out = {name: spelled_levels(name, getattr(factors, name)) for name in Factors.model_fields}
         return {"seed": list(self.protocol.seeds), **out}
 
     @property

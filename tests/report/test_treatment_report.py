@@ -12,20 +12,12 @@ import pytest
 
 from bnstudy import study
 from bnstudy.cli import main
+from optimizer_protocol import OPTIMIZER, optimizer_text
 
-PROTOCOL = """\
-name: opt
-seeds: 2
-factors:
-  architecture: mlp
-  head: bn
-  dataset: synthetic
-  imbalance_ratio: [1, 10]
-  train_per_class: 20
-  epochs: 1
-  batch_size: 16
-  optimizer: [sgd, adamw]
-treatment: {factor: optimizer, control: sgd}
+PROTOCOL = (
+    optimizer_text(name="opt", seeds=2, head="bn")
+    + OPTIMIZER
+    + """\
 analysis:
   metrics: [balanced_acc]
   bootstrap: {replicates: 100}
@@ -33,6 +25,7 @@ hypotheses:
   - {id: faster, claim: adamw learns faster in one epoch, metric: balanced_acc,
      variant: adamw, control: sgd, expect: higher}
 """
+)
 
 
 @pytest.mark.slow
@@ -74,3 +67,25 @@ def test_an_optimizer_study_runs_and_reports_adamw_against_sgd(tmp_path, monkeyp
     html = Path("reports/opt.html").read_text()
     assert "<th>optimizer</th>" in html  # the trials' and failures' tables name the factor
     assert "effect vs sgd" in html  # the figures' axes name the control
+
+
+def test_head_arms_with_options_are_named_head_variants():
+    """A head option some heads do not take makes the arms (``bn[bn_momentum=0.01]``): the
+    report still compares head variants, never "arm" ones."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from bnstudy.report.roles import roles_of
+    from bnstudy.report.text import treatment_sentence
+    from bnstudy.spec.loading import parse_protocol
+
+    text = optimizer_text(seeds=2).replace("optimizer: [sgd, adamw]", "bn_momentum: [0.1, 0.01]")
+    design = parse_protocol(text + "control: plain\n", known=study.known_names()).design()
+    assert (design.treatment, design.treatment_name) == ("arm", "head")
+    settings = dict(confidence=0.95, correction="holm", failed_score="chance")
+    roles = roles_of(design, pd.DataFrame(), SimpleNamespace(metrics={}, **settings))
+    assert treatment_sentence(roles) == (
+        "Each head variant (bn, bn[bn_momentum=0.01]) is compared with the control plain, "
+        "within pairing blocks that share every other setting."
+    )

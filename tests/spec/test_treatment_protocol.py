@@ -11,21 +11,9 @@ from bnstudy.spec.claims import designs
 from bnstudy.spec.errors import ProtocolError
 from bnstudy.spec.loading import parse_protocol
 from bnstudy.spec.trial import Trial, arm_of, level_label
+from optimizer_protocol import OPTIMIZER, optimizer_text
 
-BASE = """\
-name: t
-seeds: 3
-factors:
-  architecture: mlp
-  head: [plain, bn]
-  dataset: synthetic
-  imbalance_ratio: [1, 10]
-  train_per_class: 20
-  epochs: 1
-  batch_size: 16
-  optimizer: [sgd, adamw]
-"""
-OPTIMIZER = "treatment: {factor: optimizer, control: sgd}\n"
+BASE = optimizer_text()
 
 
 def parse(text: str):
@@ -265,3 +253,60 @@ def test_a_numeric_arm_hashes_the_same_however_it_is_written():
         return design.sha256
 
     assert sha("2048", "32") == sha("2048.0", "32.0") == sha("2048", "32.0")
+
+
+# -- an imbalance shape as the treatment ------------------------------------------------
+
+SHAPES = BASE.replace("optimizer: [sgd, adamw]", "imbalance_profile: [exp, step]")
+PROFILE = "treatment: {factor: imbalance_profile, control: exp}\n"
+FRACTION = "treatment: {factor: step_fraction, control: 0.5}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (SHAPES.replace("[1, 10]", "1") + PROFILE,
+         "p.yaml: factors.imbalance_ratio: imbalance_profile 'step' trains on the same images "
+         "per class as the control 'exp' in every trial, so their difference is 0 by "
+         "construction: at imbalance_ratio 1 every profile is balanced; give imbalance_ratio "
+         "levels above 1"),
+        (SHAPES.replace("[exp, step]", "exp\n  step_fraction: [0.5, 0.2]") + FRACTION,
+         "p.yaml: factors.imbalance_profile: step_fraction 0.2 trains on the same images per "
+         "class as the control 0.5 in every trial, so their difference is 0 by construction: "
+         "step_fraction shapes imbalance_profile step only; add step to its levels"),
+        # 10 classes: 5.2 and 5 minority classes round to the same 5
+        (SHAPES.replace("[exp, step]", "step\n  step_fraction: [0.5, 0.52]") + FRACTION,
+         "p.yaml: factors.step_fraction: step_fraction 0.52 trains on the same images per class "
+         "as the control 0.5 in every trial, so their difference is 0 by construction: its "
+         "class counts round to the control's"),
+        # the whole pool is unbalanced, but alike under every profile
+        (SHAPES.replace("[1, 10]", "1").replace("train_per_class: 20", "train_per_class: all")
+         + PROFILE, "factors.imbalance_ratio: imbalance_profile 'step' trains on the same"),
+    ],
+    ids=["balanced", "not step", "rounded", "whole pool"],
+)  # fmt: skip
+def test_an_imbalance_shape_whose_arms_train_alike_is_refused(text, expected):
+    assert expected in refused(text)
+
+
+def test_an_imbalance_shape_that_differs_somewhere_is_the_treatment():
+    """Equal arms in some conditions (ratio 1, the exp profile) are a regime, not a refusal."""
+    assert parse(SHAPES + PROFILE).design().variants == ("step",)
+    both = SHAPES.replace("[exp, step]", "[exp, step]\n  step_fraction: [0.5, 0.2]")
+    assert parse(both + FRACTION).design().variants == ("step_fraction 0.2",)
+
+
+def test_the_treatment_is_no_moderator_nor_transformed():
+    batch = (
+        BASE.replace("batch_size: 16", "batch_size: [16, 32]").replace(
+            "optimizer: [sgd, adamw]", "optimizer: sgd"
+        )
+        + "treatment: {factor: batch_size, control: 16}\n"
+    )
+    assert refused(batch + "analysis: {moderators: [batch_size]}\n") == (
+        "p.yaml: analysis.moderators[0]: 'batch_size' is the treatment, not a condition: its "
+        "levels are the arms, each compared with the control, not a moderator of the effect"
+    )
+    assert "analysis.transforms.batch_size: 'batch_size' is the treatment, not a condition" in (
+        refused(batch + "analysis: {transforms: {batch_size: log2}}\n")
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bnstudy.training import train
+from bnstudy.training import loop, train
 from bnstudy.training.loop import sample_indices
 from bnstudy.training.losses import Criterion
 
@@ -81,7 +81,7 @@ def test_draws_are_deterministic_per_stream_and_shared_by_the_arms(make_trial):
 
 
 def test_a_shorter_draw_is_whole_batches_of_the_same_pass(make_trial):
-    """PreciseBN draws fewer batches than a pass: the first of the same shuffled batches."""
+    """A draw of fewer batches than a pass: the first of the same shuffled batches."""
     trial, y = make_trial(sampler="class_sorted", batch_size=BATCH), labels()
     assert torch.equal(sample_indices(trial, y, 12, "order/0"), draw_pass(trial, y)[:12])
     for count in (10, 44):
@@ -106,3 +106,23 @@ def test_a_class_sorted_trial_trains_on_single_class_batches(make_trial, monkeyp
     batches.clear()
     train.run_trial(make_trial(head="bn", epochs=1))
     assert min(batches) > 2
+
+
+def test_precise_bn_averages_mixed_class_batches_under_class_sorted(make_trial, monkeypatch):
+    """Single-class batches would give PreciseBN within-class statistics: it draws its
+    batches with the ``instance`` sampler from its own stream instead (a pack does the same:
+    tests/test_packing.py compares it with its trials alone under class_sorted)."""
+    seen: list[torch.Tensor] = []
+    monkeypatch.setattr(train, "recompute_bn_statistics", lambda model, xs: seen.extend(xs))
+    y = labels()
+    x = torch.arange(len(y), dtype=torch.float64)[:, None]  # each row its own index
+    trial = make_trial(sampler="class_sorted", batch_size=BATCH, head="bn")
+    model = train.build_model("mlp", "bn", (1,), 5, init_seed=lambda name: 0)
+    train.precise_bn(trial, model, x, y)
+    drawn = torch.cat(seen).view(-1).long()
+    assert len(drawn) == len(y) // BATCH * BATCH
+    assert max(len(set(y[batch].tolist())) for batch in drawn.view(-1, BATCH)) > 2
+    assert torch.equal(drawn, sample_indices(trial, y, len(drawn), "precise_bn", "instance"))
+    # the other samplers draw PreciseBN's batches as they train
+    assert loop.statistics_sampler(make_trial(sampler="class_balanced")) == "class_balanced"
+    assert loop.statistics_sampler(make_trial()) == "instance"

@@ -111,3 +111,66 @@ def test_a_catalogue_metric_may_be_returned_and_the_builtin_trial_is_such_a_func
         [direct.metrics[n] for n in compared], nan_ok=True
     )
     assert run_function(lambda t, ctx: {"balanced_acc": 0.7}, trial).metrics["balanced_acc"] == 0.7
+
+
+PRETRAINED = """\
+name: pre
+seeds: 1
+pretraining:
+  pre: {dataset: synthetic, steps: 10, train_per_class: 20, batch_size: 20, lr: 0.05}
+factors: {architecture: mlp, head: plain, dataset: synthetic, train_per_class: 20, steps: 2,
+          batch_size: 20, pretrain: [none, pre]}
+treatment: {factor: pretrain, control: none}
+"""
+
+
+def test_the_model_starts_from_the_pre_trained_body_as_the_built_in_trial_does(
+    tmp_path, monkeypatch
+):
+    """Both arms of a ``pretrain`` treatment built from random weights would compare nothing:
+    ``ctx.model()`` loads the stage's body (and the row its loss), the ``none`` arm not."""
+    from bnstudy import study
+    from bnstudy.spec.loading import parse_protocol
+    from bnstudy.training import pretrain
+
+    monkeypatch.setenv("BNSTUDY_DATA_DIR", str(tmp_path))  # the checkpoints' own cache
+    protocol = parse_protocol(PRETRAINED, "p.yaml", known=study.known_names())
+    scratch, staged = protocol.expand()
+    assert pretrain.ensure_checkpoints(protocol, [staged]) == 1
+    stored = pretrain.load_checkpoint(pretrain.checkpoint_path(staged))
+    built = {}
+
+    def keep(trial, ctx):
+        built[trial.pretrain] = ctx.model()
+        return {}
+
+    with_body, without = run_function(keep, staged), run_function(keep, scratch)
+    body = built["pre"].body.state_dict()
+    assert all(torch.equal(body[name], w) for name, w in stored["body"].items())
+    assert with_body.metrics["pretrain_train_loss"] == stored["train_loss"] > 0
+    assert math.isnan(without.metrics["pretrain_train_loss"])
+    fresh = built["none"].body.state_dict()
+    assert not all(torch.equal(fresh[name], w) for name, w in stored["body"].items())
+    # the head is initialised from the same streams either way; the built-in trial agrees
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(
+            built["pre"].head.parameters(), built["none"].head.parameters(), strict=True
+        )
+    )
+    model, loss = train.start_model(staged, TrialContext(staged, "cpu").data, "cpu")
+    assert loss == stored["train_loss"]
+    assert all(torch.equal(model.body.state_dict()[n], w) for n, w in body.items())
+
+
+def test_naming_the_built_in_trial_runs_other_trials():
+    """``trial: bnstudy.training.train:builtin_trial`` trains as the built-in trial does, but
+    the text enters the ids and blocks: other streams, so other numbers (its docstring and
+    docs/networks.md say so)."""
+    from tiny_protocol import tiny
+
+    alone = tiny().expand()[0]
+    named = tiny(extra="trial: bnstudy.training.train:builtin_trial\n").expand()[0]
+    assert named.trial_function and alone.trial_id != named.trial_id
+    assert alone.block_id != named.block_id
+    assert alone.stream_seed("order/0") != named.stream_seed("order/0")

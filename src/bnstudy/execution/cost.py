@@ -33,7 +33,7 @@ from bnstudy.data import (
     input_shape,
     num_classes,
     pool_class_counts,
-    profile_counts,
+    training_counts,
 )
 from bnstudy.execution.plan import AUTO_PACK
 from bnstudy.execution.tasks import make_tasks
@@ -117,14 +117,14 @@ def trial_steps(trial: Trial, classes: int, pool_counts: Sequence[int] | None = 
     length is in epochs only: it trains on the whole pool."""
     if trial.steps:
         return trial.steps
-    if trial.train_per_class == ALL_TRAIN:
-        if pool_counts is None:
-            raise ValueError("trial_steps: train_per_class all in epochs needs the pool's counts")
-        return sum(pool_counts) // trial.batch_size * trial.epochs
-    counts = profile_counts(
+    if trial.train_per_class == ALL_TRAIN and pool_counts is None:
+        raise ValueError("trial_steps: train_per_class all in epochs needs the pool's counts")
+    # A profile reads the number of classes only: without the pool, a stand-in of that length.
+    pool = list(pool_counts) if pool_counts is not None else [0] * classes
+    counts = training_counts(
         trial.imbalance_profile,
         trial.train_per_class,
-        classes,
+        pool,
         trial.imbalance_ratio,
         trial.step_fraction,
     )

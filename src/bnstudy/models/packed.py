@@ -2,7 +2,8 @@
 
 :func:`pack_models` turns K classifiers of the same architecture and head (the same module
 tree, different weights) into one module that trains them side by side, each copy on its
-own batch. Small models leave a GPU mostly idle; packed, K copies cost little more than one.
+own batch. Small models, and the CIFAR ResNets and VGG-11 at their usual batch sizes, leave
+a GPU mostly idle; packed, K copies cost far less than K models one at a time.
 
 **Layout.** A packed activation stacks the copies along dimension 1, copy-major:
 ``(n, K * C, ...)`` where channels ``k*C .. (k+1)*C - 1`` belong to copy ``k`` (and row ``i``
@@ -14,9 +15,12 @@ alone:
   per channel, so each copy keeps its own batch statistics and running statistics;
 - ``Linear`` becomes :class:`PackedLinear` (one batched matmul), ``LayerNorm``
   :class:`PackedLayerNorm`;
+- a ResNet's option-A shortcut (subsample, append zero channels) becomes
+  :class:`~bnstudy.models.packed_shortcut.PackedShortcutA`, which pads each copy's block;
 - ReLU, max/average pooling and ``Flatten`` act per channel, or (``Flatten``) keep each
   copy's block contiguous, and are kept as they are; so are the containers (``Sequential``,
-  the bodies, the heads, ``Classifier``), whose ``forward`` only chains their children.
+  the bodies, the heads, ``Classifier``, the residual blocks), whose ``forward`` only chains
+  their children and (a residual block) adds two activations of the same packed layout.
 
 No operation mixes copies, so a copy whose loss turns NaN cannot touch the others.
 
@@ -29,8 +33,8 @@ same number of steps). :func:`copy_view` gives copy ``k``'s view of any such ten
 
 Any other layer type raises ``TypeError``: packing is exact only for layers known to act per
 copy, so a new layer needs a packed counterpart here (and the equivalence test) first.
-Containers are not read: that a body's ``forward`` only chains its children (no reshape
-across channels, no channel padding as in a ResNet's option-A shortcut) is vouched for by
+Containers are not read: that a body's ``forward`` only chains its children and adds
+their outputs (no reshape across channels) is vouched for by
 :data:`bnstudy.training.packing.PACKABLE_ARCHITECTURES` and its equivalence tests, not here.
 """
 
@@ -42,6 +46,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bnstudy.models.packed_shortcut import PackedShortcutA
+from bnstudy.models.resnet import ShortcutA
 
 #: Modules with no parameters that act per channel (or, ``Flatten``, keep channels
 #: copy-major), so they work unchanged on a packed activation.
@@ -138,6 +145,8 @@ def _packed_leaf(module: nn.Module, copies: int, where: str) -> nn.Module:
             affine=module.elementwise_affine,
             bias=getattr(module, "bias", None) is not None,
         )
+    if isinstance(module, ShortcutA):
+        return PackedShortcutA.of(module, copies)
     if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
         return copy.deepcopy(module)
     if isinstance(module, _CHANNEL_LOCAL) or (isinstance(module, nn.Sequential) and not module):

@@ -19,7 +19,7 @@ from bnstudy.spec import arch_options
 from bnstudy.spec.analysis_settings import DEFAULT_TRANSFORMS
 from bnstudy.spec.design import LOG_BASES
 from bnstudy.spec.errors import FieldError, UnknownName, show
-from bnstudy.spec.factors import Factors
+from bnstudy.spec.factors import Factors, not_a_level
 from bnstudy.spec.fields import DEFAULT_MAX_TRIALS, WARN_TRIALS, as_list
 from bnstudy.spec.head_options import applies
 from bnstudy.spec.head_options import options_of as head_options_of
@@ -50,17 +50,18 @@ def _check_roles(p: Protocol) -> None:
     tuning factor's declared bounds around its numeric levels)."""
     check_treatment(p)
     allowed = [f for f in Factors.model_fields if f != p.treatment_factor]
+    arms = "its levels are the arms, each compared with the control"
     for i, m in enumerate(p.analysis.moderators or []):
         if m not in allowed:
             raise FieldError(
                 ("analysis", "moderators", i),
-                f"{m!r} is not a factor; allowed: {', '.join(allowed)}",
+                _not_a_condition(p, m, allowed, f"{arms}, not a moderator of the effect"),
             )
     for name, transform in p.analysis.transforms.items():
         if name not in allowed:
             raise FieldError(
                 ("analysis", "transforms", name),
-                f"{name!r} is not a factor; allowed: {', '.join(allowed)}",
+                _not_a_condition(p, name, allowed, f"{arms}; transforms scale conditions"),
             )
         levels = getattr(p.factors, name)
         if transform in LOG_BASES and not _positive_numbers(levels):
@@ -233,10 +234,7 @@ def _check_exclusions(p: Protocol) -> None:
             levels = getattr(p.factors, key)
             for v in as_list(value):
                 if v not in levels:
-                    raise FieldError(
-                        ("exclude", i, key),
-                        f"{show(v)} is not a level of {key}; levels: {show(levels)}",
-                    )
+                    raise FieldError(("exclude", i, key), not_a_level(key, v, levels))
 
 
 def _check_all_train(p: Protocol) -> None:
@@ -291,10 +289,7 @@ def _check_hypotheses(p: Protocol) -> None:
             levels = getattr(p.factors, key)
             for v in values:
                 if v not in levels:
-                    raise FieldError(
-                        ("hypotheses", i, *loc),
-                        f"{show(v)} is not a level of {key}; levels: {show(levels)}",
-                    )
+                    raise FieldError(("hypotheses", i, *loc), not_a_level(key, v, levels))
         # Levels checked above, so they are hashable scalars here.
         inside = x is None or x.factor not in h.where
         if not inside and not {x.low, x.high} <= set(h.where[x.factor]):
@@ -304,13 +299,17 @@ def _check_hypotheses(p: Protocol) -> None:
             )
 
 
-def _not_a_condition(p: Protocol, name: str, factors: list[str]) -> str:
-    """Why a hypothesis cannot restrict ``name``: the treatment, or no factor at all."""
+def _not_a_condition(
+    p: Protocol,
+    name: str,
+    factors: list[str],
+    why: str = "a hypothesis compares its levels with variant and control",
+) -> str:
+    """Why ``name`` cannot be a condition (a hypothesis' ``where``, a moderator, a
+    transform): the treatment (``why`` says what its levels are instead), or no factor at
+    all."""
     if name == p.treatment_factor:
-        return (
-            f"{name!r} is the treatment, not a condition: a hypothesis compares its levels "
-            "with variant and control"
-        )
+        return f"{name!r} is the treatment, not a condition: {why}"
     return str(UnknownName(0, name, factors))
 
 
@@ -326,10 +325,9 @@ def _check_arm(p: Protocol, value: object, where: tuple, heads_and_arms: list[st
     if p.arm_named(value) is None:
         factor = p.treatment_factor
         extra = f"; or an arm: {', '.join(p.variant_arms)}" if p.arm_options else ""
+        levels = getattr(p.factors, factor)
         raise FieldError(
-            where,
-            f"{show(value)} is not a level of the treatment {factor}; levels: "
-            f"{show(getattr(p.factors, factor))}{extra}",
+            where, not_a_level(factor, value, levels, f"the treatment {factor}") + extra
         )
 
 

@@ -139,9 +139,9 @@ def resolved(h: Hypothesis, tunes: bool) -> dict[str, Any]:
     """Every field with its default resolved, in canonical form (what the hash covers).
 
     Numbers are written as floats (``1`` and ``1.0`` are the same level; so are a numeric
-    treatment's ``variant`` and ``control``) and the levels of ``where`` sorted, so only a change of meaning changes the hash. The quantifier is written
-    as ``in`` only when it is not ``average``: a hypothesis from before quantifiers existed
-    hashes as it did.
+    treatment's ``variant`` and ``control``) and the levels of ``where`` sorted, so only a
+    change of meaning changes the hash. The quantifier is written as ``in`` only when it is
+    not ``average``: a hypothesis from before quantifiers existed hashes as it did.
     """
     data = h.model_dump()
     del data["quantifier"]

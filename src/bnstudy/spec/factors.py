@@ -6,11 +6,12 @@ Their full factorial product (less the exclusions) times the seeds is the set of
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
-from bnstudy.spec.errors import FieldError, UnknownName
+from bnstudy.spec.errors import FieldError, UnknownName, show
 from bnstudy.spec.fields import (
     STRICT,
     Fraction,
@@ -44,10 +45,27 @@ def spelled_level(factor: str, value: Any) -> Any:
     return ALL_LEVEL if factor == _TRAIN_PER_CLASS[1] and value == ALL_TRAIN else value
 
 
+def spelled_levels(factor: str, levels: Iterable[Any]) -> list[Any]:
+    """Levels as a protocol writes them (:func:`spelled_level`)."""
+    return [spelled_level(factor, v) for v in levels]
+
+
+def not_a_level(factor: str, value: Any, levels: Iterable[Any], of: str = "") -> str:
+    """The message for ``value`` named where a level of ``factor`` (``of`` when given: "the
+    treatment dropout") belongs, levels spelled as a protocol writes them."""
+    named = show(spelled_level(factor, value))
+    return (
+        f"{named} is not a level of {of or factor}; levels: {show(spelled_levels(factor, levels))}"
+    )
+
+
 def with_all_train(data: Any) -> Any:
     """A protocol's raw data with ``train_per_class: all`` written as trials hold it wherever
-    a level is named besides ``factors``: ``exclude`` entries and hypotheses' ``where`` and
-    ``interaction``, so ``exclude: [{train_per_class: all, imbalance_ratio: 10}]`` matches."""
+    a level is named besides ``factors``: ``exclude`` entries, hypotheses' ``where`` and
+    ``interaction`` and, when ``train_per_class`` is the treatment, its ``control`` and the
+    hypotheses' ``variant`` and ``control``; so ``exclude: [{train_per_class: all,
+    imbalance_ratio: 10}]`` matches and ``treatment: {factor: train_per_class, control: all}``
+    names the level."""
     if not isinstance(data, dict):
         return data
     name = _TRAIN_PER_CLASS[1]
@@ -57,8 +75,12 @@ def with_all_train(data: Any) -> Any:
             {**e, name: _levels(e[name])} if isinstance(e, dict) and name in e else e
             for e in out["exclude"]
         ]
+    treatment = out.get("treatment")
+    is_treatment = isinstance(treatment, dict) and treatment.get("factor") == name
+    if is_treatment and "control" in treatment:
+        out["treatment"] = {**treatment, "control": train_per_class_level(treatment["control"])}
     if isinstance(out.get("hypotheses"), list):
-        out["hypotheses"] = [_hypothesis_with_all_train(h) for h in out["hypotheses"]]
+        out["hypotheses"] = [_hypothesis_with_all_train(h, is_treatment) for h in out["hypotheses"]]
     return out
 
 
@@ -69,11 +91,15 @@ def _levels(value: Any) -> Any:
     return train_per_class_level(value)
 
 
-def _hypothesis_with_all_train(h: Any) -> Any:
+def _hypothesis_with_all_train(h: Any, arms: bool) -> Any:
+    """``h`` with ``all`` held as trials hold it; in ``variant`` and ``control`` too when
+    ``arms`` (``train_per_class`` is the treatment, so they name its levels)."""
     name = _TRAIN_PER_CLASS[1]
     if not isinstance(h, dict):
         return h
     h = dict(h)
+    if arms:
+        h.update({k: train_per_class_level(h[k]) for k in ("variant", "control") if k in h})
     if isinstance(h.get("where"), dict) and name in h["where"]:
         h["where"] = {**h["where"], name: _levels(h["where"][name])}
     x = h.get("interaction")

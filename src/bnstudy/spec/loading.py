@@ -1,6 +1,7 @@
 """Reading a protocol: the strict YAML loader, :func:`load_protocol` and :func:`parse_protocol`
 (which raise :class:`~bnstudy.spec.errors.ProtocolError`, one line per problem), and the
-peeks at a file taken before it is validated (:func:`plugins_of`, :func:`protocol_fields`)."""
+peeks at a file taken before it is validated (:func:`plugins_of`, :func:`trial_code_of`,
+:func:`protocol_fields`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from bnstudy.spec.plugins import resolve_entries
 from bnstudy.spec.protocol import Protocol
 from bnstudy.spec.stages import PretrainStage
 from bnstudy.spec.treatment import Treatment
-from bnstudy.spec.trial_function import with_module_as_plugin
+from bnstudy.spec.trial_function import TRIAL_FUNCTION, split, with_module_as_plugin
 
 
 def load_protocol(path: str | Path, known: Mapping[str, Sequence[str]] | None = None) -> Protocol:
@@ -61,16 +62,34 @@ def plugins_of(path: str | Path) -> tuple[str, ...]:
     before the rest is validated: the names and head options the rest refers to may come
     from them. () when the file has none, or cannot be read as a protocol (its validation
     then says why)."""
-    try:
-        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return ()
-    entries = with_module_as_plugin(data).get("plugins") if isinstance(data, dict) else None
+    data = _peek(path)
+    entries = with_module_as_plugin(data).get("plugins") if data is not None else None
     if not isinstance(entries, list):
         return ()
     if not all(isinstance(e, str) and re.fullmatch(PLUGIN, e) for e in entries):
         return ()
     return resolve_entries(entries, Path(path).resolve().parent)
+
+
+def trial_code_of(path: str | Path) -> str | None:
+    """The entry among :func:`plugins_of` that protocol file ``path``'s ``trial:`` names (its
+    code, made absolute as there), so an error importing it names ``trial:``; None without
+    one (or unreadable: its validation says why)."""
+    data = _peek(path)
+    text = data.get("trial") if data is not None else None
+    if not isinstance(text, str) or not re.fullmatch(TRIAL_FUNCTION, text):
+        return None
+    (entry,) = resolve_entries([split(text)[0]], Path(path).resolve().parent)
+    return entry
+
+
+def _peek(path: str | Path) -> dict[Any, Any] | None:
+    """The top-level mapping of YAML file ``path``; None when it is unreadable or no mapping."""
+    try:
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def protocol_fields(path: str | Path) -> dict[Any, Any] | None:

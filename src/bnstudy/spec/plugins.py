@@ -36,7 +36,17 @@ from bnstudy.spec import arch_options
 
 
 class PluginError(ValueError):
-    """One line: which plugin could not be imported, and why."""
+    """One line: which plugin could not be imported, and why, after the protocol field that
+    named it (``plugins``, or ``trial`` for a trial function's code: :meth:`named`)."""
+
+    def __init__(self, detail: str, entry: str = "", field: str = "plugins"):
+        super().__init__(f"{field}: {detail}")
+        #: What went wrong, without the field; the plugin entry it concerns ("" for none).
+        self.detail, self.entry = detail, entry
+
+    def named(self, field: str) -> PluginError:
+        """The same error, said of protocol field ``field``."""
+        return PluginError(self.detail, self.entry, field)
 
 
 #: Each plugin's SHA-256, taken from the bytes this process imported.
@@ -106,7 +116,7 @@ def _import_module(entry: str) -> ModuleType:
     try:
         module = importlib.import_module(entry)
     except Exception as exc:  # noqa: BLE001 - any failure of user code is the user's
-        raise PluginError(f"plugins: cannot import {entry!r}: {gist(exc)}") from None
+        raise PluginError(f"cannot import {entry!r}: {gist(exc)}", entry) from None
     if entry not in _DIGESTS:
         source = getattr(module, "__file__", None)
         _DIGESTS[entry] = hashlib.sha256(Path(source).read_bytes()).hexdigest() if source else ""
@@ -122,7 +132,7 @@ def _import_file(entry: str) -> ModuleType:
         source = path.read_bytes()
     except OSError as exc:
         why = "no such file" if isinstance(exc, FileNotFoundError) else gist(exc)
-        raise PluginError(f"plugins: {entry}: {why}") from None
+        raise PluginError(f"{entry}: {why}", entry) from None
     # The bytes read are the bytes that run and the bytes hashed: an edit made while the run
     # goes on cannot make the recorded SHA-256 describe other code.
     module = ModuleType(name)
@@ -132,7 +142,7 @@ def _import_file(entry: str) -> ModuleType:
         exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102 - the user's plugin
     except Exception as exc:  # noqa: BLE001 - any failure of user code is the user's
         del sys.modules[name]
-        raise PluginError(f"plugins: {entry}: {gist(exc)}") from None
+        raise PluginError(f"{entry}: {gist(exc)}", entry) from None
     _DIGESTS[entry] = hashlib.sha256(source).hexdigest()
     return module
 

@@ -246,7 +246,8 @@ class Protocol(BaseModel):
         ``head`` column, exactly as before head options and other treatments existed; any
         other treatment by the derived ``arm`` column (see :func:`arm_of`: ``adamw``,
         ``dropout 0.3``, ``bn[bn_momentum=0.01]``), with ``treatment_factor`` naming the
-        factor when it is not the head.
+        factor (``head`` too, whose arms then carry options: "Each head variant", never
+        "Each arm variant").
         """
         a = self.analysis
         arms = self.arm_options
@@ -256,7 +257,7 @@ class Protocol(BaseModel):
             treatment=ARM if by_arm else TREATMENT,
             control=self.control_arm if by_arm else self.control_level,
             variants=tuple(self.variant_arms if by_arm else self.variants),
-            treatment_factor=factor if factor != TREATMENT else "",
+            treatment_factor=factor if by_arm else "",
             conditions=tuple(f for f in Factors.model_fields if f != factor and f not in arms),
             moderators={
                 m: a.transforms.get(m, DEFAULT_TRANSFORMS.get(m, "identity"))

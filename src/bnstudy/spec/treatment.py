@@ -8,8 +8,10 @@ top-level ``control: plain`` is short for, is ``{factor: head, control: plain}``
 Any factor of :class:`~bnstudy.spec.factors.Factors` with two levels or more may be the
 treatment, except those :func:`check` refuses, each for a reason it states: ``dataset``
 (the arms would be scored on different test sets), a factor ``analysis.tune`` tunes (each
-arm is set to its own best level of it), and a head option that some head of the protocol
-does not take (its trials would have one arm). ``seed`` is no factor: it is the replication.
+arm is set to its own best level of it), a head option that some head of the protocol
+does not take (its trials would have one arm), and an imbalance shape (``imbalance_profile``,
+``step_fraction``) whose variant trains on the control's counts per class in every trial.
+``seed`` is no factor: it is the replication.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator
 
+from bnstudy.data.imbalance import training_counts
+from bnstudy.data.spec import SPECS as DATASET_SPECS
 from bnstudy.spec.errors import FieldError, UnknownName, show
-from bnstudy.spec.factors import Factors
-from bnstudy.spec.fields import STRICT, Name
+from bnstudy.spec.factors import Factors, not_a_level, spelled_levels
+from bnstudy.spec.fields import DEFAULT_MAX_TRIALS, STRICT, Name
 from bnstudy.spec.head_options import DEFAULTS as HEAD_OPTION_DEFAULTS
 from bnstudy.spec.head_options import applies
 from bnstudy.spec.head_options import options_of as head_options_of
@@ -49,6 +53,9 @@ REFUSED = {
         "of anything; keep dataset a condition and compare within each dataset"
     ),
 }
+#: Factors that shape the imbalance profile only: as the treatment, their arms must train on
+#: different counts per class somewhere (:func:`_check_counts_differ`).
+IMBALANCE_SHAPE = ("imbalance_profile", "step_fraction")
 #: Why ``seed`` is no treatment.
 SEED = "seed is the replication, not a factor: the arms of a pairing block share it"
 
@@ -119,15 +126,18 @@ def check(p: Protocol) -> None:
             )
         raise FieldError(
             ("treatment", "control"),
-            f"{show(p.treatment.control)} is not a level of {factor}; levels: {show(levels)}",
+            not_a_level(factor, p.treatment.control, levels),
         )
     if len(levels) < 2:
         raise FieldError(
             ("factors", factor),
-            f"needs the control and at least one variant to compare; got {show(levels)}",
+            "needs the control and at least one variant to compare; got "
+            f"{show(spelled_levels(factor, levels))}",
         )
     if factor in HEAD_OPTION_DEFAULTS:
         _check_head_option(p, factor)
+    if factor in IMBALANCE_SHAPE:
+        _check_counts_differ(p, factor)
 
 
 def _check_head_option(p: Protocol, factor: str) -> None:
@@ -149,6 +159,59 @@ def _check_head_option(p: Protocol, factor: str) -> None:
                     f"{factor} applies only where dropout > 0; at dropout {rate:g} its arms "
                     "would be one trial; give dropout levels above 0",
                 )
+
+
+def _check_counts_differ(p: Protocol, factor: str) -> None:
+    """A variant of an imbalance-shape treatment gives some trial other counts per class than
+    the control: where it gives every trial the control's (every profile at
+    ``imbalance_ratio`` 1, ``step_fraction`` outside the ``step`` profile) its paired
+    differences are 0 by construction and would read as "equivalent"."""
+    if p.factors.count() > 10 * DEFAULT_MAX_TRIALS:
+        return  # too many to enumerate here; the trial count's check says so
+    control = p.control_level
+    combos = p.combinations()
+    for variant in p.variants:
+        of_variant = [c for c in combos if c[factor] == variant]
+        if not of_variant or not all(_same_counts(c, factor, control) for c in of_variant):
+            continue
+        where, why = _why_the_same(factor, of_variant)
+        raise FieldError(
+            where,
+            f"{factor} {show(variant)} trains on the same images per class as the control "
+            f"{show(control)} in every trial, so their difference is 0 by construction: {why}",
+        )
+
+
+def _why_the_same(factor: str, combos: list[dict[str, Any]]) -> tuple[tuple[str, ...], str]:
+    """Where to fix an imbalance-shape arm equal to the control in ``combos``, and why."""
+    if factor == "step_fraction" and all(c["imbalance_profile"] != "step" for c in combos):
+        why = "step_fraction shapes imbalance_profile step only; add step to its levels"
+        return ("factors", "imbalance_profile"), why
+    if all(c["imbalance_ratio"] == 1 for c in combos):
+        why = "at imbalance_ratio 1 every profile is balanced; give imbalance_ratio levels above 1"
+        return ("factors", "imbalance_ratio"), why
+    return ("factors", factor), "its class counts round to the control's"
+
+
+def _same_counts(combo: dict[str, Any], factor: str, control: Any) -> bool:
+    """Whether ``combo`` trains on the counts per class it would at the ``control`` level of
+    ``factor``; False where the dataset's classes are in its file (``npz``: read at run time)
+    or the combination is refused by another check (``train_per_class: all``, imbalanced)."""
+    spec = DATASET_SPECS.get(combo["dataset"])
+    if spec is None or spec.num_classes is None:
+        return False
+    # The pool's own counts matter only to train_per_class all, where every arm takes them
+    # whole and alike: a stand-in of the right length gives the same answer.
+    pool = [0] * spec.num_classes
+
+    def counts(c: dict[str, Any]) -> list[int]:
+        shape = (c["imbalance_ratio"], c["step_fraction"])
+        return training_counts(c["imbalance_profile"], c["train_per_class"], pool, *shape)
+
+    try:
+        return counts(combo) == counts({**combo, factor: control})
+    except ValueError:
+        return False
 
 
 def dependent_options(p: Protocol) -> tuple[str, ...]:

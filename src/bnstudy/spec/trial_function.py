@@ -22,6 +22,8 @@ from typing import Any
 
 from bnstudy.spec import plugins
 
+#: The protocol field that names the trial function.
+FIELD = "trial"
 #: ``CODE:FUNCTION``: a plugin entry (a ``.py`` file or a dotted module name), then a name.
 TRIAL_FUNCTION = r"^(?:[^\n]+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):[A-Za-z_]\w*$"
 
@@ -60,12 +62,21 @@ def load(resolved: str) -> Callable[..., Any]:
     (:func:`bnstudy.spec.plugins.load`); :class:`~bnstudy.spec.plugins.PluginError`, one line,
     when the code cannot be imported or has no such function."""
     entry, name = split(resolved)
-    (module,) = plugins.load([entry])
+    try:
+        (module,) = plugins.load([entry])
+    except plugins.PluginError as exc:
+        raise exc.named(FIELD) from None
     function = getattr(module, name, None)
     if function is None:
-        raise plugins.PluginError(f"trial: {entry} has no function {name!r}")
+        raise plugins.PluginError(f"{entry} has no function {name!r}", entry, FIELD)
     if not callable(function):
         raise plugins.PluginError(
-            f"trial: {entry}:{name} is a {type(function).__name__}, not a function"
+            f"{entry}:{name} is a {type(function).__name__}, not a function", entry, FIELD
         )
     return function
+
+
+def named(exc: plugins.PluginError, entry: str | None) -> plugins.PluginError:
+    """``exc`` said of ``trial:`` when it concerns ``entry``, the trial function's code as
+    :func:`resolve` makes it (its plugin entry is one the user wrote as ``trial:``)."""
+    return exc.named(FIELD) if entry is not None and exc.entry == entry else exc

@@ -14,7 +14,8 @@ A trial function is ``run(trial, ctx) -> outcome``:
   trial's streams are ``subset`` (the training subset, already drawn in ``ctx.data``),
   ``order/<epoch>`` (pass ``epoch``'s permutation: ``torch.randperm(n,
   generator=ctx.generator(f"order/{epoch}"))`` is the built-in ``instance`` sampler's) and
-  ``init/<module>`` (module ``<module>``'s initial weights: ``ctx.model()`` draws them); any
+  ``init/<module>`` (module ``<module>``'s initial weights: ``ctx.model()`` draws them, and
+  loads the pre-training stage's body over them where the trial has one); any
   other name is a new independent stream. Torch's global generator is seeded from the stream
   ``torch_global`` before the function runs, so unseeded torch draws (dropout) repeat too.
 - the outcome: a mapping of metric names to numbers (status ``ok``), or a
@@ -75,6 +76,11 @@ class TrialContext:
     device: str
     #: The protocol's options for the trial's dataset (``datasets:``), resolved.
     data_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: The pre-training stage's loss of each network :meth:`model` built (a list, so the
+    #: frozen context can note it): :func:`run_function` records it in the row.
+    _stage_loss: list[float] = dataclasses.field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
 
     def seed(self, stream: str) -> int:
         """The 63-bit seed of stream ``stream``: the same in every arm of the trial's pairing
@@ -104,19 +110,15 @@ class TrialContext:
 
     def model(self) -> Classifier:
         """The trial's ``architecture`` with its ``head`` (and their options), initialised
-        from the trial's streams, on :attr:`device`: the network the built-in trial trains."""
-        from bnstudy.models import build_model
+        from the trial's streams, on :attr:`device`, its body the pre-trained one where the
+        trial's ``pretrain`` names a stage: the network the built-in trial trains
+        (:func:`bnstudy.training.train.start_model`). The stage's loss goes to the row's
+        ``pretrain_train_loss``."""
+        from bnstudy.training.train import start_model
 
-        trial = self.trial
-        return build_model(
-            trial.architecture,
-            trial.head,
-            self.data.input_shape,
-            self.data.num_classes,
-            init_seed=self.init_seed,
-            options=trial.settings(),
-            architecture_options=trial.architecture_options,
-        ).to(self.device)
+        model, stage_loss = start_model(self.trial, self.data, self.device)
+        self._stage_loss.append(stage_loss)
+        return model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +167,8 @@ def run_function(
         )
     metrics = _checked_metrics(outcome.metrics, trial)
     metrics.setdefault("wall_s", wall_s)
+    if ctx._stage_loss:  # it trained a pre-trained body, as the built-in trial records
+        metrics.setdefault("pretrain_train_loss", ctx._stage_loss[0])
     per_class = {name: list(values) for name, values in outcome.per_class.items()}
     if "data" in ctx.__dict__:  # built: its training counts tell the analysis the classes
         per_class.setdefault("class_counts", list(ctx.data.class_counts))

@@ -94,8 +94,11 @@ def batch_order(trial: Trial, n: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
-def sample_indices(trial: Trial, y_train: torch.Tensor, count: int, stream: str) -> torch.Tensor:
-    """``count`` training-set indices (int64, on the CPU) drawn by the trial's sampler.
+def sample_indices(
+    trial: Trial, y_train: torch.Tensor, count: int, stream: str, kind: str | None = None
+) -> torch.Tensor:
+    """``count`` training-set indices (int64, on the CPU) drawn by the trial's sampler
+    (``kind`` when given: :func:`statistics_sampler`).
 
     ``instance``: the first ``count`` of a permutation (``count <= n``); ``class_balanced``:
     a class uniformly among those present in ``y_train``, then one of its instances uniformly,
@@ -104,14 +107,26 @@ def sample_indices(trial: Trial, y_train: torch.Tensor, count: int, stream: str)
     docstring). The generator is seeded by ``stream`` alone (no head in it), so every arm of
     a pairing block draws the same indices.
     """
+    kind = kind or trial.sampler
     generator = torch.Generator().manual_seed(trial.stream_seed(stream))
-    if trial.sampler == "instance":
+    if kind == "instance":
         return torch.randperm(len(y_train), generator=generator)[:count]
-    if trial.sampler == "class_balanced":
+    if kind == "class_balanced":
         return _class_balanced_draw(y_train.cpu(), count, generator)
-    if trial.sampler == "class_sorted":
+    if kind == "class_sorted":
         return _class_sorted_draw(y_train.cpu(), count, trial.batch_size, generator)
-    raise ValueError(f"unknown sampler {trial.sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    raise ValueError(f"unknown sampler {kind!r}; allowed: {', '.join(SAMPLERS)}")
+
+
+def statistics_sampler(trial: Trial) -> str:
+    """The sampler that draws the batches PreciseBN averages BN statistics over: the trial's,
+    but ``instance`` for ``class_sorted``. PreciseBN estimates the statistics of the training
+    set's features, which eval mode applies to every input: a ``class_sorted`` batch holds one
+    class (two at a boundary), so its mean and variance are that class's, and their average
+    over a few dozen such batches misses the spread between the classes and weights the
+    classes by which ones were drawn; ``balanced_acc_precise`` would read that bias, not the
+    network. ``class_balanced`` keeps its own: its batches mix the classes."""
+    return "instance" if trial.sampler == "class_sorted" else trial.sampler
 
 
 def _class_balanced_draw(
@@ -147,9 +162,10 @@ def _class_sorted_draw(
     return in_batches[batch_order].reshape(-1)[:count]
 
 
-def sampler(trial: Trial, y_train: torch.Tensor) -> Sampler:
-    """The batch-index source of a copy: ``trial``'s sampler over its training labels."""
-    return functools.partial(sample_indices, trial, y_train)
+def sampler(trial: Trial, y_train: torch.Tensor, kind: str | None = None) -> Sampler:
+    """The batch-index source of a copy: ``trial``'s sampler (or ``kind``) over its training
+    labels."""
+    return functools.partial(sample_indices, trial, y_train, kind=kind)
 
 
 def draw(samplers: Sequence[Sampler], count: int, stream: str, packed: bool) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Seed packing: trials that differ only in their seed train as one packed model.
 
-Small models leave a GPU mostly idle; K copies packed into one network (grouped
-convolutions, batched matmuls, per-copy BN statistics; see :mod:`bnstudy.models.packed`)
-cost little more per step than one. Packing is an execution detail: :func:`run_pack` returns,
+Small models leave a GPU mostly idle, and so do the CIFAR ResNets and VGG-11 at their
+usual batch sizes; K copies packed into one network (grouped convolutions, batched matmuls,
+per-copy BN statistics; see :mod:`bnstudy.models.packed`) cost far less per step than K
+models trained one at a time. Packing is an execution detail: :func:`run_pack` returns,
 for each trial, the :class:`~bnstudy.training.trial_result.TrialResult` that
 :func:`bnstudy.training.train.run_trial` gives it, up to float rounding.
 
@@ -85,8 +86,21 @@ from bnstudy.training.train import (
 )
 
 #: Architectures whose bodies act per channel and are built only of layers that
-#: :mod:`bnstudy.models.packed` packs (conv, BN, linear, ReLU, pooling, flatten).
-PACKABLE_ARCHITECTURES = ("cnn", "cnn1d", "cnn_flatten", "mlp")
+#: :mod:`bnstudy.models.packed` packs (conv, BN, linear, ReLU, pooling, flatten, option-A
+#: shortcuts), chained or (residual blocks) summed. In float64 each packed body equals its K
+#: models (tests/test_packing_models.py, tests/test_packing_deep.py), and a pack of each family
+#: its trials run alone (tests/test_packing.py, tests/test_packing_deep.py).
+PACKABLE_ARCHITECTURES = (
+    "cnn",
+    "cnn1d",
+    "cnn_flatten",
+    "mlp",
+    "resnet20",
+    "resnet32",
+    "preact_resnet20",
+    "vgg11",
+    "vgg11_bn",
+)
 #: Every built-in head: ``post(fc(pre(x)))`` of linear, BN, ReLU and LayerNorm layers.
 PACKABLE_HEADS = (
     "bn",
@@ -377,7 +391,11 @@ def _precise_bn_pack(
     trial = trials[0]
     precise = copy.deepcopy(model)
     batches = min(PRECISE_BN_BATCHES, len(datas[0].y_train) // trial.batch_size)
-    samplers = [loop.sampler(t, d.y_train) for t, d in zip(trials, datas, strict=True)]
+    # class_sorted copies draw mixed-class batches here, as train.precise_bn does.
+    samplers = [
+        loop.sampler(t, d.y_train, loop.statistics_sampler(t))
+        for t, d in zip(trials, datas, strict=True)
+    ]
     count = batches * trial.batch_size
     order = loop.draw(samplers, count, "precise_bn", packed=True).to(x_train.device)
     every_copy = torch.arange(len(trials), device=x_train.device)

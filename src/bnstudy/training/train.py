@@ -62,6 +62,25 @@ def _check_batch_size(trial: Trial, n: int, model: Classifier) -> None:
         )
 
 
+def start_model(trial: Trial, data: Dataset, device: str) -> tuple[Classifier, float]:
+    """``trial``'s network as it starts training, on ``device``, and its pre-training stage's
+    final loss (NaN without one): built from the trial's ``init/<module>`` streams, then the
+    stage's body (cached by the parent, the same for the whole block) replaces the body's
+    initial weights; the head stays as initialised. A trial function's ``ctx.model()``
+    starts from it too."""
+    model = build_model(
+        trial.architecture,
+        trial.head,
+        data.input_shape,
+        data.num_classes,
+        init_seed=lambda name: trial.stream_seed("init/" + name),
+        options=trial.settings(),
+        architecture_options=trial.architecture_options,
+    ).to(device)
+    stage_loss = pretrain.load_body(model, trial, device) if trial.pretrain_stage else math.nan
+    return model, stage_loss
+
+
 def run_trial(
     trial: Trial, device: str = "cpu", data_options: Mapping[str, Any] | None = None
 ) -> TrialResult:
@@ -73,17 +92,7 @@ def run_trial(
     """
     started_at, start_s = _now(), time.perf_counter()
     data = build_dataset(trial, data_options)
-    model = build_model(
-        trial.architecture,
-        trial.head,
-        data.input_shape,
-        data.num_classes,
-        init_seed=lambda name: trial.stream_seed("init/" + name),
-        options=trial.settings(),
-        architecture_options=trial.architecture_options,
-    ).to(device)
-    # A pre-trained body replaces the body's initial weights; the head stays as initialised.
-    pretrain_loss = pretrain.load_body(model, trial, device) if trial.pretrain_stage else math.nan
+    model, pretrain_loss = start_model(trial, data, device)
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     _check_batch_size(trial, len(y_train), model)
     setup = optimisation(trial, model, len(y_train))
@@ -126,8 +135,11 @@ def builtin_trial(trial: Trial, ctx: TrialContext) -> TrialResult:
     """bnstudy's built-in trial as a trial function (:mod:`bnstudy.training.context`): what
     runs when a protocol names no ``trial:``. Its BN diagnostics (PreciseBN, the BN fold
     check, the dead-unit metrics) are its own evaluation's, not assumptions about every
-    network. A protocol that names it (``trial: bnstudy.training.train:builtin_trial``) runs
-    the same training, unpacked; a function of your own may call it and add to its result."""
+    network. A protocol that names it (``trial: bnstudy.training.train:builtin_trial``) trains
+    the same way, unpacked, but not the same trials: ``trial:`` enters every trial's id and
+    pairing block (``trial_function``), so its random streams, and so its numbers, differ
+    from the same protocol without ``trial:``. A function of your own may call it and add to
+    its result."""
     return run_trial(trial, ctx.device, ctx.data_options)
 
 
@@ -353,13 +365,16 @@ def precise_bn(
 
     Every BN tracking running statistics is reset and recomputed as a cumulative average
     (:func:`recompute_bn_statistics`) over :data:`PRECISE_BN_BATCHES` training batches of the
-    training batch size, drawn by the trial's sampler from the stream ``precise_bn``.
+    training batch size, drawn by the trial's sampler from the stream ``precise_bn``; by the
+    ``instance`` sampler where the trial's is ``class_sorted``, whose single-class batches
+    would give within-class statistics (:func:`~bnstudy.training.loop.statistics_sampler`).
     """
     if not any(_tracks_stats(m) for m in model.modules()):
         return None
     precise = copy.deepcopy(model)
     batches = min(PRECISE_BN_BATCHES, len(y_train) // trial.batch_size)
-    order = sample_indices(trial, y_train, batches * trial.batch_size, "precise_bn")
+    count, kind = batches * trial.batch_size, loop.statistics_sampler(trial)
+    order = sample_indices(trial, y_train, count, "precise_bn", kind)
     batches_x = (x_train[index] for index in order.to(x_train.device).split(trial.batch_size))
     recompute_bn_statistics(precise, batches_x)
     return precise.eval()
