@@ -405,3 +405,17 @@ def test_report_exports_markdown_figures_and_latex(finished_run, capsys, monkeyp
     }
     assert list((tmp_path / "r_figures").glob("*.svg"))  # the Markdown's own figures
     assert "\\begin{tabular" in latex.read_text()
+
+
+def test_a_reader_that_leaves_early_is_no_error():
+    # `bnstudy plan p.yaml | head -1` used to end with "bnstudy: error: [Errno 32] Broken pipe".
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        f"'{sys.executable}' -m bnstudy plan protocols/quick.yaml | head -c 1",
+        shell=True,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "error" not in done.stderr, done.stderr

@@ -9,6 +9,7 @@ every trial diverged, say); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `bnstudy plan ... | head`: the reader left; not an error
+        # Point stdout at /dev/null so the interpreter's flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ProtocolError, StoreError, OSError) as exc:  # OSError: a directory, no permission
         for line in str(exc).splitlines():  # one line per problem
             print(f"bnstudy: error: {line}", file=sys.stderr)
