@@ -119,6 +119,21 @@ def test_one_checkpoint_per_block_trained_once_and_loaded_by_every_head():
     assert not all(torch.equal(w, fresh.body.state_dict()[n]) for n, w in bodies[0].items())
 
 
+
+def test_each_body_is_announced_before_and_after_it_trains():
+    # Pre-training runs before any trial reports progress; a run that pre-trains six bodies
+    # for minutes printed nothing at all before (claim5_pretrain of the second study).
+    protocol = _parse()
+    lines: list[str] = []
+    assert pretrain.ensure_checkpoints(protocol, protocol.expand(), lines.append) == 2
+    assert len(lines) == 4
+    assert lines[0].startswith("pre-training body 1/2: mlp on stage 'pre' (synthetic), seed 0")
+    assert lines[1].startswith(lines[0].removesuffix(" ...")) and " done in " in lines[1]
+    assert lines[3].startswith("pre-training body 2/2:") and " done in " in lines[3]
+    lines.clear()
+    assert pretrain.ensure_checkpoints(protocol, protocol.expand(), lines.append) == 0
+    assert lines == []  # cached bodies are not announced
+
 @dataclasses.dataclass
 class _Payload:  # any object a plain pickle would rebuild (and so could run code)
     note: str = "not data"

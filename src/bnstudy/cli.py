@@ -285,6 +285,7 @@ def _run(args: argparse.Namespace) -> int:
             execution=execution,
             extend_grid=args.extend_grid,
             on_round=print if display is None else display.message,
+            on_message=print if display is None else display.message,
         )
     finally:
         if display is not None:

@@ -171,6 +171,7 @@ def run_protocol(
     *,
     execution: Execution | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    on_message: Callable[[str], None] | None = None,
     pack_fn: PackFn | None = None,
     **options: Any,
 ) -> RunSummary:
@@ -182,8 +183,9 @@ def run_protocol(
     ``on_progress(progress)`` is called in the parent once before the first trial and after
     each trial is stored (a :class:`Progress`, counting from the trials already done);
     ``on_result(done, todo, trial, result)`` likewise after each trial, counting this run's
-    trials only. ``trial_fn`` trains one trial (a picklable function; tests substitute
-    failing ones) and ``pack_fn`` several seeds at once (default:
+    trials only. ``on_message(line)`` hears what the run does before its first trial
+    (pre-training bodies, which can take minutes). ``trial_fn`` trains one trial (a
+    picklable function; tests substitute failing ones) and ``pack_fn`` several seeds at once (default:
     ``bnstudy.training.packing.run_pack`` when ``trial_fn`` is :func:`run_trial`). A
     KeyboardInterrupt or SIGTERM stops the run; what finished is kept. Results of another
     study (another protocol name) at ``results_path`` are refused with a StoreError unless
@@ -210,7 +212,7 @@ def run_protocol(
                 "choose another results file, or adopt them on purpose (--adopt-foreign)",
             )
         protocol = with_recorded_growth(protocol, store.metadata())
-        callbacks = _Callbacks(on_result, on_progress)
+        callbacks = _Callbacks(on_result, on_progress, on_message)
         return _run_locked(protocol, store, execution, callbacks, trial_fn, pack_fn)
 
 
@@ -251,6 +253,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 class _Callbacks:
     on_result: Callable[[int, int, Trial, TrialResult], None] | None
     on_progress: Callable[[Progress], None] | None
+    on_message: Callable[[str], None] | None = None
 
 
 def _run_locked(
@@ -268,7 +271,7 @@ def _run_locked(
         store.path, total=len(trials), skipped=len(trials) - len(todo), execution=execution
     )
     data_options = prepare_datasets(protocol, {t.dataset for t in todo})
-    trained = _pretrain(protocol, todo)
+    trained = _pretrain(protocol, todo, callbacks.on_message)
     if trained:
         summary.notes.append(
             f"pre-trained {trained} bod{'y' if trained == 1 else 'ies'} (cached for resumes)"
@@ -411,14 +414,16 @@ def _note_once(notes: list[str], note: str) -> None:
         notes.append(note)
 
 
-def _pretrain(protocol: Protocol, todo: list[Trial]) -> int:
+def _pretrain(
+    protocol: Protocol, todo: list[Trial], say: Callable[[str], None] | None = None
+) -> int:
     """Train the bodies ``todo`` loads, before any trial: every arm loads them. Imported only
     then: pre-training needs torch, which the parent otherwise does without."""
     if not any(t.pretrain_stage for t in todo):
         return 0
     from bnstudy.training.pretrain import ensure_checkpoints
 
-    return ensure_checkpoints(protocol, todo)
+    return ensure_checkpoints(protocol, todo, say)
 
 
 def prepare_datasets(protocol: Protocol, names: set[str]) -> dict[str, dict[str, Any]]:

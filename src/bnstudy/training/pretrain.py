@@ -27,8 +27,9 @@ import hashlib
 import json
 import math
 import pickle
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,36 +184,54 @@ def load_body(model: torch.nn.Module, trial: Trial, device: str = "cpu") -> floa
     return float(content["train_loss"])
 
 
-def ensure_checkpoints(protocol: Protocol, trials: Iterable[Trial]) -> int:
+def ensure_checkpoints(
+    protocol: Protocol, trials: Iterable[Trial], say: Callable[[str], None] | None = None
+) -> int:
     """Train and cache every body ``trials`` need that is not cached yet; how many were trained.
 
     Runs in the parent before the trials. A cached file that cannot be read is rebuilt.
+    ``say(line)`` hears a line per body before and after it trains (each can take minutes,
+    and no trial reports progress until they are done).
     """
     needed: dict[Path, Trial] = {}
     for trial in trials:
         if trial.pretrain_stage:
             needed.setdefault(checkpoint_path(trial), trial)
-    trained = 0
-    for path, trial in needed.items():
-        if path.exists():
-            try:
-                load_checkpoint(path)
-                continue
-            except CheckpointError:
-                path.unlink(missing_ok=True)  # rebuilt below, once
+    missing = [(path, trial) for path, trial in needed.items() if not _readable(path)]
+    for count, (path, trial) in enumerate(missing, 1):
         options = protocol.stage_options(trial.pretrain)
         try:
             prepare_dataset(stage_trial(trial).dataset, options)
         except DatasetError as exc:
             raise ProtocolError(f"pretraining.{trial.pretrain}: {exc}") from None
+        what = (
+            f"pre-training body {count}/{len(missing)}: {trial.architecture} on stage "
+            f"{trial.pretrain!r} ({stage_trial(trial).dataset}), seed {trial.seed}"
+        )
+        if say is not None:
+            say(f"{what} ...")
+        start = time.perf_counter()
         body, train_loss = train_body(trial, options)
         save_checkpoint(path, trial, body, train_loss)
         try:  # what the workers will do; a second failure is no longer a stale file
             load_checkpoint(path)
         except CheckpointError as exc:
             raise ProtocolError(f"pretraining.{trial.pretrain}: {exc}") from None
-        trained += 1
-    return trained
+        if say is not None:
+            say(f"{what}: done in {time.perf_counter() - start:.1f} s")
+    return len(missing)
+
+
+def _readable(path: Path) -> bool:
+    """Whether a cached body can be used as it is; an unreadable file is removed (rebuilt)."""
+    if not path.exists():
+        return False
+    try:
+        load_checkpoint(path)
+        return True
+    except CheckpointError:
+        path.unlink(missing_ok=True)
+        return False
 
 
 def body_mismatch(
