@@ -119,7 +119,6 @@ def test_one_checkpoint_per_block_trained_once_and_loaded_by_every_head():
     assert not all(torch.equal(w, fresh.body.state_dict()[n]) for n, w in bodies[0].items())
 
 
-
 def test_each_body_is_announced_before_and_after_it_trains():
     # Pre-training runs before any trial reports progress; a run that pre-trains six bodies
     # for minutes printed nothing at all before (claim5_pretrain of the second study).
@@ -133,6 +132,7 @@ def test_each_body_is_announced_before_and_after_it_trains():
     lines.clear()
     assert pretrain.ensure_checkpoints(protocol, protocol.expand(), lines.append) == 0
     assert lines == []  # cached bodies are not announced
+
 
 @dataclasses.dataclass
 class _Payload:  # any object a plain pickle would rebuild (and so could run code)

@@ -185,8 +185,8 @@ def run_protocol(
     ``on_result(done, todo, trial, result)`` likewise after each trial, counting this run's
     trials only. ``on_message(line)`` hears what the run does before its first trial
     (pre-training bodies, which can take minutes). ``trial_fn`` trains one trial (a
-    picklable function; tests substitute failing ones) and ``pack_fn`` several seeds at once (default:
-    ``bnstudy.training.packing.run_pack`` when ``trial_fn`` is :func:`run_trial`). A
+    picklable function; tests substitute failing ones) and ``pack_fn`` several seeds at once
+    (default: ``bnstudy.training.packing.run_pack`` when ``trial_fn`` is :func:`run_trial`). A
     KeyboardInterrupt or SIGTERM stops the run; what finished is kept. Results of another
     study (another protocol name) at ``results_path`` are refused with a StoreError unless
     ``adopt_foreign`` is true; then they are kept and the file becomes this study's.
