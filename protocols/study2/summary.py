@@ -63,11 +63,38 @@ def main() -> None:
         print(_regimes(analysis.regimes), "\n")
         print(_conditions(analysis), "\n")
         print(_edges(analysis), "\n")
+        if name.startswith("claim5"):
+            print(inactive_levels(table, analysis.design.treatment), "\n")
 
 
 def anchor_table(path: Path) -> str:
     """Plain- and BN-head test accuracy per network (mean ± SD over seeds) next to the paper's."""
     return ANCHOR.markdown(ANCHOR.summary(pd.read_parquet(path)))
+
+
+def inactive_levels(table: pd.DataFrame, treatment: str) -> str:
+    """Claim 5's level: the plain network's per-input inactive fraction of the FC's input
+    units (mean ± SD over seeds, %), per condition and arm, each at the learning rate with
+    the best mean validation balanced accuracy over the seeds (descriptive: chosen and
+    reported on the same seeds), beside the fraction dead for every input."""
+    ok = table[table["status"] == "ok"]
+    keys = list(dict.fromkeys(["architecture", "dataset", "hidden_width", treatment]))
+    rows = []
+    for key, g in ok.groupby(keys, sort=True):
+        best_lr = g.groupby("lr")["val_balanced_acc"].mean().idxmax()
+        at = g[g["lr"] == best_lr]
+        inactive, dead = 100 * at["head_inactive_frac"], 100 * at["head_dead_frac"]
+        rows.append(
+            [
+                *key,
+                best_lr,
+                f"{inactive.mean():.1f} ± {inactive.std(ddof=1):.1f}",
+                f"{dead.mean():.1f} ± {dead.std(ddof=1):.1f}",
+                len(at),
+            ]
+        )
+    header = [*keys, "best lr", "inactive per input, %", "dead for every input, %", "seeds"]
+    return FIRST.markdown(header, rows)
 
 
 def _hypotheses(hyp: pd.DataFrame | None) -> str:
