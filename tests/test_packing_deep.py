@@ -23,14 +23,14 @@ Two levels, as for the small networks (``test_packing_models.py``, ``test_packin
 """
 
 import dataclasses
-import zlib
 
 import pytest
 import torch
 
+import test_packing_models as packing_models
 from bnstudy.execution import runner
 from bnstudy.execution.tasks import choose_packing
-from bnstudy.models import build_model, head_names
+from bnstudy.models import head_names
 from bnstudy.models.packed import copy_view, pack_inputs, pack_models
 from bnstudy.spec.trial import Trial
 from bnstudy.training import loop, packing, train
@@ -49,17 +49,8 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
 
 
 def models_for(architecture: str, head: str = "bn", device: str = "cpu") -> list[torch.nn.Module]:
-    """K models of one architecture and head, with different weights (seeds)."""
-    return [
-        build_model(
-            architecture,
-            head,
-            SHAPES[architecture],
-            10,
-            lambda name, k=k: zlib.crc32(f"{k}/{name}".encode()),
-        ).to(device)
-        for k in range(K)
-    ]
+    """K models of one deep architecture and head, with different weights (seeds)."""
+    return packing_models.models_for(architecture, head, device, shapes=SHAPES, k=K)
 
 
 def test_the_deep_bodies_are_packable():

@@ -25,17 +25,20 @@ def float64():
     torch.set_default_dtype(dtype)
 
 
-def models_for(architecture: str, head: str, device: str = "cpu") -> list[nn.Module]:
-    """K models of one architecture and head, with different weights (seeds)."""
+def models_for(
+    architecture: str, head: str, device: str = "cpu", shapes: dict | None = None, k: int = K
+) -> list[nn.Module]:
+    """``k`` models of one architecture and head, with different weights (seeds), built for
+    the input shape ``shapes`` (default this file's ``SHAPES``) gives the architecture."""
     return [
         build_model(
             architecture,
             head,
-            SHAPES[architecture],
+            (shapes or SHAPES)[architecture],
             10,
-            lambda name, k=k: zlib.crc32(f"{k}/{name}".encode()),
+            lambda name, copy=copy: zlib.crc32(f"{copy}/{name}".encode()),
         ).to(device)
-        for k in range(K)
+        for copy in range(k)
     ]
 
 
