@@ -63,28 +63,9 @@ def test_the_deep_bodies_are_packable():
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("architecture", list(SHAPES))
 def test_packed_deep_body_equals_k_separate_models(float64, architecture, device):
-    models = models_for(architecture, device=device)
-    packed = pack_models(models)
-    x = torch.randn(8, K, *SHAPES[architecture], device=device)  # copy k's own batch of 8
-    for mode in (True, False):
-        packed.train(mode)
-        for model in models:
-            model.train(mode)
-        logits = packed(pack_inputs(x)).view(8, K, 10)
-        separate = torch.stack([model(x[:, k]) for k, model in enumerate(models)], dim=1)
-        torch.testing.assert_close(logits, separate, rtol=0, atol=1e-12)
-        # Different weights per copy: each loss reaches only its own copy's gradients.
-        weights = torch.arange(1.0, K + 1, device=device)
-        (logits.square().mean(dim=(0, 2)) * weights).sum().backward()
-        (separate.square().mean(dim=(0, 2)) * weights).sum().backward()
-    own = dict(packed.named_parameters())
-    for k, model in enumerate(models):
-        for name, parameter in model.named_parameters():
-            packed_grad = copy_view(own[name].grad, K, k)
-            torch.testing.assert_close(packed_grad, parameter.grad.flatten(), atol=1e-12, rtol=0)
-        for name, buffer in model.named_buffers():  # BN running statistics after the steps
-            packed_buffer = copy_view(packed.get_buffer(name), K, k)
-            torch.testing.assert_close(packed_buffer, buffer.reshape(packed_buffer.shape))
+    packing_models.assert_packed_equals_separate(
+        models_for(architecture, device=device), SHAPES[architecture], device
+    )
 
 
 @pytest.mark.parametrize("architecture", ["resnet20", "preact_resnet20"])

@@ -55,9 +55,17 @@ def test_every_packable_architecture_is_covered_here():
 def test_packed_forward_backward_and_bn_updates_equal_k_separate_models(
     float64, architecture, head, device
 ):
-    models = models_for(architecture, head, device)
+    assert_packed_equals_separate(
+        models_for(architecture, head, device), SHAPES[architecture], device
+    )
+
+
+def assert_packed_equals_separate(models: list[nn.Module], shape: tuple, device: str) -> None:
+    """The packed module of ``models`` against the models one by one, in train and eval mode:
+    logits equal, each copy's gradients its own model's (per-copy loss weights), and the BN
+    running statistics after the steps."""
     packed = pack_models(models)
-    x = torch.randn(8, K, *SHAPES[architecture], device=device)  # copy k's own batch of 8
+    x = torch.randn(8, K, *shape, device=device)  # copy k's own batch of 8
     for mode in ("train", "eval"):
         packed.train(mode == "train")
         for model in models:
