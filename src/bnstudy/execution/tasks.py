@@ -96,38 +96,26 @@ def choose_packing(
             "every trial trains on its own"
         )
         return None, None
-    pretrained = [t for t in todo if t.pretrain_stage]
-    if pretrained:
+    unpacked: dict[str, list[Trial]] = {}
+    for trial in todo:
+        if (reason := _why_unpacked(trial, packing.packable)) is not None:
+            unpacked.setdefault(reason, []).append(trial)
+    if pretrained := unpacked.get("pretrained"):
         notes.append(
-            f"packing does not support pre-trained bodies: those {len(pretrained)} trial"
-            f"{'s' if len(pretrained) > 1 else ''} train one at a time"
+            f"packing does not support pre-trained bodies: those {_trials(pretrained)} train "
+            "one at a time"
         )
-    dropped = [t for t in todo if t.dropout > 0 and not t.pretrain_stage]
-    if dropped:
+    if dropped := unpacked.get("dropout"):
         notes.append(
-            f"packing does not support head dropout: those {len(dropped)} trial"
-            f"{'s' if len(dropped) > 1 else ''} train one at a time"
+            f"packing does not support head dropout: those {_trials(dropped)} train one at a time"
         )
-    own = [
-        t
-        for t in todo
-        if not t.pretrain_stage and t.dropout == 0 and t.optimizer not in BUILTIN_OPTIMIZERS
-    ]
-    if own:
+    if own := unpacked.get("optimizer"):
         names = ", ".join(sorted({t.optimizer for t in own}))
         notes.append(
-            f"packing runs bnstudy's own optimisers only: those {len(own)} trial"
-            f"{'s' if len(own) > 1 else ''} with {names} train one at a time"
+            f"packing runs bnstudy's own optimisers only: those {_trials(own)} with {names} "
+            "train one at a time"
         )
-    refused = [
-        t
-        for t in todo
-        if not t.pretrain_stage
-        and t.dropout == 0
-        and t.optimizer in BUILTIN_OPTIMIZERS
-        and not packing.packable(t)
-    ]
-    if refused:
+    if refused := unpacked.get("layers"):
         heads: dict[str, set[str]] = {}
         for trial in refused:
             heads.setdefault(trial.architecture, set()).add(trial.head)
@@ -137,7 +125,24 @@ def choose_packing(
         )
         notes.append(
             f"packing does not support {what}: "
-            f"{'its' if len(refused) == 1 else 'those'} {len(refused)} trial"
-            f"{'s' if len(refused) > 1 else ''} train one at a time"
+            f"{'its' if len(refused) == 1 else 'those'} {_trials(refused)} train one at a time"
         )
     return packing.run_pack, packing.packable
+
+
+def _why_unpacked(trial: Trial, packable: Callable[[Trial], bool]) -> str | None:
+    """Why ``trial`` trains alone under packing (the first reason that applies), or None."""
+    if trial.pretrain_stage:
+        return "pretrained"
+    if trial.dropout > 0:
+        return "dropout"
+    if trial.optimizer not in BUILTIN_OPTIMIZERS:
+        return "optimizer"
+    if not packable(trial):
+        return "layers"
+    return None
+
+
+def _trials(trials: list[Trial]) -> str:
+    """``1 trial`` or ``N trials``."""
+    return f"{len(trials)} trial{'s' if len(trials) > 1 else ''}"
