@@ -13,12 +13,14 @@ at an edge of its grid.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
 import pandas as pd
 
-from bnstudy import study
+from bnstudy import stats, study
+from bnstudy.spec.design import MetricDesign
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOLS = [
@@ -65,6 +67,8 @@ def main() -> None:
         print(_edges(analysis), "\n")
         if name.startswith("claim5"):
             print(inactive_levels(table, analysis.design.treatment), "\n")
+        if name == "claim3_fail":
+            print(not_learned(table, analysis.design), "\n")
 
 
 def anchor_table(path: Path) -> str:
@@ -95,6 +99,26 @@ def inactive_levels(table: pd.DataFrame, treatment: str) -> str:
         )
     header = [*keys, "best lr", "inactive per input, %", "dead for every input, %", "seeds"]
     return FIRST.markdown(header, rows)
+
+
+def not_learned(table: pd.DataFrame, design) -> str:
+    """Claim 3 read as its words: "it would not learn". Exploratory, defined after the
+    results were read (the registered ``failure`` counts statuses, and BN networks that
+    predict at chance end ok): the paired difference in the share of trials that did not
+    learn (``not_learned``: failed, or balanced accuracy below 19% on 10 classes), each arm
+    at its own cross-fitted best learning rate, per condition. Not a registered hypothesis
+    and outside the Holm family: a description."""
+    design = dataclasses.replace(design, metrics={"not_learned": MetricDesign("lower", None)})
+    per_condition = stats.analyze(table, design).per_condition
+    tuned = per_condition[per_condition["estimand"] == "tuned"]
+    # No CI: a t interval on 6 pairs of 0/1 outcomes runs past ±100 pp; +100 is "BN did not
+    # learn in every pair and plain learned in each".
+    rows = [[r.condition, f"{r.estimate:+.1f}", r.n_pairs] for r in tuned.itertuples(index=False)]
+    header = ["condition", "bn − plain, share that did not learn (pp)", "pairs"]
+    return (
+        "Exploratory (defined after the results; not registered): did not learn, "
+        "each arm at its own best learning rate\n\n" + FIRST.markdown(header, rows)
+    )
 
 
 def _hypotheses(hyp: pd.DataFrame | None) -> str:

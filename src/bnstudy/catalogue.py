@@ -35,6 +35,18 @@ class MetricInfo:
     #: declared score: ``failure`` is defined for every trial, and a diverged network's dead
     #: units are no number to stand in for (its trial drops out, as it does in the levels).
     imputed: bool = True
+    #: The largest stored value the analysis counts (None: no ceiling); a trial above it
+    #: counts at it, and the analysis notes how many did. See :data:`NLL_CEILING`.
+    ceiling: float | None = None
+
+
+#: A trial's nll counts at most -log(float32 eps) = 15.9 nats, the loss of a network that
+#: gives every test example's true class the smallest probability float32 tells from zero
+#: next to 1 (scikit-learn's ``log_loss`` clips probabilities at the same eps). Without it a
+#: network whose eval-mode logits run to 1e19 (BN's running statistics far from its batch
+#: statistics) but which never diverged brings 1e19 nats, and one such trial decides every
+#: mean and CI it enters; a diverged trial, by contrast, scores chance (2.3 nats).
+NLL_CEILING = -math.log(2.0**-23)
 
 
 def _one_in(num_classes: int) -> float:
@@ -53,7 +65,14 @@ METRICS: dict[str, MetricInfo] = {
         "higher", scale=100.0, unit="pp", default_margin=1.0, chance=_one_in
     ),
     "ece": MetricInfo("lower", **_PP),
-    "nll": MetricInfo("lower", scale=1.0, unit="nats", default_margin=0.02, chance=math.log),
+    "nll": MetricInfo(
+        "lower",
+        scale=1.0,
+        unit="nats",
+        default_margin=0.02,
+        chance=math.log,
+        ceiling=NLL_CEILING,
+    ),
     "brier": MetricInfo(
         "lower", scale=1.0, unit="", default_margin=0.005, chance=lambda c: 1.0 - 1.0 / c
     ),
@@ -71,7 +90,14 @@ METRICS: dict[str, MetricInfo] = {
     # never the test set. NaN where the dataset has no validation split.
     "val_acc": MetricInfo("higher", **_PP, chance=_one_in),
     "val_balanced_acc": MetricInfo("higher", **_PP, chance=_one_in),
-    "val_nll": MetricInfo("lower", scale=1.0, unit="nats", default_margin=0.02, chance=math.log),
+    "val_nll": MetricInfo(
+        "lower",
+        scale=1.0,
+        unit="nats",
+        default_margin=0.02,
+        chance=math.log,
+        ceiling=NLL_CEILING,
+    ),
     "val_balanced_acc_precise": MetricInfo("higher", **_PP, chance=_one_in),
     # Fraction of the head's hidden ReLU units (the units feeding the final FC) inactive on
     # every test input, in pp; NaN for heads without hidden units. A metric (not only
@@ -88,12 +114,26 @@ METRICS: dict[str, MetricInfo] = {
     # else 0; derived from ``status`` before analysis (see DERIVED_METRICS). In pp, so an
     # effect reads as a difference in failure rate.
     "failure": MetricInfo("lower", scale=100.0, unit="pp", default_margin=None, imputed=False),
+    # 1 when the trial failed or its balanced accuracy is below chance + LEARNED_SHARE of the
+    # way from chance to perfect, else 0: "it would not learn", which a network can do while
+    # its status is ok (predicting at chance without collapsing onto one class). Derived.
+    "not_learned": MetricInfo(
+        "lower", scale=100.0, unit="pp", default_margin=None, imputed=False
+    ),
 }
+
+#: ``not_learned``'s line: a trial learned if its balanced accuracy recovers more than this
+#: share of the way from chance (1/C) to perfect (19% for 10 classes, 55% for 2).
+LEARNED_SHARE = 0.1
 
 #: Metrics of :data:`METRICS` that training does not record: the analysis derives them from
 #: other columns of the results table (``stats.derived.with_derived_metrics``).
 DERIVED_METRICS: dict[str, str] = {
     "failure": "1 when the trial's status is not ok (a failure of any kind), else 0",
+    "not_learned": (
+        "1 when the trial's status is not ok or its balanced accuracy is below chance + 10% "
+        "of the way from chance to perfect, else 0"
+    ),
 }
 
 #: Everything else a trial records (name -> meaning). Every trial result holds every key of

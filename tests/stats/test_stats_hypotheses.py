@@ -205,3 +205,25 @@ def test_a_quantified_claim_without_evidence_is_inconclusive():
     assert list(rows["verdict"]) == ["inconclusive", "inconclusive"]
     exploratory = evaluate(table, protocol, [hyp("x", quantifier="any")], registered=None)
     assert exploratory.loc["x", "verdict"] == "inconclusive" + EXPLORATORY_VERDICT
+
+
+def test_not_learned_counts_failures_and_ok_trials_at_chance():
+    """A network can end ok and predict at chance: "it would not learn" counts it, failure
+    does not. The line for 10 classes is 10% + 0.1 * 90% = 19% balanced accuracy."""
+    protocol = grid_protocol(4, **GRID)
+    table = simulate_results(protocol, effect=0.0, sigma=0.5, seed=6)
+    bn = (table["head"] == "bn").to_numpy()
+    seed = table["seed"].to_numpy()
+    table.loc[bn & (seed == 0), "status"] = "diverged"
+    table.loc[bn & (seed == 1), "balanced_acc"] = 0.185  # ok, just under the line
+    table.loc[bn & (seed == 2), "balanced_acc"] = 0.195  # ok, just over it
+    assert table["class_counts"].map(len).eq(10).all()
+    derived = with_derived_metrics(table)
+    assert derived.loc[bn & (seed == 0), "not_learned"].eq(1.0).all()
+    assert derived.loc[bn & (seed == 1), "not_learned"].eq(1.0).all()
+    assert derived.loc[bn & (seed == 1), "failure"].eq(0.0).all()
+    assert derived.loc[bn & (seed == 2), "not_learned"].eq(0.0).all()
+    assert derived.loc[~bn, "not_learned"].eq(0.0).all()  # simulated accuracies are far above
+    rows = evaluate(table, protocol, [hyp("nl", metric="not_learned", margin=None)])
+    assert rows.loc["nl", "estimate"] == pytest.approx(50.0)  # 2 of 4 bn seeds, pp
+    assert rows.loc["nl", "unit"] == "pp"

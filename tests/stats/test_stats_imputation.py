@@ -158,3 +158,23 @@ def test_undefined_metric_is_not_imputed():
     table["minority_recall"] = np.nan
     _set(table, table["seed"] == 0, "diverged")
     assert paired_differences(table, protocol, "minority_recall", "bn").n_pairs == 0
+
+
+def test_a_runaway_nll_counts_at_the_ceiling_in_both_populations():
+    """One ok trial at 1e19 nats (eval-mode logits run away without diverging) would decide
+    the mean; it counts at nll's ceiling, -log(float32 eps), and a note says so."""
+    from bnstudy.catalogue import NLL_CEILING
+
+    protocol = grid_protocol(5, **ONE_CONDITION)
+    table = simulate_results(protocol, effect=0.0, seed=3)
+    table["nll"] = 0.5
+    runaway = _rows(table, "bn", [0])
+    table.loc[runaway, "nll"] = 1e19
+    for population in ("intention-to-treat", "ok only"):
+        scored = score_trials(table, "nll", [], population)
+        assert scored.values[runaway.to_numpy()] == pytest.approx([NLL_CEILING])
+        assert np.all(scored.values[~runaway.to_numpy()] == 0.5)
+        assert any("1 trial(s) measured nll above 15.94 nats (up to 1e+19)" in n for n in scored.notes)
+    assert NLL_CEILING == pytest.approx(-math.log(np.finfo(np.float32).eps))
+    # A metric without a ceiling keeps its values: balanced accuracy is bounded by nature.
+    assert not score_trials(table, "balanced_acc", []).notes

@@ -7,9 +7,11 @@ metric (``analysis.metrics``, a hypothesis' ``metric``).
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from bnstudy.catalogue import OK
+from bnstudy.catalogue import LEARNED_SHARE, OK
+from bnstudy.stats.imputation import num_classes
 
 
 def with_derived_metrics(table: pd.DataFrame) -> pd.DataFrame:
@@ -18,7 +20,23 @@ def with_derived_metrics(table: pd.DataFrame) -> pd.DataFrame:
     ``failure``: 1.0 when the trial did not end ok (collapsed, diverged, failed, timed out,
     out of memory), else 0.0. Recomputed from ``status`` even when a column of that name
     exists, so it can never disagree with the status.
+
+    ``not_learned``: 1.0 when the trial failed or its balanced accuracy is below
+    ``1/C + LEARNED_SHARE * (1 - 1/C)`` (C classes, from the row's ``class_counts``, else the
+    table's most common C), else 0.0; NaN for an ok trial whose C or balanced accuracy is
+    unknown.
     """
     if "status" not in table.columns:
         return table
-    return table.assign(failure=(table["status"].astype(str) != OK).astype(float))
+    failed = (table["status"].astype(str) != OK).to_numpy()
+    out = table.assign(failure=failed.astype(float))
+    if "balanced_acc" not in table.columns:
+        return out
+    classes = num_classes(table, np.zeros(len(table), int)).astype(float)
+    chance = np.where(classes > 0, 1.0 / np.where(classes > 0, classes, 1.0), np.nan)
+    line = chance + LEARNED_SHARE * (1.0 - chance)
+    acc = pd.to_numeric(table["balanced_acc"], errors="coerce").to_numpy(dtype=float)
+    known = np.isfinite(acc) & np.isfinite(line)
+    below = np.where(known, acc < np.where(known, line, 0.0), False)
+    not_learned = np.where(failed | below, 1.0, np.where(known, 0.0, np.nan))
+    return out.assign(not_learned=not_learned)

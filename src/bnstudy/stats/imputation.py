@@ -16,6 +16,9 @@ Intention to treat (the primary analysis): a head that makes the network collaps
   trial (e.g. minority recall on balanced data). A pairing block whose arms both lack metrics
   is left out of the comparison by :func:`~bnstudy.stats.paired.paired_differences`.
 
+In both populations a value above the metric's ceiling (``MetricInfo.ceiling``: nll's is
+15.9 nats) counts at the ceiling, with a note, so that one runaway trial cannot decide a mean.
+
 "ok only" (the sensitivity analysis, and the behaviour before intention to treat): only
 trials with status ok and a finite value count.
 """
@@ -75,22 +78,28 @@ def score_trials(
     if failed_score not in ("chance", "worst"):
         raise ValueError(f"unknown failed_score {failed_score!r}; allowed: chance, worst")
     n = len(table)
-    raw = pd.to_numeric(table[metric], errors="coerce").to_numpy(dtype=float)
+    raw, notes = _at_most_ceiling(
+        metric, pd.to_numeric(table[metric], errors="coerce").to_numpy(dtype=float)
+    )
     status = table["status"].astype(str).to_numpy()
     finite = np.isfinite(raw)
     rule = np.full(n, "", dtype=object)
     if population == OK_ONLY:
         keep = (status == OK) & finite
-        return Scored(population, np.where(keep, raw, np.nan), np.zeros(n, bool), rule)
+        return Scored(
+            population, np.where(keep, raw, np.nan), np.zeros(n, bool), rule, tuple(notes)
+        )
 
     if metric in METRICS and not METRICS[metric].imputed:
         # Defined for every trial (``failure``): a failed trial's value *is* its outcome.
-        return Scored(population, np.where(finite, raw, np.nan), np.zeros(n, bool), rule)
+        return Scored(
+            population, np.where(finite, raw, np.nan), np.zeros(n, bool), rule, tuple(notes)
+        )
     measured = np.isin(status, MEASURED_STATUSES)
     values = np.where(measured & finite, raw, np.nan)
     need = ~measured
     if not need.any():
-        return Scored(population, values, np.zeros(n, bool), rule)
+        return Scored(population, values, np.zeros(n, bool), rule, tuple(notes))
 
     info = METRICS[metric]
     direction = direction or info.direction
@@ -104,7 +113,6 @@ def score_trials(
     has_measured = pd.Series(measured).groupby(cond).transform("any").to_numpy()
     # Measured trials exist but none has a value: the metric is undefined in this condition.
     defined = has_value | ~has_measured
-    notes: list[str] = []
 
     use_worst = need & defined
     if failed_score == "chance":
@@ -122,6 +130,23 @@ def score_trials(
             f"{metric}: no score can be imputed and their blocks drop out"
         )
     return Scored(population, values, imputed, rule, tuple(notes))
+
+
+def _at_most_ceiling(metric: str, raw: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """``raw`` with every value above the metric's ceiling (``MetricInfo.ceiling``) brought
+    down to it, and a note saying how many were (an empty list where none was)."""
+    info = METRICS.get(metric)
+    if info is None or info.ceiling is None:
+        return raw, []
+    above = np.isfinite(raw) & (raw > info.ceiling)
+    if not above.any():
+        return raw, []
+    note = (
+        f"{int(above.sum())} trial(s) measured {metric} above {info.ceiling:.4g} {info.unit} "
+        f"(up to {np.max(raw[above]):.3g}) and count at {info.ceiling:.4g}, the metric's "
+        "ceiling"
+    ).replace("  ", " ")
+    return np.where(above, info.ceiling, raw), [note]
 
 
 def _score_at_chance(
@@ -142,7 +167,7 @@ def _score_at_chance(
             "take the worst value measured in their condition instead"
         )
         return want
-    classes = _num_classes(table, cond)
+    classes = num_classes(table, cond)
     known = want & (classes > 0)
     values[known] = [chance(int(c)) for c in classes[known]]
     rule[known] = "chance"
@@ -156,7 +181,7 @@ def _score_at_chance(
     return left
 
 
-def _num_classes(table: pd.DataFrame, cond: np.ndarray) -> np.ndarray:
+def num_classes(table: pd.DataFrame, cond: np.ndarray) -> np.ndarray:
     """C per row: the row's class_counts length, else its condition's, else the table's most
     common one; 0 where unknown."""
     if "class_counts" not in table.columns:
