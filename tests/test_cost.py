@@ -65,6 +65,20 @@ def test_estimate_is_the_hand_computation(table: Path):
     ]
 
 
+def test_trials_the_runner_cannot_pack_are_priced_one_at_a_time(table: Path):
+    """A plugin's optimiser (like a plugin network, a pre-trained body or head dropout) makes
+    the runner train each trial alone, so the packed estimate prices six K=1 runs."""
+    import dataclasses
+
+    protocol = parse_protocol(PROTOCOL, known=study.known_names())
+    cnn = [t for t in protocol.expand() if t.architecture == "cnn"]
+    alone = [dataclasses.replace(t, optimizer="my_lab_lion") for t in cnn]
+    (gpu, _) = estimate(protocol, trials=alone, table=table, pack=16)
+    assert gpu.packed_s == pytest.approx(gpu.unpacked_s) == pytest.approx(6 * 12 * 4.0 / 1e3)
+    (packed, _) = estimate(protocol, trials=cnn, table=table, pack=16)
+    assert packed.packed_s == pytest.approx(2 * 12 * 8.0 / 1e3)  # two packs of three
+
+
 def test_steps_follow_the_trial_settings(table: Path):
     text = PROTOCOL.replace("epochs: 2", "steps: 100")
     (gpu, _) = estimate(parse_protocol(text, known=study.known_names()), table=table)

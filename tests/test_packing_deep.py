@@ -34,7 +34,7 @@ from bnstudy.models import head_names
 from bnstudy.models.packed import copy_view, pack_inputs, pack_models
 from bnstudy.spec.trial import Trial
 from bnstudy.training import loop, packing, train
-from bnstudy.training.packing import PACKABLE_ARCHITECTURES
+from bnstudy.training.packable import PACKABLE_ARCHITECTURES
 from test_packing import compare, trained  # noqa: F401 (trained: a fixture)
 
 #: The deep bodies and the input shape their packed modules are checked on here.

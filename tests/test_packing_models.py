@@ -8,9 +8,17 @@ from torch import nn
 
 from bnstudy.models import build_model
 from bnstudy.models.packed import copy_view, load_copy, pack_inputs, pack_models
-from bnstudy.training.packing import PACKABLE_ARCHITECTURES, PACKABLE_HEADS
+from bnstudy.training.packable import PACKABLE_ARCHITECTURES, PACKABLE_HEADS
 
-SHAPES = {"cnn": (3, 16, 16), "cnn_flatten": (3, 16, 16), "cnn1d": (1, 40), "mlp": (3, 16, 16)}
+SHAPES = {
+    "cnn": (3, 16, 16),
+    "cnn_flatten": (3, 16, 16),
+    "cnn1d": (1, 40),
+    "mlp": (3, 16, 16),
+    "linear": (1, 40),
+    "mnist1d_mlp": (1, 40),
+    "mnist1d_cnn": (1, 40),
+}
 K = 3
 #: The CPU always; CUDA where there is one (grouped convolutions there are cuDNN's).
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(

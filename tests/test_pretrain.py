@@ -15,7 +15,7 @@ from bnstudy.models import build_model
 from bnstudy.spec.errors import ProtocolError
 from bnstudy.spec.loading import parse_protocol
 from bnstudy.training import pretrain
-from bnstudy.training.packing import packable
+from bnstudy.training.packable import packable
 
 TINY = """\
 name: tiny

@@ -117,9 +117,7 @@ METRICS: dict[str, MetricInfo] = {
     # 1 when the trial failed or its balanced accuracy is below chance + LEARNED_SHARE of the
     # way from chance to perfect, else 0: "it would not learn", which a network can do while
     # its status is ok (predicting at chance without collapsing onto one class). Derived.
-    "not_learned": MetricInfo(
-        "lower", scale=100.0, unit="pp", default_margin=None, imputed=False
-    ),
+    "not_learned": MetricInfo("lower", scale=100.0, unit="pp", default_margin=None, imputed=False),
 }
 
 #: ``not_learned``'s line: a trial learned if its balanced accuracy recovers more than this

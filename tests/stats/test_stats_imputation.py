@@ -174,7 +174,9 @@ def test_a_runaway_nll_counts_at_the_ceiling_in_both_populations():
         scored = score_trials(table, "nll", [], population)
         assert scored.values[runaway.to_numpy()] == pytest.approx([NLL_CEILING])
         assert np.all(scored.values[~runaway.to_numpy()] == 0.5)
-        assert any("1 trial(s) measured nll above 15.94 nats (up to 1e+19)" in n for n in scored.notes)
-    assert NLL_CEILING == pytest.approx(-math.log(np.finfo(np.float32).eps))
+        assert any(
+            "1 trial(s) measured nll above 15.94 nats (up to 1e+19)" in n for n in scored.notes
+        )
+    assert pytest.approx(-math.log(np.finfo(np.float32).eps)) == NLL_CEILING
     # A metric without a ceiling keeps its values: balanced accuracy is bounded by nature.
     assert not score_trials(table, "balanced_acc", []).notes

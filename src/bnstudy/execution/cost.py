@@ -38,6 +38,7 @@ from bnstudy.data import (
 from bnstudy.execution.plan import AUTO_PACK
 from bnstudy.execution.tasks import make_tasks
 from bnstudy.spec.trial import ALL_TRAIN, Trial
+from bnstudy.training.packable import packable
 
 if TYPE_CHECKING:
     from bnstudy.spec.protocol import Protocol
@@ -246,8 +247,9 @@ def estimate(
                 est.unpacked_s += steps[t.trial_id] * ms / 1e3
         if est.kind == "gpu" and pack > 1 and any(r.pack > 1 for r in measured):
             est.pack = pack
-            # Pre-trained bodies and head dropout run alone (tasks.choose_packing).
-            tasks = make_tasks(trials, pack, lambda t: not t.pretrain_stage and t.dropout == 0)
+            # What the runner cannot pack runs alone (tasks.choose_packing): plugin networks,
+            # pre-trained bodies, head dropout, a plugin's optimiser.
+            tasks = make_tasks(trials, pack, packable)
             for task in tasks:
                 t = task[0]
                 ms = step_ms(measured, t.architecture, facts[t.dataset][0], t.batch_size, len(task))

@@ -35,7 +35,7 @@ Any other layer type raises ``TypeError``: packing is exact only for layers know
 copy, so a new layer needs a packed counterpart here (and the equivalence test) first.
 Containers are not read: that a body's ``forward`` only chains its children and adds
 their outputs (no reshape across channels) is vouched for by
-:data:`bnstudy.training.packing.PACKABLE_ARCHITECTURES` and its equivalence tests, not here.
+:data:`bnstudy.training.packable.PACKABLE_ARCHITECTURES` and its equivalence tests, not here.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ from bnstudy.spec.trial import Trial
 from bnstudy.training import loop, losses
 from bnstudy.training import metrics as M
 from bnstudy.training.loop import optimisation
-from bnstudy.training.optimizers import BUILTIN as BUILTIN_OPTIMIZERS
+from bnstudy.training.packable import PACKABLE_ARCHITECTURES, packable
 from bnstudy.training.train import (
     PRECISE_BN_BATCHES,
     TrialResult,
@@ -85,57 +85,9 @@ from bnstudy.training.train import (
     recompute_bn_statistics,
 )
 
-#: Architectures whose bodies act per channel and are built only of layers that
-#: :mod:`bnstudy.models.packed` packs (conv, BN, linear, ReLU, pooling, flatten, option-A
-#: shortcuts), chained or (residual blocks) summed. In float64 each packed body equals its K
-#: models (tests/test_packing_models.py, tests/test_packing_deep.py), and a pack of each family
-#: its trials run alone (tests/test_packing.py, tests/test_packing_deep.py).
-PACKABLE_ARCHITECTURES = (
-    "cnn",
-    "cnn1d",
-    "cnn_flatten",
-    "mlp",
-    "resnet20",
-    "resnet32",
-    "preact_resnet20",
-    "vgg11",
-    "vgg11_bn",
-)
-#: Every built-in head: ``post(fc(pre(x)))`` of linear, BN, ReLU and LayerNorm layers.
-PACKABLE_HEADS = (
-    "bn",
-    "bn_noaffine",
-    "bnneck",
-    "hidden",
-    "hidden_bn_relu",
-    "hidden_relu_bn",
-    "ln",
-    "logit_bn",
-    "plain",
-)
 #: Image-copies per packed evaluation forward (bounds memory at large K); evaluation in eval
 #: mode is per example, so chunking changes nothing but the memory used.
 EVAL_CHUNK = 8192
-
-
-def packable(trial: Trial) -> bool:
-    """Whether ``trial`` can train in a pack: its architecture and head are supported.
-
-    Every other setting (schedule, sampler, loss, steps, label smoothing, clipping, dataset,
-    the built-in optimisers) is supported, except a pre-trained body (``pretrain``): packs
-    build their copies from the seed's random streams only, head dropout (a pack cannot draw
-    each copy's dropout masks as its separate run would; ``hidden_width`` and
-    ``bn_momentum`` pack) and an optimiser a plugin registered (it need not step each
-    element on its own, see :mod:`bnstudy.training.optimizers`). Unsupported trials run
-    unpacked with ``run_trial``.
-    """
-    return (
-        trial.architecture in PACKABLE_ARCHITECTURES
-        and trial.head in PACKABLE_HEADS
-        and not trial.pretrain_stage
-        and trial.dropout == 0
-        and trial.optimizer in BUILTIN_OPTIMIZERS
-    )
 
 
 def check_pack(trials: Sequence[Trial]) -> None:
