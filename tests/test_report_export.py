@@ -49,6 +49,11 @@ def test_markdown_figures_href_and_empty_tables(study, tmp_path):
     for line in text.splitlines():
         if line.startswith("|"):
             assert line.endswith("|")
+    # each diagnostic names where it came from, set off from its text by a space
+    diagnostics = text.split("## Diagnostics\n")[1].split("\n## ")[0]
+    notes = [line for line in diagnostics.splitlines() if line.startswith("- ")]
+    assert notes and all(re.search(r"[^ ] \(in: [^)]*\)$", n) for n in notes if "(in:" in n)
+    assert any("(in:" in n for n in notes)
 
 
 def test_every_figure_as_svg_png_and_pdf(study, tmp_path):

@@ -219,8 +219,9 @@ def _diagnostics(c: Content) -> list[str]:
     lines = ["## Diagnostics", ""]
     for d in c.diagnostics:
         count = f"{d['count']}× " if d["count"] > 1 else ""
-        context = f" ({d['context']})" if d["context"] else ""
-        lines.append(f"- {count}[{d['level']}] {_para(d['text'])}{_para(context)}")
+        # (_para would strip the space before the parenthesis)
+        context = f" ({_para(d['context'])})" if d["context"] else ""
+        lines.append(f"- {count}[{d['level']}] {_para(d['text'])}{context}")
     if not c.diagnostics:
         lines.append("No warnings or notes from the model fits.")
     lines.append("")
