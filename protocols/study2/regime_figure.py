@@ -2,11 +2,13 @@
 
     python protocols/study2/regime_figure.py      # from the repository root, bnstudy installed
 
-Reads ``data/results/study2_claims12_batch.parquet`` with the protocol it records, runs the
-analysis ``bnstudy report`` runs and plots the per-condition effects of the primary estimand
-(each arm at its own best learning rate, cross-fitted over seeds; unadjusted 95% CIs of the
-paired differences), so every point is a number of the report. Writes
-``reports/study2_regime.png`` and prints the plotted numbers as a Markdown table.
+Reads ``data/results/study2_claims12_batch.parquet`` (the small networks, lines over batch
+size) and, where it exists, ``study2_claims12_deep_cpu.parquet`` (the deep networks at batch
+32, squares), each with the protocol it records, runs the analysis ``bnstudy report`` runs
+and plots the per-condition effects of the primary estimand (each arm at its own best
+learning rate, cross-fitted over seeds; unadjusted 95% CIs of the paired differences), so
+every point is a number of the reports. Writes ``reports/study2_regime.png`` and prints the
+plotted numbers.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bnstudy import study  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "data" / "results" / "study2_claims12_batch.parquet"
+DEEP = ROOT / "data" / "results" / "study2_claims12_deep_cpu.parquet"
 FIGURE = ROOT / "reports" / "study2_regime.png"
 METRIC = "balanced_acc"
 #: Claim 2's margin (PLAN.md): a cost beyond it is "severe".
@@ -41,11 +44,14 @@ def regime_table(path: Path = RESULTS) -> pd.DataFrame:
     return table.sort_values(["architecture", "dataset", "batch_size"]).reset_index(drop=True)
 
 
-def plot(table: pd.DataFrame, path: Path = FIGURE) -> None:
+def plot(table: pd.DataFrame, path: Path = FIGURE, deep: pd.DataFrame | None = None) -> None:
+    """``table``'s conditions as lines over batch size; ``deep``'s as squares, no lines."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=130)
-    groups = list(table.groupby(["architecture", "dataset"], sort=True))
+    deep = deep if deep is not None else table.iloc[:0]
+    groups = [(key, g, True) for key, g in table.groupby(["architecture", "dataset"], sort=True)]
+    groups += [(key, g, False) for key, g in deep.groupby(["architecture", "dataset"], sort=True)]
     width = 0.06 * (len(groups) - 1)  # dodge the lines so their CIs do not overlap
-    for i, ((arch, dataset), g) in enumerate(groups):
+    for i, ((arch, dataset), g, line) in enumerate(groups):
         shift = 2 ** (-width / 2 + 0.06 * i)
         x = g["batch_size"] * shift
         yerr = [g["estimate"] - g["ci_low"], g["ci_high"] - g["estimate"]]
@@ -53,17 +59,18 @@ def plot(table: pd.DataFrame, path: Path = FIGURE) -> None:
             x,
             g["estimate"],
             yerr=yerr,
-            marker="o",
+            marker="o" if line else "s",
             ms=4,
             capsize=2,
-            lw=1.2,
-            label=f"{arch} · {dataset}",
+            lw=1.2 if line else 0,
+            elinewidth=1.2,
+            label=f"{arch} · {dataset}" + ("" if line else " (deep)"),
         )
     ax.axhline(0, color="black", lw=0.8)
     for y in (-SEVERE_PP, SEVERE_PP):
         ax.axhline(y, color="grey", lw=0.6, ls="--")
     ax.set_xscale("log", base=2)
-    sizes = sorted(table["batch_size"].unique())
+    sizes = sorted(set(table["batch_size"]) | set(deep["batch_size"]))
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.set_xlabel("batch size (equal epochs)")
     ax.set_ylabel("BN − plain, balanced accuracy (pp)")
@@ -80,9 +87,12 @@ def plot(table: pd.DataFrame, path: Path = FIGURE) -> None:
 
 def main() -> None:
     table = regime_table()
-    plot(table)
+    deep = regime_table(DEEP) if DEEP.exists() else None
+    plot(table, deep=deep)
     print(f"wrote {FIGURE.relative_to(ROOT)}\n")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:+.2f}"))
+    for part in (table, deep):
+        if part is not None:
+            print(part.to_string(index=False, float_format=lambda v: f"{v:+.2f}"), "\n")
 
 
 if __name__ == "__main__":

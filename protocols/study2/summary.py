@@ -25,6 +25,7 @@ from bnstudy.spec.design import MetricDesign
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOLS = [
     "claims12_batch",
+    "claims12_deep_cpu",
     "claim3_fail",
     "claim4_lt",
     "claim5_width",
