@@ -77,6 +77,10 @@ def test_trials_the_runner_cannot_pack_are_priced_one_at_a_time(table: Path):
     assert gpu.packed_s == pytest.approx(gpu.unpacked_s) == pytest.approx(6 * 12 * 4.0 / 1e3)
     (packed, _) = estimate(protocol, trials=cnn, table=table, pack=16)
     assert packed.packed_s == pytest.approx(2 * 12 * 8.0 / 1e3)  # two packs of three
+    # A protocol's own trial function has no packed form: the runner packs none of it.
+    own = protocol.model_copy(update={"trial": "mylab.train:run"})
+    (gpu, _) = estimate(own, trials=cnn, table=table, pack=16)
+    assert gpu.packed_s == pytest.approx(gpu.unpacked_s)
 
 
 def test_steps_follow_the_trial_settings(table: Path):

@@ -226,7 +226,10 @@ def test_float32_pack_matches_run_trial_as_it_ships(trained):
 # -- what packs -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("architecture", ["cnn", "mlp", "cnn1d", "cnn_flatten"])
+@pytest.mark.parametrize(
+    "architecture",
+    ["cnn", "mlp", "cnn1d", "cnn_flatten", "linear", "mnist1d_mlp", "mnist1d_cnn"],
+)
 def test_packable_bodies_with_every_registered_head(make_trial, architecture):
     from bnstudy.models import head_names
 

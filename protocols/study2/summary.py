@@ -8,7 +8,8 @@ Reads the committed tables (``data/results/anchor_mnist1d_paper.parquet`` and
 not there yet is named and skipped. Per protocol: where it ran, each pre-registered
 hypothesis with its quantifier and verdict, the regimes (per-condition verdicts, Holm within
 each metric × variant), every condition's tuned effect, and where a tuning choice still sits
-at an edge of its grid.
+at an edge of its grid; for claim 3 also an exploratory table (not registered) of the share
+of trials that did not learn, and for claim 5 the inactive fractions per width.
 """
 
 from __future__ import annotations

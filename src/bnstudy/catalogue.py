@@ -40,12 +40,15 @@ class MetricInfo:
     ceiling: float | None = None
 
 
-#: A trial's nll counts at most -log(float32 eps) = 15.9 nats, the loss of a network that
-#: gives every test example's true class the smallest probability float32 tells from zero
-#: next to 1 (scikit-learn's ``log_loss`` clips probabilities at the same eps). Without it a
-#: network whose eval-mode logits run to 1e19 (BN's running statistics far from its batch
-#: statistics) but which never diverged brings 1e19 nats, and one such trial decides every
-#: mean and CI it enters; a diverged trial, by contrast, scores chance (2.3 nats).
+#: A trial's nll (its mean over the test set) counts at most -ln(2^-23) = 15.9 nats, the
+#: natural log of float32's machine epsilon: the loss of a network that gives every test
+#: example's true class a probability of 2^-23 (scikit-learn's ``log_loss`` clips each
+#: example's probability at such an eps; capping the mean is the looser cousin of that, and
+#: all the stored trial-level value allows). Without it a network whose eval-mode logits run
+#: to 1e19 (BN's running statistics far from its batch statistics) but which never diverged
+#: brings 1e19 nats, and one such trial decides every mean and CI it enters; a diverged
+#: trial, by contrast, scores chance (2.3 nats). A trial at the ceiling is one that is
+#: confidently wrong on a large share of the test set, whatever the exact share.
 NLL_CEILING = -math.log(2.0**-23)
 
 
@@ -129,8 +132,8 @@ LEARNED_SHARE = 0.1
 DERIVED_METRICS: dict[str, str] = {
     "failure": "1 when the trial's status is not ok (a failure of any kind), else 0",
     "not_learned": (
-        "1 when the trial's status is not ok or its balanced accuracy is below chance + 10% "
-        "of the way from chance to perfect, else 0"
+        "1 when the trial's status is not ok or its balanced accuracy is below chance + "
+        f"{LEARNED_SHARE:.0%} of the way from chance to perfect, else 0"
     ),
 }
 

@@ -227,3 +227,19 @@ def test_not_learned_counts_failures_and_ok_trials_at_chance():
     rows = evaluate(table, protocol, [hyp("nl", metric="not_learned", margin=None)])
     assert rows.loc["nl", "estimate"] == pytest.approx(50.0)  # 2 of 4 bn seeds, pp
     assert rows.loc["nl", "unit"] == "pp"
+
+
+def test_not_learned_line_follows_the_number_of_classes():
+    """Two classes: the line is 50% + 0.1 * 50% = 55%. A failed row without class_counts
+    takes its dataset's count; an ok row whose accuracy is unknown is NaN, not 0."""
+    table = pd.DataFrame(
+        {
+            "status": ["ok", "ok", "diverged", "ok", "ok"],
+            "dataset": ["two", "two", "two", "ten", "ten"],
+            "balanced_acc": [0.54, 0.56, np.nan, 0.18, np.nan],
+            "class_counts": [[5, 5], [5, 5], [], [1] * 10, [1] * 10],
+        }
+    )
+    derived = with_derived_metrics(table)
+    assert derived["not_learned"].tolist()[:4] == [1.0, 0.0, 1.0, 1.0]
+    assert np.isnan(derived["not_learned"].iloc[4])

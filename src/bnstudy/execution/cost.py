@@ -248,8 +248,10 @@ def estimate(
         if est.kind == "gpu" and pack > 1 and any(r.pack > 1 for r in measured):
             est.pack = pack
             # What the runner cannot pack runs alone (tasks.choose_packing): plugin networks,
-            # pre-trained bodies, head dropout, a plugin's optimiser.
-            tasks = make_tasks(trials, pack, packable)
+            # pre-trained bodies, head dropout, a plugin's optimiser, and every trial of a
+            # protocol with its own trial function (it has no packed counterpart).
+            own_trial = protocol.trial is not None
+            tasks = make_tasks(trials, pack, (lambda t: False) if own_trial else packable)
             for task in tasks:
                 t = task[0]
                 ms = step_ms(measured, t.architecture, facts[t.dataset][0], t.batch_size, len(task))

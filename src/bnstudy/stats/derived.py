@@ -22,9 +22,9 @@ def with_derived_metrics(table: pd.DataFrame) -> pd.DataFrame:
     exists, so it can never disagree with the status.
 
     ``not_learned``: 1.0 when the trial failed or its balanced accuracy is below
-    ``1/C + LEARNED_SHARE * (1 - 1/C)`` (C classes, from the row's ``class_counts``, else the
-    table's most common C), else 0.0; NaN for an ok trial whose C or balanced accuracy is
-    unknown.
+    ``1/C + LEARNED_SHARE * (1 - 1/C)`` (C classes, from the row's ``class_counts``, else
+    the most common C of its dataset's rows), else 0.0; NaN for an ok trial whose C or
+    balanced accuracy is unknown.
     """
     if "status" not in table.columns:
         return table
@@ -32,7 +32,9 @@ def with_derived_metrics(table: pd.DataFrame) -> pd.DataFrame:
     out = table.assign(failure=failed.astype(float))
     if "balanced_acc" not in table.columns:
         return out
-    classes = num_classes(table, np.zeros(len(table), int)).astype(float)
+    # A row without class_counts (a failed trial) takes its dataset's most common count.
+    by = table["dataset"] if "dataset" in table.columns else pd.Series(0, index=table.index)
+    classes = num_classes(table, by.astype(str).factorize()[0]).astype(float)
     chance = np.where(classes > 0, 1.0 / np.where(classes > 0, classes, 1.0), np.nan)
     line = chance + LEARNED_SHARE * (1.0 - chance)
     acc = pd.to_numeric(table["balanced_acc"], errors="coerce").to_numpy(dtype=float)

@@ -17,7 +17,8 @@ Intention to treat (the primary analysis): a head that makes the network collaps
   is left out of the comparison by :func:`~bnstudy.stats.paired.paired_differences`.
 
 In both populations a value above the metric's ceiling (``MetricInfo.ceiling``: nll's is
-15.9 nats) counts at the ceiling, with a note, so that one runaway trial cannot decide a mean.
+15.9 nats, see :data:`~bnstudy.catalogue.NLL_CEILING`) counts at the ceiling, with a note,
+so that one runaway trial cannot decide a mean.
 
 "ok only" (the sensitivity analysis, and the behaviour before intention to treat): only
 trials with status ok and a finite value count.
