@@ -119,10 +119,16 @@ def test_hypotheses_name_their_estimand_and_quantifier():
         subset="all conditions", expect="lower", margin=0.5, estimand="fixed",
         quantifier="any", registration="pre-registered", estimate=-1.0, ci_low=-2.0,
         ci_high=0.0, pi_low=-3.0, pi_high=1.0, p=0.01, p_adj=0.02, n_pairs=10,
-        n_conditions=4, verdict="supported", unit="pp", scope="overall", sha256="x", note="",
+        n_conditions=4, verdict="supported", unit="pp", scope="overall", sha256="x",
+        note="below -0.5 pp in 1 of 4 conditions (Holm) (dataset=d1); short of it in 0",
     )  # fmt: skip
-    hyp = pd.DataFrame([row, {**row, "id": "h2", "quantifier": "average", "estimand": "tuned"}])
-    view = hypotheses_view(hyp, {}).set_index("id")["test"]
+    average = {**row, "id": "h2", "quantifier": "average", "estimand": "tuned", "note": ""}
+    hyp = pd.DataFrame([row, average])
+    shown_view = hypotheses_view(hyp, {}).set_index("id")
+    # a quantified claim's verdict names the conditions that decided it, not only the average
+    assert shown_view.loc["h1", "verdict"] == "supported: " + row["note"]
+    assert shown_view.loc["h2", "verdict"] == "supported"
+    view = shown_view["test"]
     assert view["h1"].startswith("balanced_acc (fixed estimand):")
     assert view["h1"].endswith("; in any")
     assert view["h2"].startswith("balanced_acc (tuned estimand):")

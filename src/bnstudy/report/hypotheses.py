@@ -28,7 +28,9 @@ def hypotheses_view(hyp: pd.DataFrame | None, evidence: Mapping[str, str]) -> pd
     default the estimates section). The test names the estimand ("balanced_acc (tuned
     estimand)") and, for a claim about some or every condition, ends "; in any" / "; in
     all". The p shown is the Holm-adjusted one for pre-registered hypotheses and the
-    unadjusted one, marked, for exploratory ones."""
+    unadjusted one, marked, for exploratory ones. The verdict carries the hypothesis's note
+    (which conditions decided a quantified claim; a tuning edge; why nothing was estimated),
+    as the terminal's summary does."""
     if hyp is None or hyp.empty:
         return pd.DataFrame(columns=[*HYPOTHESIS_VIEW_COLUMNS, "href"])
     rows = []
@@ -58,10 +60,10 @@ def hypotheses_view(hyp: pd.DataFrame | None, evidence: Mapping[str, str]) -> pd
                 ),
                 "PI": interval_text(r.pi_low, r.pi_high),
                 "p (Holm)": "–" if pd.isna(p) else f"{p:.3g}" + ("" if adjusted else " (unadj.)"),
-                # Why nothing was estimated belongs next to the verdict that says so.
-                "verdict": (
-                    f"{r.verdict}: {r.note}" if pd.isna(r.estimate) and r.note else r.verdict
-                ),
+                # The note says what decided the verdict: which conditions, for a claim
+                # about some or every one (the estimate shown is the average's), which
+                # tuning edge, or why nothing was estimated.
+                "verdict": f"{r.verdict}: {r.note}" if r.note else r.verdict,
                 "registration": r.registration,
                 "href": evidence.get(r.metric, "estimates"),
             }
