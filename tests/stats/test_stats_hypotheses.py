@@ -69,6 +69,26 @@ def test_known_effect_is_supported_and_no_effect_is_equivalent():
     assert rows.loc["up", "estimate"] == pytest.approx(full["estimate"])
 
 
+def test_a_directional_claim_about_the_average_is_tested_beyond_its_margin():
+    """A true +2 pp effect, measured tightly: "higher by more than 1" is supported, "higher
+    by more than 3" contradicted (the CI lies wholly short of +3, though wholly above 0), and
+    "higher by more than 2" (the truth on the line) not supported."""
+    protocol = grid_protocol(8, **GRID)
+    table = simulate_results(protocol, effect=2.0, sigma=0.2, seed=5)
+    rows = evaluate(
+        table,
+        protocol,
+        [hyp("by1", margin=1.0), hyp("by3", margin=3.0), hyp("by2", margin=2.0)],
+    )
+    assert rows.loc["by3", "ci_low"] > 0 and rows.loc["by3", "ci_high"] < 3.0
+    assert rows.loc["by1", "verdict"] == "supported"
+    assert rows.loc["by3", "verdict"] == "contradicted"
+    assert rows.loc["by2", "verdict"] != "supported"
+    assert rows.loc["by3", "note"] == "tested against +3 pp (the margin)"
+    # the same test as the CI: p < alpha exactly when the CI excludes the threshold
+    assert rows.loc["by1", "p"] < 0.05 and rows.loc["by1", "ci_low"] > 1.0
+
+
 def test_a_clear_effect_is_not_equivalent():
     protocol = grid_protocol(6, **GRID)
     table = simulate_results(protocol, effect=3.0, sigma=0.2, seed=2)

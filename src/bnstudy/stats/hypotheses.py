@@ -20,10 +20,14 @@ file's registration). Their p-values (difference test for ``higher``/``lower``, 
 ``equivalent``) are Holm-adjusted together; exploratory hypotheses keep their unadjusted p
 and say so. Verdicts from the (adjusted) p, alpha = 1 - confidence:
 
-- ``higher``/``lower``: ``supported`` when p < alpha with the estimate (variant - control,
-  on the metric's own scale) of the predicted sign, ``contradicted`` when of the other sign,
-  else ``inconclusive``. Holm gives adjusted p-values, not adjusted intervals; the CI shown
-  is per comparison.
+- ``higher``/``lower``: the estimate (variant - control, on the metric's own scale) is
+  tested against the margin in the expected direction (+margin for ``higher``, -margin for
+  ``lower``; 0 for a metric without a margin): t of sign x estimate - margin on the
+  estimate's SE and df. ``supported`` when p < alpha with the estimate beyond the margin
+  (its CI wholly beyond it), ``contradicted`` when p < alpha with the estimate short of it,
+  else ``inconclusive``. So "higher, margin 2" means "higher by more than 2", as it does for
+  one condition of an ``any`` claim; ``note`` names the threshold. Holm gives adjusted
+  p-values, not adjusted intervals; the CI shown is per comparison.
 - ``equivalent``: ``equivalent`` when the TOST p < alpha (the 1 - 2 alpha CI inside
   +-margin); ``not equivalent`` when the CI lies entirely beyond the margin on one side;
   else ``inconclusive``.
@@ -60,13 +64,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from bnstudy.catalogue import METRICS
 from bnstudy.spec.design import Design, HypothesisDesign, MetricDesign
 from bnstudy.stats.analysis import CONTRAST_SUFFIX, analyze
 from bnstudy.stats.edges import rests_on_edge
 from bnstudy.stats.imputation import ITT
-from bnstudy.stats.inference import EDGE_VERDICT, adjust
+from bnstudy.stats.inference import EDGE_VERDICT, adjust, p_value
 from bnstudy.stats.regimes import quantified_test
 
 PREREGISTERED = "pre-registered"
@@ -157,8 +162,8 @@ def evaluate_hypotheses(
         p = p_adj[i] if confirmatory[i] else r.p
         if edge[i]:
             words = EDGE_VERDICT
-        elif r.quantifier == "average":
-            words = _verdict(r.expect, r.estimate, r.ci_low, r.ci_high, p, r.margin, alpha)
+        elif r.quantifier == "average" and r.expect == "equivalent":
+            words = _equivalence_verdict(r.ci_low, r.ci_high, p, r.margin, alpha)
         else:
             words = _quantified_verdict(r.expect, p, alpha, predicted[i], refuted[i])
         verdicts.append(words if confirmatory[i] else words + EXPLORATORY_VERDICT)
@@ -166,18 +171,12 @@ def evaluate_hypotheses(
     return frame[HYPOTHESIS_COLUMNS]
 
 
-def _verdict(expect, estimate, ci_low, ci_high, p, margin, alpha) -> str:
-    significant = math.isfinite(p) and p < alpha
-    if expect == "equivalent":
-        if significant:
-            return "equivalent"
-        if ci_low > margin or ci_high < -margin:
-            return "not equivalent"
-        return "inconclusive"
-    if not significant:
-        return "inconclusive"
-    predicted = estimate > 0 if expect == "higher" else estimate < 0
-    return "supported" if predicted else "contradicted"
+def _equivalence_verdict(ci_low, ci_high, p, margin, alpha) -> str:
+    if math.isfinite(p) and p < alpha:
+        return "equivalent"
+    if ci_low > margin or ci_high < -margin:
+        return "not equivalent"
+    return "inconclusive"
 
 
 def _quantified_verdict(expect, p, alpha, predicted: bool, refuted: bool) -> str:
@@ -251,6 +250,8 @@ def _estimate(table: pd.DataFrame, design: Design, h: HypothesisDesign) -> dict:
         n_pairs=int(est["n_pairs"]),
         n_conditions=_n_conditions(analysis, h),
     )
+    if h.quantifier == "average" and h.expect != "equivalent":
+        row.update(_beyond_threshold(est, h, 1 - design.confidence))
     if h.quantifier != "average":
         test = quantified_test(
             _per_condition(analysis, h),
@@ -272,6 +273,26 @@ def _estimate(table: pd.DataFrame, design: Design, h: HypothesisDesign) -> dict:
     if tuned and (edge := rests_on_edge(analysis.tuning_edges, h.metric, h.variant, ITT)):
         row.update({_EDGE: True, "note": "; ".join(n for n in (row["note"], edge) if n)})
     return row
+
+
+def _beyond_threshold(est: dict, h: HypothesisDesign, alpha: float) -> dict:
+    """The test of a ``higher``/``lower`` claim about the average: is the estimate beyond the
+    margin (0 for a metric without one) in the expected direction? t of
+    delta = sign x estimate - margin on the estimate's own SE and df (the SE read back from
+    its CI), two-sided, so that "supported" means the CI lies wholly beyond the margin and
+    "contradicted" that it lies wholly short of it, as for one condition of an ``any`` claim."""
+    threshold = 0.0 if h.margin is None else float(h.margin)
+    sign = 1.0 if h.expect == "higher" else -1.0
+    delta = sign * est["estimate"] - threshold
+    df = float(est["df"])
+    q = float(stats.t.ppf(1 - alpha / 2, df)) if df > 0 else math.nan
+    se = (est["ci_high"] - est["ci_low"]) / (2 * q)
+    note = f"tested against {sign * threshold:+g} {METRICS[h.metric].unit}".rstrip()
+    return {
+        "p": p_value(delta, se, df),
+        _PREDICTED: bool(delta > 0),
+        "note": f"{note} (the margin)" if threshold else "",
+    }
 
 
 def _subset(table: pd.DataFrame, design: Design, h: HypothesisDesign) -> pd.DataFrame:
