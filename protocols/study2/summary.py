@@ -9,7 +9,8 @@ not there yet is named and skipped. Per protocol: where it ran, each pre-registe
 hypothesis with its quantifier and verdict, the regimes (per-condition verdicts, Holm within
 each metric × variant), every condition's tuned effect, and where a tuning choice still sits
 at an edge of its grid; for claim 3 also an exploratory table (not registered) of the share
-of trials that did not learn, and for claim 5 the inactive fractions per width.
+of trials that did not learn, for claim 5 the inactive fractions per width, and for the
+deep networks a labelled secondary table at each fixed learning rate.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def main() -> None:
             print(inactive_levels(table, analysis.design.treatment), "\n")
         if name == "claim3_fail":
             print(not_learned(table, analysis.design), "\n")
+        if name == "claims12_deep_cpu":
+            print(fixed_lr(table, analysis), "\n")
 
 
 def anchor_table(path: Path) -> str:
@@ -120,6 +123,37 @@ def not_learned(table: pd.DataFrame, design) -> str:
     return (
         "Exploratory (defined after the results; not registered): did not learn, "
         "each arm at its own best learning rate\n\n" + FIRST.markdown(header, rows)
+    )
+
+
+def fixed_lr(table: pd.DataFrame, analysis) -> str:
+    """The secondary, fixed-lr reading of a table (labelled so): per condition and learning
+    rate, each arm's mean balanced accuracy over its ok trials, how many of its trials did
+    not end ok, and the BN − plain effect at that rate (intention to treat) with its
+    unadjusted CI. Shows what a comparison at one shared rate would have said."""
+    pc = analysis.per_condition
+    pc = pc[(pc["metric"] == "balanced_acc") & (pc["estimand"] == "fixed")]
+    effect = {r.condition: r for r in pc.itertuples(index=False)}
+    design = analysis.design
+    varying = [k for k in design.conditions if k != "lr" and table[k].nunique() > 1]
+    keys = [*varying, "lr"]
+    rows = []
+    for key, g in table.groupby(keys, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        arms = []
+        for arm in (design.control, "bn"):
+            a = g[g[design.treatment] == arm]
+            ok = a.loc[a["status"] == "ok", "balanced_acc"]
+            mean = f"{100 * ok.mean():.1f}" if len(ok) else "–"
+            arms.append(f"{mean} ({(a['status'] != 'ok').sum()} of {len(a)} not ok)")
+        named = zip(keys, key, strict=True)
+        label = ", ".join(f"{k}={v:g}" if k == "lr" else f"{k}={v}" for k, v in named)
+        r = effect.get(label)
+        diff = "–" if r is None else f"{r.estimate:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+        rows.append([*key, *arms, diff])
+    header = [*keys, "plain: mean %", "bn: mean %", "bn − plain at this lr, pp [95% CI]"]
+    return "Secondary, fixed learning rates (not the claims' estimand):\n\n" + FIRST.markdown(
+        header, rows
     )
 
 
