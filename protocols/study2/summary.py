@@ -131,24 +131,20 @@ def fixed_lr(table: pd.DataFrame, analysis) -> str:
     rate, each arm's mean balanced accuracy over its ok trials, how many of its trials did
     not end ok, and the BN − plain effect at that rate (intention to treat) with its
     unadjusted CI. Shows what a comparison at one shared rate would have said."""
+    design = analysis.design
+    keys = [k for k in design.conditions if k != "lr" and table[k].nunique() > 1] + ["lr"]
     pc = analysis.per_condition
     pc = pc[(pc["metric"] == "balanced_acc") & (pc["estimand"] == "fixed")]
-    effect = {r.condition: r for r in pc.itertuples(index=False)}
-    design = analysis.design
-    varying = [k for k in design.conditions if k != "lr" and table[k].nunique() > 1]
-    keys = [*varying, "lr"]
+    effect = pc.set_index(keys)
     rows = []
     for key, g in table.groupby(keys, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
         arms = []
         for arm in (design.control, "bn"):
             a = g[g[design.treatment] == arm]
             ok = a.loc[a["status"] == "ok", "balanced_acc"]
             mean = f"{100 * ok.mean():.1f}" if len(ok) else "–"
             arms.append(f"{mean} ({(a['status'] != 'ok').sum()} of {len(a)} not ok)")
-        named = zip(keys, key, strict=True)
-        label = ", ".join(f"{k}={v:g}" if k == "lr" else f"{k}={v}" for k, v in named)
-        r = effect.get(label)
+        r = effect.loc[key] if key in effect.index else None
         diff = "–" if r is None else f"{r.estimate:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
         rows.append([*key, *arms, diff])
     header = [*keys, "plain: mean %", "bn: mean %", "bn − plain at this lr, pp [95% CI]"]

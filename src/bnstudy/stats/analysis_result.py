@@ -35,6 +35,7 @@ ESTIMATE_COLUMNS = [
     "ci_high",
     "p",
     "p_adj",
+    "se",
     "df",
     "verdict",
     "n_pairs",
@@ -246,7 +247,8 @@ class Analysis:
     (read ``kind`` and ``moderator`` rather than take it apart). ``pi_low``/``pi_high``
     is the prediction interval for a new condition (:data:`PI_METHOD`; overall and level
     rows); n_imputed counts the declared (not measured) values among the row's pairs, both
-    arms together; ``df`` is the degrees of freedom of the t behind the CI and p.
+    arms together; ``se`` and ``df`` are the standard error and degrees of freedom of the t
+    behind the CI and p.
     Rows in the multiplicity family (``primary_estimand``, and with family "overall" the
     overall scope) carry verdicts; other rows read "unadjusted: ..." (not a verdict).
 

@@ -67,6 +67,7 @@ class _RowMaker:
                     ci_low=e - q * s,
                     ci_high=e + q * s,
                     p=p_value(e, s, df),
+                    se=s,
                     n_pairs=int(members[:, i].sum()),
                     n_imputed=int(self.imputed @ members[:, i]),
                     method=method,

@@ -64,7 +64,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from bnstudy.catalogue import METRICS
 from bnstudy.spec.design import Design, HypothesisDesign, MetricDesign
@@ -72,7 +71,7 @@ from bnstudy.stats.analysis import CONTRAST_SUFFIX, analyze
 from bnstudy.stats.edges import rests_on_edge
 from bnstudy.stats.imputation import ITT
 from bnstudy.stats.inference import EDGE_VERDICT, adjust, p_value
-from bnstudy.stats.regimes import quantified_test
+from bnstudy.stats.regimes import directional_delta, quantified_test
 
 PREREGISTERED = "pre-registered"
 EXPLORATORY = "exploratory"
@@ -251,7 +250,7 @@ def _estimate(table: pd.DataFrame, design: Design, h: HypothesisDesign) -> dict:
         n_conditions=_n_conditions(analysis, h),
     )
     if h.quantifier == "average" and h.expect != "equivalent":
-        row.update(_beyond_threshold(est, h, 1 - design.confidence))
+        row.update(_beyond_threshold(est, h))
     if h.quantifier != "average":
         test = quantified_test(
             _per_condition(analysis, h),
@@ -275,24 +274,17 @@ def _estimate(table: pd.DataFrame, design: Design, h: HypothesisDesign) -> dict:
     return row
 
 
-def _beyond_threshold(est: dict, h: HypothesisDesign, alpha: float) -> dict:
-    """The test of a ``higher``/``lower`` claim about the average: is the estimate beyond the
-    margin (0 for a metric without one) in the expected direction? t of
-    delta = sign x estimate - margin on the estimate's own SE and df (the SE read back from
-    its CI), two-sided, so that "supported" means the CI lies wholly beyond the margin and
-    "contradicted" that it lies wholly short of it, as for one condition of an ``any`` claim."""
-    threshold = 0.0 if h.margin is None else float(h.margin)
-    sign = 1.0 if h.expect == "higher" else -1.0
-    delta = sign * est["estimate"] - threshold
-    df = float(est["df"])
-    q = float(stats.t.ppf(1 - alpha / 2, df)) if df > 0 else math.nan
-    se = (est["ci_high"] - est["ci_low"]) / (2 * q)
-    note = f"tested against {sign * threshold:+g} {METRICS[h.metric].unit}".rstrip()
-    return {
-        "p": p_value(delta, se, df),
-        _PREDICTED: bool(delta > 0),
-        "note": f"{note} (the margin)" if threshold else "",
-    }
+def _beyond_threshold(est: dict, h: HypothesisDesign) -> dict:
+    """The test of a ``higher``/``lower`` claim about the average: t of
+    :func:`~bnstudy.stats.regimes.directional_delta` on the estimate's SE and df, two-sided,
+    so that "supported" means the CI lies wholly beyond the margin and "contradicted" that it
+    lies wholly short of it, as for one condition of an ``any`` claim."""
+    delta = directional_delta(est["estimate"], h.expect, h.margin)
+    note = ""
+    if h.margin:
+        line = h.margin if h.expect == "higher" else -h.margin
+        note = f"tested against {line:+g} {METRICS[h.metric].unit}".rstrip() + " (the margin)"
+    return {"p": p_value(delta, est["se"], est["df"]), _PREDICTED: bool(delta > 0), "note": note}
 
 
 def _subset(table: pd.DataFrame, design: Design, h: HypothesisDesign) -> pd.DataFrame:

@@ -158,6 +158,14 @@ def condition_verdicts(
     return out
 
 
+def directional_delta(estimate, expect: str, margin: float | None):
+    """sign x estimate - margin for a ``higher``/``lower`` claim (sign +1 / -1; margin 0 for a
+    metric without one): > 0 when the effect lies beyond the margin the expected way. Its
+    t-test against 0 is the claim's test, for one condition or for the average."""
+    threshold = 0.0 if margin is None else float(margin)
+    return (1.0 if expect == "higher" else -1.0) * estimate - threshold
+
+
 def _p(estimate: float, se: float, df: float) -> float:
     if not df >= 1:
         return math.nan
@@ -329,10 +337,9 @@ def quantified_test(
         what = f"equivalent within ±{margin:g}{unit_text}"
     else:
         threshold = 0.0 if margin is None else float(margin)
-        sign = 1.0 if expect == "higher" else -1.0
-        delta = sign * est - threshold  # > 0: beyond the threshold the expected way
+        delta = directional_delta(est, expect, margin)
         favour = None
-        side = "above" if sign > 0 else "below"
+        side, sign = ("above", 1) if expect == "higher" else ("below", -1)
         what = f"{side} {sign * threshold:+g}{unit_text}" if threshold else f"{side} 0"
     against = np.array([_p(x, s, d) for x, s, d in zip(delta, se, df, strict=True)])
     q = adjust(against, "holm")
